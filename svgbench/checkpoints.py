@@ -1,0 +1,129 @@
+"""The one way svgbench reads and writes weights: safetensors, or torch.load(weights_only=True).
+
+Arbitrary pickles are never executed. Every error names the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, or does not fit the model."""
+
+
+def file_sha256(path: str | os.PathLike, n: int = 16) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:n]
+
+
+def load_state_dict(path: str | os.PathLike, *, key: str | None = None) -> dict[str, torch.Tensor]:
+    """Read tensors from `path` (.safetensors, or .pt/.pth/.bin/.ckpt through weights_only).
+
+    `key` selects a nested dict inside a torch file (e.g. "state_dict" of a Lightning .ckpt,
+    "ema" of a SiT/SVG diffusion checkpoint); with key=None a top-level "state_dict" is unwrapped.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory; expected a weights file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as e:  # safetensors raises its own error types
+            raise CheckpointError(f"checkpoint {path} is truncated or not a valid safetensors file: {e}") from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {e}") from e
+    except Exception as e:  # UnpicklingError: the file holds objects other than tensors
+        raise CheckpointError(
+            f"checkpoint {path} holds Python objects that svgbench will not unpickle "
+            f"(weights_only=True refused it: {str(e).splitlines()[0]}). Re-save only its tensors, e.g. "
+            f"torch.save(ckpt['state_dict'], ...) in an environment you trust, or convert to safetensors."
+        ) from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict of tensors")
+    if key is not None:
+        if key not in obj:
+            raise CheckpointError(f"checkpoint {path} has no {key!r} entry; top-level keys: {sorted(obj)[:20]}")
+        obj = obj[key]
+    elif "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"checkpoint {path}: entries {bad[:5]} are not tensors")
+    return obj
+
+
+def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} is truncated or not a valid safetensors file: {e}") from e
+
+
+def check_and_load(module: nn.Module, state: dict[str, torch.Tensor], *, source: str,
+                   ignore_prefixes: tuple[str, ...] = ()) -> None:
+    """Strictly load `state` into `module`; on any mismatch raise naming the keys and shapes."""
+    own = module.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {', '.join(missing[:8])}")
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:8])}")
+    if wrong:
+        problems.append(f"wrong shapes ({len(wrong)}): {'; '.join(wrong[:8])}")
+    if problems:
+        raise CheckpointError(f"checkpoint {source} does not fit {type(module).__name__}: " + " | ".join(problems))
+    module.load_state_dict(state, strict=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_safetensors(state: dict[str, torch.Tensor], path: str | os.PathLike, *,
+                     metadata: dict | None = None) -> None:
+    """Atomically write tensors (contiguous, cpu) with JSON-able metadata values."""
+    from safetensors.torch import save
+
+    meta = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    atomic_write_bytes(path, save(tensors, metadata=meta))

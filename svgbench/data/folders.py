@@ -1,0 +1,477 @@
+"""Image datasets read from folders: ImageNet-style classification and ADE20K-style segmentation.
+
+Both datasets return images as float32 tensors in [-1, 1], shape 3 x H x W (the encoder contract),
+prepared with the ADM / DiT centre crop for classification and an aligned shorter-side resize plus
+centre crop for segmentation.
+
+Nothing here repairs data quietly: unreadable or truncated files, non-RGB images (unless
+`convert_mode=True`), unmatched or malformed label maps all raise `DataError` naming the file.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile
+from torch.utils.data import Dataset
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+# How many bad files `validate()` lists by name before summarising the rest as a count.
+_MAX_LISTED = 20
+
+
+class DataError(ValueError):
+    """A dataset on disk that cannot be used as it is; the message names the file or folder."""
+
+
+# ----------------------------------------------------------------------------------------------
+# uint8 <-> [-1, 1]
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Map images in [-1, 1] (any shape, any float dtype/device) to uint8 in [0, 255].
+
+    Uses ((x + 1) * 127.5).round().clamp(0, 255); `round` is round-half-to-even, so the mapping is
+    the same on every device. Out-of-range values are clamped; NaN or inf raise ValueError because
+    a uint8 cast would turn them into arbitrary pixels.
+    """
+    if not torch.is_tensor(images):
+        raise TypeError(f"to_uint8 expects a torch.Tensor, got {type(images).__name__}")
+    if not images.is_floating_point():
+        raise TypeError(f"to_uint8 expects a floating-point tensor in [-1, 1], got {images.dtype}")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError("to_uint8: images contain NaN or inf")
+    return ((images.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def from_uint8(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Map uint8 pixels (tensor or numpy array, any shape) to float32 in [-1, 1]: x / 127.5 - 1.
+
+    Exact inverse of `to_uint8` on uint8 values. The layout is unchanged (no HWC -> CHW permute).
+    """
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not torch.is_tensor(x):
+        raise TypeError(f"from_uint8 expects a uint8 tensor or numpy array, got {type(x).__name__}")
+    if x.dtype != torch.uint8:
+        raise TypeError(f"from_uint8 expects uint8 values, got {x.dtype}")
+    return x.to(torch.float32) / 127.5 - 1.0
+
+
+def _hwc_uint8_to_chw(arr: np.ndarray) -> torch.Tensor:
+    return from_uint8(arr).permute(2, 0, 1).contiguous()
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry
+
+
+def center_crop_arr(pil_image: Image.Image, image_size: int) -> np.ndarray:
+    """ADM / guided-diffusion centre crop (also used by DiT and SiT) -> uint8 array image_size x image_size x 3.
+
+    While the shorter side is at least 2 * image_size, halve the image with a BOX filter; then
+    resize (BICUBIC) so the shorter side is image_size, each side scaled by image_size / min side
+    and rounded with Python's `round`; then take the central image_size x image_size crop
+    (offset (size - image_size) // 2 on each axis).
+
+    The image must already be RGB: converting modes is the caller's decision.
+    """
+    image_size = _check_resolution(image_size)
+    if pil_image.mode != "RGB":
+        raise ValueError(f"center_crop_arr expects an RGB image, got mode {pil_image.mode!r}")
+    while min(*pil_image.size) >= 2 * image_size:
+        pil_image = pil_image.resize(tuple(x // 2 for x in pil_image.size), resample=Image.BOX)
+
+    scale = image_size / min(*pil_image.size)
+    pil_image = pil_image.resize(tuple(round(x * scale) for x in pil_image.size), resample=Image.BICUBIC)
+
+    arr = np.array(pil_image)
+    crop_y = (arr.shape[0] - image_size) // 2
+    crop_x = (arr.shape[1] - image_size) // 2
+    return arr[crop_y : crop_y + image_size, crop_x : crop_x + image_size]
+
+
+def _resize_crop_box(width: int, height: int, size: int) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """Shorter side -> size, then the central size x size box: ((new_w, new_h), (left, top, right, bottom))."""
+    scale = size / min(width, height)
+    new_w, new_h = round(width * scale), round(height * scale)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return (new_w, new_h), (left, top, left + size, top + size)
+
+
+def _check_resolution(resolution) -> int:
+    try:
+        r = operator.index(resolution)
+    except TypeError:
+        raise ValueError(f"resolution must be a positive integer, got {resolution!r}") from None
+    if r <= 0:
+        raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
+    return r
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading files
+
+
+def _refuse_truncation_tolerance() -> None:
+    # The flag is process-wide and some training code switches it on; with it set, a truncated
+    # file decodes as a partly grey image instead of failing, which a benchmark must not accept.
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise DataError(
+            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True in this process, so truncated images would be "
+            "read silently; set it back to False before loading svgbench datasets"
+        )
+
+
+def _open_loaded(path: str) -> Image.Image:
+    """Open, verify and fully decode `path`; the returned image no longer needs the file.
+
+    Any failure (unknown format, bad checksum, truncation, decompression bomb) becomes DataError.
+    """
+    _refuse_truncation_tolerance()
+    try:
+        # verify() checks structure (e.g. PNG chunk CRCs) without decoding but leaves the image
+        # unusable, hence the second open for the actual decode.
+        with Image.open(path) as im:
+            im.verify()
+        with Image.open(path) as im:
+            im.load()
+            # copy() detaches the pixels from the file object that the `with` closes.
+            return im.copy()
+    except Exception as e:
+        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
+
+
+def _as_rgb(im: Image.Image, path: str, convert_mode: bool) -> Image.Image:
+    if im.mode == "RGB":
+        return im
+    if not convert_mode:
+        raise DataError(
+            f"{path}: image mode is {im.mode!r}, not 'RGB'; refusing to convert it implicitly "
+            f"(pass convert_mode=True to convert non-RGB images to RGB)"
+        )
+    try:
+        return im.convert("RGB")
+    except Exception as e:
+        raise DataError(f"{path}: cannot convert mode {im.mode!r} to RGB ({type(e).__name__}: {e})") from e
+
+
+def _load_rgb(path: str, convert_mode: bool) -> Image.Image:
+    return _as_rgb(_open_loaded(path), path, convert_mode)
+
+
+def _is_image_file(name: str) -> bool:
+    return name.lower().endswith(IMG_EXTENSIONS) and not name.startswith(".")
+
+
+def _list_images(folder: Path) -> list[str]:
+    with os.scandir(folder) as it:
+        names = [e.name for e in it if _is_image_file(e.name) and e.is_file()]
+    return [str(folder / n) for n in sorted(names)]
+
+
+def _spread(n: int, limit: int | None) -> list[int]:
+    """Indices of `limit` items spread evenly over range(n), in order (all of them if limit is None)."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    return [(i * n) // limit for i in range(limit)]
+
+
+def _check_all(
+    items: Sequence, check: Callable[[object], object], what: str, where: str, num_workers: int
+) -> int:
+    def one(item) -> str | None:
+        try:
+            check(item)
+        except DataError as e:
+            return str(e)
+        return None
+
+    if num_workers > 0:
+        with ThreadPoolExecutor(max_workers=num_workers) as pool:
+            results = list(pool.map(one, items))
+    else:
+        results = [one(item) for item in items]
+    bad = [msg for msg in results if msg is not None]
+    if bad:
+        listed = "\n  ".join(bad[:_MAX_LISTED])
+        more = f"\n  ... and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
+        raise DataError(f"{len(bad)} of {len(items)} {what} under {where} are invalid:\n  {listed}{more}")
+    return len(items)
+
+
+# ----------------------------------------------------------------------------------------------
+# Classification: root/<class_name>/<image>
+
+
+class ImageFolderDataset(Dataset):
+    """ImageNet-layout folder: root/<class_name>/<image files>, one level deep.
+
+    Label ids are the indices of the class folder names sorted alphabetically (hidden folders are
+    skipped); files inside a class are sorted by name. Files with extensions .jpg .jpeg .png .webp
+    .bmp (any case) are images; other files are ignored.
+
+    Args:
+        root: dataset folder.
+        resolution: output side length; images go through `center_crop_arr`.
+        split: if given, root/<split> is used when it exists; a root whose own name is `split` is
+            used as is; otherwise DataError (never a silent fallback to another split).
+        max_per_class: keep the first `max_per_class` files (sorted) of each class.
+        limit: keep `limit` samples spread evenly over the sorted list (after `max_per_class`), so
+            a small limit still spans the classes.
+        convert_mode: convert non-RGB images (L, P, RGBA, CMYK, I;16, ...) to RGB with PIL instead
+            of raising. Real ImageNet contains grayscale and CMYK JPEGs, so it needs this.
+
+    Items: {"image": float32 3 x resolution x resolution in [-1, 1], "label": int64 scalar tensor,
+    "index": int, "path": str}. Unreadable files and refused modes raise DataError when the item is
+    read; `validate()` checks every file up front.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        resolution: int,
+        split: str | None = None,
+        max_per_class: int | None = None,
+        limit: int | None = None,
+        convert_mode: bool = False,
+    ):
+        self.resolution = _check_resolution(resolution)
+        self.convert_mode = bool(convert_mode)
+        self.root = _resolve_split(Path(root), split)
+
+        with os.scandir(self.root) as it:
+            classes = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+        if not classes:
+            raise DataError(f"{self.root}: no class folders (expected root/<class_name>/<images>)")
+        self.classes: list[str] = classes
+        self.class_to_idx: dict[str, int] = {c: i for i, c in enumerate(classes)}
+
+        if max_per_class is not None and max_per_class <= 0:
+            raise ValueError(f"max_per_class must be positive, got {max_per_class}")
+        samples: list[tuple[str, int]] = []
+        empty: list[str] = []
+        for c in classes:
+            files = _list_images(self.root / c)
+            if not files:
+                empty.append(c)
+            samples.extend((f, self.class_to_idx[c]) for f in files[:max_per_class])
+        if not samples:
+            raise DataError(f"{self.root}: no image files ({', '.join(IMG_EXTENSIONS)}) in any class folder")
+        if empty:
+            # An empty class folder usually means a partial copy; its label id would never appear.
+            shown = ", ".join(empty[:_MAX_LISTED]) + (" ..." if len(empty) > _MAX_LISTED else "")
+            raise DataError(f"{self.root}: {len(empty)} class folder(s) contain no images: {shown}")
+
+        self.samples: list[tuple[str, int]] = [samples[i] for i in _spread(len(samples), limit)]
+        self.targets: list[int] = [label for _, label in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        i = _check_index(index, len(self))
+        path, label = self.samples[i]
+        arr = center_crop_arr(_load_rgb(path, self.convert_mode), self.resolution)
+        return {
+            "image": _hwc_uint8_to_chw(arr),
+            "label": torch.tensor(label, dtype=torch.int64),
+            "index": i,
+            "path": path,
+        }
+
+    def validate(self, num_workers: int = 0) -> int:
+        """Read every sample's file once (verify, full decode, mode check) and report all failures.
+
+        Raises one DataError listing the first 20 bad files and the total count; returns the number
+        of files checked otherwise. `num_workers` > 0 checks files on that many threads.
+        """
+        return _check_all(
+            [p for p, _ in self.samples],
+            lambda p: _load_rgb(p, self.convert_mode),
+            "image files",
+            str(self.root),
+            num_workers,
+        )
+
+
+def _resolve_split(root: Path, split: str | None) -> Path:
+    if not root.exists():
+        raise DataError(f"{root}: dataset root does not exist")
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset root is not a directory")
+    if split is None:
+        return root
+    if (root / split).is_dir():
+        return root / split
+    if root.name == split:
+        return root
+    raise DataError(f"{root / split}: split folder {split!r} does not exist")
+
+
+def _check_index(index, n: int) -> int:
+    i = operator.index(index)
+    if i < 0:
+        i += n
+    if not 0 <= i < n:
+        raise IndexError(f"index {index} out of range for dataset of size {n}")
+    return i
+
+
+# ----------------------------------------------------------------------------------------------
+# Segmentation: root/images/<split>/*.jpg + root/annotations/<split>/*.png
+
+
+class SegFolderDataset(Dataset):
+    """ADE20K-layout segmentation folder (ADEChallengeData2016 uses splits 'training'/'validation').
+
+    Image root/images/<split>/<stem>.<ext> pairs with label root/annotations/<split>/<stem>.png.
+    Labels are single-channel PNGs (mode L, P, I or I;16) whose pixel values are class ids.
+
+    With `reduce_zero_label=True` (ADE20K / mmsegmentation convention) raw 0 becomes 255 (ignore),
+    raw 255 stays 255, and every other value v becomes v - 1. The resulting values must be
+    < num_classes or == 255; `num_classes` is at most 255 so 255 can only mean "ignore".
+
+    Geometry: image and label are resized so the shorter side is `resolution` (BICUBIC for the
+    image, NEAREST for the label, same target size) and the same central resolution x resolution
+    box is cut from both, so they stay aligned. (No ADM BOX pre-halving: halving odd sizes would
+    shift the image against the label.)
+
+    Items: {"image": float32 3 x R x R in [-1, 1], "mask": int64 R x R (255 = ignore),
+    "index": int, "path": image path}. Missing annotations are reported at construction; unreadable
+    files, image/label size mismatches, multi-channel labels and out-of-range label values raise
+    DataError naming the files when the item is read, or all at once from `validate()`.
+    """
+
+    IGNORE_INDEX = 255
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        resolution: int,
+        split: str = "validation",
+        reduce_zero_label: bool = True,
+        num_classes: int = 150,
+        limit: int | None = None,
+        convert_mode: bool = False,
+    ):
+        self.resolution = _check_resolution(resolution)
+        if not 0 < num_classes <= 255:
+            raise ValueError(f"num_classes must be in 1..255 (255 is the ignore index), got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.reduce_zero_label = bool(reduce_zero_label)
+        self.convert_mode = bool(convert_mode)
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: dataset root does not exist or is not a directory")
+        self.image_dir = self.root / "images" / split
+        self.ann_dir = self.root / "annotations" / split
+        for d in (self.image_dir, self.ann_dir):
+            if not d.is_dir():
+                raise DataError(f"{d}: folder does not exist (expected root/images/<split> and root/annotations/<split>)")
+
+        images = _list_images(self.image_dir)
+        if not images:
+            raise DataError(f"{self.image_dir}: no image files ({', '.join(IMG_EXTENSIONS)})")
+        with os.scandir(self.ann_dir) as it:
+            ann_names = {e.name for e in it if e.name.lower().endswith(".png") and e.is_file()}
+        ann_by_stem = {os.path.splitext(n)[0]: n for n in ann_names}
+
+        pairs: list[tuple[str, str]] = []
+        missing: list[str] = []
+        seen: dict[str, str] = {}
+        for img in images:
+            stem = os.path.splitext(os.path.basename(img))[0]
+            if stem in seen:
+                raise DataError(f"{img} and {seen[stem]}: two images share the stem {stem!r}")
+            seen[stem] = img
+            if stem in ann_by_stem:
+                pairs.append((img, str(self.ann_dir / ann_by_stem[stem])))
+            else:
+                missing.append(img)
+        if missing:
+            listed = "\n  ".join(f"{m} (expected {self.ann_dir / (Path(m).stem + '.png')})" for m in missing[:_MAX_LISTED])
+            more = f"\n  ... and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
+            raise DataError(f"{len(missing)} image(s) have no annotation:\n  {listed}{more}")
+
+        self.samples: list[tuple[str, str]] = [pairs[i] for i in _spread(len(pairs), limit)]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _read_label(self, ann_path: str) -> np.ndarray:
+        lab = _open_loaded(ann_path)
+        if len(lab.getbands()) != 1:
+            raise DataError(
+                f"{ann_path}: label PNG has {len(lab.getbands())} channels (mode {lab.mode!r}); "
+                f"expected a single-channel map of class ids"
+            )
+        if lab.mode == "F":
+            raise DataError(f"{ann_path}: label PNG holds floats (mode 'F'); expected integer class ids")
+        raw = np.asarray(lab).astype(np.int64)
+        if self.reduce_zero_label:
+            out = raw - 1
+            out[(raw == 0) | (raw == 255)] = self.IGNORE_INDEX
+        else:
+            out = raw
+        bad = (out != self.IGNORE_INDEX) & ((out < 0) | (out >= self.num_classes))
+        if bad.any():
+            bad_raw = np.unique(raw[bad])
+            shown = ", ".join(str(v) for v in bad_raw[:10]) + (" ..." if len(bad_raw) > 10 else "")
+            raise DataError(
+                f"{ann_path}: label values out of range: raw value(s) {shown} "
+                f"(num_classes={self.num_classes}, reduce_zero_label={self.reduce_zero_label}; "
+                f"allowed after reduction: 0..{self.num_classes - 1} or {self.IGNORE_INDEX})"
+            )
+        return out
+
+    def _read_pair(self, img_path: str, ann_path: str) -> tuple[Image.Image, np.ndarray]:
+        image = _load_rgb(img_path, self.convert_mode)
+        label = self._read_label(ann_path)
+        if label.shape != (image.height, image.width):
+            raise DataError(
+                f"{img_path} is {image.width}x{image.height} but its label {ann_path} is "
+                f"{label.shape[1]}x{label.shape[0]} (width x height)"
+            )
+        return image, label
+
+    def __getitem__(self, index: int) -> dict:
+        i = _check_index(index, len(self))
+        img_path, ann_path = self.samples[i]
+        image, label = self._read_pair(img_path, ann_path)
+
+        new_size, box = _resize_crop_box(image.width, image.height, self.resolution)
+        # Values are all in 0..255 after the range check, so an 8-bit map resizes losslessly.
+        label_im = Image.fromarray(label.astype(np.uint8))
+        image = image.resize(new_size, resample=Image.BICUBIC).crop(box)
+        label_im = label_im.resize(new_size, resample=Image.NEAREST).crop(box)
+        return {
+            "image": _hwc_uint8_to_chw(np.asarray(image)),
+            "mask": torch.from_numpy(np.asarray(label_im).astype(np.int64)),
+            "index": i,
+            "path": img_path,
+        }
+
+    def validate(self, num_workers: int = 0) -> int:
+        """Read every image/label pair once and report all failures in one DataError.
+
+        Checks decoding, image mode, label channels, image/label sizes and label value range.
+        Lists the first 20 bad pairs and the total count; returns the number of pairs checked
+        otherwise. `num_workers` > 0 checks pairs on that many threads.
+        """
+        return _check_all(
+            self.samples,
+            lambda pair: self._read_pair(*pair),
+            "image/label pairs",
+            str(self.root),
+            num_workers,
+        )

@@ -1,0 +1,158 @@
+"""The latent-extractor contract shared by every encoder.
+
+Images in are float tensors in [-1, 1], shape B x 3 x H x W. `encode` returns the latent the
+diffusion model sees (B x C x h x w); `decode` maps it back to images in [-1, 1]; `features`
+returns what the understanding tasks probe: {"patch": B x N x D, "pooled": B x D}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+class EncoderInputError(ValueError):
+    """Images handed to an encoder that it cannot take (shape, range, resolution)."""
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What an encoder produces and where its weights come from.
+
+    `downsample` is the number of input pixels per latent cell along each side; a resolution must
+    be a multiple of `resolution_multiple` (the patch or stride the network needs).
+    """
+
+    name: str
+    family: str
+    latent_channels: int
+    downsample: int
+    resolution: int
+    has_decoder: bool
+    weights: str
+    feature_dim: int | None = None
+    patch_size: int | None = None
+    resolution_multiple: int | None = None
+    fixed_resolution: bool = False
+    input_range: tuple[float, float] = (-1.0, 1.0)
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def latent_shape(self, resolution: int | None = None) -> tuple[int, int, int]:
+        r = self.resolution if resolution is None else resolution
+        return (self.latent_channels, r // self.downsample, r // self.downsample)
+
+    def check_resolution(self, height: int, width: int) -> None:
+        if self.fixed_resolution and (height, width) != (self.resolution, self.resolution):
+            raise EncoderInputError(
+                f"encoder {self.name!r} takes only {self.resolution}x{self.resolution} images "
+                f"(its position embeddings are built for that size), got {height}x{width}"
+            )
+        mult = self.resolution_multiple or self.downsample
+        if height % mult or width % mult:
+            raise EncoderInputError(
+                f"encoder {self.name!r} cannot take {height}x{width} images: height and width must be "
+                f"multiples of {mult} (its patch/stride); e.g. {self.resolution}x{self.resolution}"
+            )
+
+    def replace(self, **changes) -> "EncoderSpec":
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["latent_shape"] = list(self.latent_shape())
+        return d
+
+
+class LatentEncoder(nn.Module):
+    """Base class of every registered encoder. Subclasses implement `_encode` (and `_decode`)."""
+
+    spec: EncoderSpec
+
+    def __init__(self, spec: EncoderSpec):
+        super().__init__()
+        self.spec = spec
+
+    # ---- public API: validates input, then calls the subclass ----
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        self.check_images(images)
+        return self._encode(images)
+
+    @torch.no_grad()
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        if not self.spec.has_decoder:
+            raise NotImplementedError(f"encoder {self.spec.name!r} has no pixel decoder")
+        c = self.spec.latent_channels
+        if latent.ndim != 4 or latent.shape[1] != c:
+            raise EncoderInputError(
+                f"encoder {self.spec.name!r} decodes latents of shape B x {c} x h x w, got {tuple(latent.shape)}"
+            )
+        return self._decode(latent)
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.check_images(images)
+        return self._features(images)
+
+    # ---- subclass hooks ----
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _decode(self, latent: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Default: latent cells as tokens, mean-pooled."""
+        z = self._encode(images)
+        tokens = z.flatten(2).transpose(1, 2)
+        return {"patch": tokens, "pooled": tokens.mean(1)}
+
+    # ---- helpers ----
+    def check_images(self, images: torch.Tensor) -> None:
+        name = self.spec.name
+        if not isinstance(images, torch.Tensor):
+            raise EncoderInputError(f"encoder {name!r} takes a torch.Tensor, got {type(images).__name__}")
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise EncoderInputError(f"encoder {name!r} takes B x 3 x H x W images, got shape {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise EncoderInputError(f"encoder {name!r} takes float images in [-1, 1], got dtype {images.dtype}")
+        lo, hi = self.spec.input_range
+        if images.numel() and (images.min() < lo - 1e-3 or images.max() > hi + 1e-3):
+            raise EncoderInputError(
+                f"encoder {name!r} takes images in [{lo}, {hi}], got values in "
+                f"[{images.min().item():.3f}, {images.max().item():.3f}]"
+            )
+        self.spec.check_resolution(images.shape[2], images.shape[3])
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def weights_hash(self) -> str:
+        """sha256 over parameter and buffer bytes: the cache key of what this encoder computes."""
+        h = hashlib.sha256()
+        for k, v in sorted(self.state_dict().items()):
+            h.update(k.encode())
+            h.update(str(tuple(v.shape)).encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes() if v.dtype != torch.bfloat16
+                     else v.detach().cpu().float().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+# ImageNet statistics: the DINO family's input normalisation.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_imagenet_normalized(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images -> ImageNet mean/std normalised, as DINO and SVG's encoders expect."""
+    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return ((images + 1.0) / 2.0 - mean) / std

@@ -1,0 +1,156 @@
+"""Raw DINO encoders through timm: DINOv2 ViT-S/14 and ViT-B/14, DINOv3 ViT-S/16+, and tiny-dino.
+
+Weights come from timm's hub tag (internet), a local file in timm's layout, or the official Meta
+`.pth` (DINOv2 / DINOv3 key names; timm's own checkpoint filter converts them), or svgbench's
+embedded safetensors for tiny-dino. The latent is the grid of final-norm patch tokens
+(DINO's `x_norm_patchtokens`), D x H/p x W/p. Raw DINO has no pixel decoder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..checkpoints import CheckpointError, check_and_load, file_sha256, load_state_dict
+from .base import EncoderSpec, LatentEncoder, to_imagenet_normalized
+
+EMBEDDED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+
+@dataclass(frozen=True)
+class DinoPreset:
+    arch: str
+    tag: str | None
+    resolution: int
+    patch: int
+    dim: int
+    kwargs: dict = field(default_factory=dict)
+    embedded: str | None = None  # file name under svgbench/weights for the embedded default
+
+
+PRESETS: dict[str, DinoPreset] = {
+    "dinov2-vits14": DinoPreset("vit_small_patch14_dinov2", "lvd142m", 224, 14, 384),
+    "dinov2-vitb14": DinoPreset("vit_base_patch14_dinov2", "lvd142m", 224, 14, 768),
+    "dinov3-vits16plus": DinoPreset("vit_small_plus_patch16_dinov3", "lvd1689m", 256, 16, 384),
+    # The embedded default's frozen self-supervised encoder: the same timm code at 64 px.
+    "tiny-dino": DinoPreset("vit_small_patch14_dinov2", None, 64, 8, 128,
+                            dict(patch_size=8, embed_dim=128, depth=4, num_heads=4, init_values=1e-5),
+                            embedded="tiny-dino.safetensors"),
+}
+
+
+def build_timm_dino(preset: DinoPreset, resolution: int, **overrides) -> torch.nn.Module:
+    import timm
+
+    kwargs = dict(preset.kwargs)
+    kwargs.update(overrides)
+    return timm.create_model(preset.arch, pretrained=False, num_classes=0, img_size=resolution,
+                             dynamic_img_size=True, **kwargs)
+
+
+def load_dino_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Load a timm-layout or official Meta-layout DINO file into a timm model, strictly."""
+    state = load_state_dict(path)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    # timm's own per-family filter converts Meta key names (storage_tokens, ls1.gamma, mlp.w1/w2/w3, ...)
+    filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        try:
+            state = filter_fn(state, model)
+        except Exception as e:
+            raise CheckpointError(f"checkpoint {path}: could not convert to timm's layout: {e}") from e
+    check_and_load(model, state, source=str(path))
+
+
+class DinoEncoder(LatentEncoder):
+    """Frozen DINO patch tokens as a latent grid; pooled feature = mean patch token."""
+
+    def __init__(self, spec: EncoderSpec, model: torch.nn.Module):
+        super().__init__(spec)
+        self.model = model.eval().requires_grad_(False)
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.model.forward_features(to_imagenet_normalized(images))
+        return x[:, self.model.num_prefix_tokens:]
+
+    def _encode(self, images):
+        t = self.tokens(images)
+        h, w = images.shape[2] // self.spec.downsample, images.shape[3] // self.spec.downsample
+        return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w)
+
+    def _features(self, images):
+        t = self.tokens(images)
+        return {"patch": t, "pooled": t.mean(1)}
+
+
+def _spec(name: str, preset: DinoPreset, resolution: int, weights: str, dim: int) -> EncoderSpec:
+    return EncoderSpec(
+        name=name, family="dino", latent_channels=dim, downsample=preset.patch, resolution=resolution,
+        has_decoder=False, weights=weights, feature_dim=dim, patch_size=preset.patch,
+        notes="raw DINO patch tokens; no pixel decoder (see tiny-svg-dino-only for a trained one)",
+        extra={"timm_arch": preset.arch},
+    )
+
+
+def resolve_weights(name: str, preset: DinoPreset, weights: str | None) -> tuple[str, str | None]:
+    """-> (description, local file or None). `weights`: None (default source), 'random', 'hf-hub:..', a path."""
+    if weights == "random":
+        return "random-init", None
+    if weights is None and preset.embedded:
+        f = EMBEDDED_WEIGHTS / preset.embedded
+        if f.exists():
+            return f"embedded:{preset.embedded} ({file_sha256(f, 8)})", str(f)
+        return "random-init (no embedded weights shipped)", None
+    if weights is None:
+        return f"hf-hub:timm/{preset.arch}.{preset.tag}", None
+    if weights.startswith("hf-hub:"):
+        return weights, None
+    return f"file:{weights}", str(weights)
+
+
+def create_dino(name: str, weights: str | None = None, resolution: int | None = None, **overrides) -> DinoEncoder:
+    if name not in PRESETS:
+        raise KeyError(f"no DINO preset {name!r}; presets: {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    res = resolution or preset.resolution
+    desc, path = resolve_weights(name, preset, weights)
+    model = build_timm_dino(preset, res, **overrides)
+    if path is not None:
+        load_dino_weights(model, path)
+    elif desc.startswith("hf-hub:"):
+        _load_from_hub(model, preset, desc)
+    spec = _spec(name, preset, res, desc, model.embed_dim)
+    if res % preset.patch:
+        spec.check_resolution(res, res)
+    return DinoEncoder(spec, model)
+
+
+def _load_from_hub(model, preset: DinoPreset, desc: str) -> None:
+    import timm
+    from timm.models import load_pretrained
+
+    hub_id = desc.removeprefix("hf-hub:")
+    cfg = timm.models.get_pretrained_cfg(f"{preset.arch}.{preset.tag}") if preset.tag else None
+    cfg = (cfg.to_dict() if cfg is not None else {}) | {"hf_hub_id": hub_id, "source": "hf-hub"}
+    try:
+        filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+        load_pretrained(model, pretrained_cfg=cfg, num_classes=0, filter_fn=filter_fn)
+    except Exception as e:
+        raise CheckpointError(
+            f"could not fetch {hub_id} from the Hugging Face hub ({type(e).__name__}: {str(e)[:200]}). "
+            f"Offline? Pass weights=<local file> (timm or official Meta .pth layout)."
+        ) from e
+
+
+def _spec_for(name: str) -> EncoderSpec:
+    preset = PRESETS[name]
+    desc, _ = resolve_weights(name, preset, None)
+    dim = preset.kwargs.get("embed_dim", preset.dim)
+    return _spec(name, preset, preset.resolution, desc, dim)
+
+
+create_dino.spec_for = _spec_for

@@ -1,0 +1,145 @@
+"""The latent-extractor registry: one name -> one factory (and, where cheap, a spec).
+
+Built-in entries are lazy "module:attribute" strings so that importing svgbench does not import
+timm or diffusers. Third-party encoders arrive either through `register_encoder` in the user's own
+code or through the `svgbench.encoders` entry-point group (value "package.module:factory").
+Duplicate names are errors, never silent overwrites.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Callable
+
+from .base import EncoderSpec, LatentEncoder
+
+ENTRY_POINT_GROUP = "svgbench.encoders"
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]*$")
+
+
+class UnknownEncoderError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0])
+
+
+@dataclass
+class _Entry:
+    name: str
+    factory: Callable[..., LatentEncoder] | str
+    spec: EncoderSpec | None = None
+    source: str = "builtin"
+
+    def resolve(self) -> Callable[..., LatentEncoder]:
+        if isinstance(self.factory, str):
+            mod, _, attr = self.factory.partition(":")
+            self.factory = getattr(importlib.import_module(mod), attr)
+        return self.factory
+
+
+_REGISTRY: dict[str, _Entry] = {}
+_entry_points_loaded = False
+
+# name -> "module:factory"; each factory takes (name=..., weights=None, **overrides).
+_BUILTINS = {
+    # the embedded default: tiny configurations of the same code, svgbench's own weights
+    "tiny-dino": "svgbench.encoders.dino:create_dino",
+    "tiny-vae": "svgbench.encoders.sdvae:create_sdvae",
+    "tiny-svg": "svgbench.encoders.svg:create_svg",
+    "tiny-svg-dino-only": "svgbench.encoders.svg:create_svg",
+    # real scale: weights from the hub (users with internet) or a local path
+    "sd-vae-ft-ema": "svgbench.encoders.sdvae:create_sdvae",
+    "sd-vae-ft-mse": "svgbench.encoders.sdvae:create_sdvae",
+    "dinov2-vits14": "svgbench.encoders.dino:create_dino",
+    "dinov2-vitb14": "svgbench.encoders.dino:create_dino",
+    "dinov3-vits16plus": "svgbench.encoders.dino:create_dino",
+    "svg-dinov3-vits16plus": "svgbench.encoders.svg:create_svg",
+}
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(
+            f"invalid encoder name {name!r}: use lower-case letters, digits and '.', '_', '+', '-'"
+        )
+
+
+def register_encoder(name: str, factory: Callable[..., LatentEncoder] | str | None = None, *,
+                     spec: EncoderSpec | None = None, source: str = "user"):
+    """Register `factory` under `name`; usable as a decorator when `factory` is omitted.
+
+    `factory(**kwargs)` must return a `LatentEncoder`. `spec`, if given, lets `svgbench list`
+    describe the encoder without building it.
+    """
+    if factory is None:
+        return lambda f: (register_encoder(name, f, spec=spec, source=source), f)[1]
+    _check_name(name)
+    _load_entry_points()
+    if name in _REGISTRY:
+        raise ValueError(f"encoder {name!r} is already registered (by {_REGISTRY[name].source}); "
+                         f"pick another name or call unregister_encoder({name!r}) first")
+    if not (callable(factory) or (isinstance(factory, str) and ":" in factory)):
+        raise TypeError(f"factory for {name!r} must be callable or a 'module:attribute' string")
+    _REGISTRY[name] = _Entry(name, factory, spec, source)
+    return factory
+
+
+def unregister_encoder(name: str) -> None:
+    _ensure_builtins()
+    _REGISTRY.pop(name, None)
+
+
+def _ensure_builtins() -> None:
+    for name, target in _BUILTINS.items():
+        _REGISTRY.setdefault(name, _Entry(name, target, None, "builtin"))
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    _ensure_builtins()
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _REGISTRY:
+            raise ValueError(f"entry point {ep.value!r} of package {ep.dist.name if ep.dist else '?'} "
+                             f"registers encoder {ep.name!r}, which is already registered by "
+                             f"{_REGISTRY[ep.name].source}")
+        _check_name(ep.name)
+        _REGISTRY[ep.name] = _Entry(ep.name, ep.value, None, f"entry point {ep.value}")
+
+
+def list_encoders() -> list[str]:
+    _load_entry_points()
+    return sorted(_REGISTRY)
+
+
+def _entry(name: str) -> _Entry:
+    _load_entry_points()
+    if name not in _REGISTRY:
+        raise UnknownEncoderError(f"unknown encoder {name!r}; known encoders: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def create_encoder(name: str, **kwargs) -> LatentEncoder:
+    """Build the encoder registered as `name`. Built-ins take `weights=` (hub id, directory or file)."""
+    entry = _entry(name)
+    factory = entry.resolve()
+    enc = factory(name=name, **kwargs) if entry.source == "builtin" else factory(**kwargs)
+    if not isinstance(enc, LatentEncoder):
+        raise TypeError(f"factory of encoder {name!r} returned {type(enc).__name__}, not a LatentEncoder")
+    return enc
+
+
+def encoder_spec(name: str) -> EncoderSpec:
+    """The spec of `name`, without loading weights where the factory supports it."""
+    entry = _entry(name)
+    if entry.spec is not None:
+        return entry.spec
+    factory = entry.resolve()
+    spec_fn = getattr(factory, "spec_for", None)
+    if spec_fn is not None:
+        return spec_fn(name)
+    return create_encoder(name).spec

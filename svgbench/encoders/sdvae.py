@@ -1,0 +1,153 @@
+"""SD-VAE through diffusers' AutoencoderKL: ft-ema, ft-mse, and the embedded tiny-vae.
+
+Latent = posterior mean x scaling factor (0.18215 for SD-VAE), 4 x H/8 x W/8. The mean, not a
+sample, so that a latent is a deterministic function of the image (caches and reconstruction
+metrics depend on it). Weights: a diffusers folder (config.json + safetensors) from a hub id or a
+local directory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..checkpoints import CheckpointError, check_and_load, file_sha256, load_state_dict
+from .base import EncoderSpec, LatentEncoder
+
+EMBEDDED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+
+@dataclass(frozen=True)
+class VAEPreset:
+    hub_id: str | None
+    resolution: int
+    config: dict = field(default_factory=dict)  # AutoencoderKL config when built from scratch
+    embedded: str | None = None
+
+
+SD_VAE_CONFIG = dict(
+    in_channels=3, out_channels=3, latent_channels=4, sample_size=256, scaling_factor=0.18215,
+    block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, act_fn="silu",
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+)
+
+PRESETS: dict[str, VAEPreset] = {
+    "sd-vae-ft-ema": VAEPreset("stabilityai/sd-vae-ft-ema", 256, SD_VAE_CONFIG),
+    "sd-vae-ft-mse": VAEPreset("stabilityai/sd-vae-ft-mse", 256, SD_VAE_CONFIG),
+    # The SD-VAE design (downsampling 8, 4 channels) at the embedded default's size.
+    "tiny-vae": VAEPreset(None, 64, dict(SD_VAE_CONFIG, block_out_channels=(16, 32, 64, 64), layers_per_block=1,
+                                         norm_num_groups=16, sample_size=64, scaling_factor=1.0),
+                          embedded="tiny-vae"),
+}
+
+
+class SDVAEEncoder(LatentEncoder):
+    def __init__(self, spec: EncoderSpec, vae):
+        super().__init__(spec)
+        self.vae = vae.eval().requires_grad_(False)
+        self.scaling_factor = float(vae.config.scaling_factor)
+
+    def _encode(self, images):
+        return self.vae.encode(images).latent_dist.mean * self.scaling_factor
+
+    def _decode(self, latent):
+        return self.vae.decode(latent / self.scaling_factor).sample.clamp(-1, 1)
+
+
+def load_vae_folder(path: str | Path):
+    """A diffusers AutoencoderKL folder: config.json + diffusion_pytorch_model.safetensors (or .bin)."""
+    from diffusers import AutoencoderKL
+
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"VAE weights {path} must be a diffusers folder (config.json + safetensors)")
+    cfg_file = path / "config.json"
+    if not cfg_file.exists():
+        raise CheckpointError(f"VAE folder {path} has no config.json")
+    try:
+        config = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"VAE folder {path}: config.json is not valid JSON ({e})") from e
+    files = [path / "diffusion_pytorch_model.safetensors", path / "diffusion_pytorch_model.bin"]
+    weights = next((f for f in files if f.exists()), None)
+    if weights is None:
+        raise CheckpointError(f"VAE folder {path} has no diffusion_pytorch_model.safetensors (or .bin)")
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    try:
+        vae = AutoencoderKL.from_config(config)
+    except Exception as e:
+        raise CheckpointError(f"VAE folder {path}: config.json does not describe an AutoencoderKL: {e}") from e
+    check_and_load(vae, load_state_dict(weights), source=str(weights))
+    return vae, weights
+
+
+def _from_hub(hub_id: str):
+    from diffusers import AutoencoderKL
+
+    try:
+        return AutoencoderKL.from_pretrained(hub_id, use_safetensors=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"could not fetch {hub_id} from the Hugging Face hub ({type(e).__name__}: {str(e)[:200]}). "
+            f"Offline? Pass weights=<local diffusers folder>."
+        ) from e
+
+
+def resolve_weights(preset: VAEPreset, weights: str | None) -> tuple[str, str | None]:
+    if weights == "random":
+        return "random-init", None
+    if weights is None and preset.embedded:
+        d = EMBEDDED_WEIGHTS / preset.embedded
+        if (d / "config.json").exists():
+            return f"embedded:{preset.embedded}", str(d)
+        return "random-init (no embedded weights shipped)", None
+    if weights is None:
+        return f"hf-hub:{preset.hub_id}", None
+    if weights.startswith("hf-hub:"):
+        return weights, None
+    if Path(weights).exists():
+        return f"dir:{weights}", str(weights)
+    if "/" in weights and not weights.startswith((".", "/")) and weights.count("/") == 1:
+        return f"hf-hub:{weights}", None
+    raise CheckpointError(f"VAE weights {weights!r}: no such local folder, and not a hub id")
+
+
+def create_sdvae(name: str, weights: str | None = None, resolution: int | None = None, **overrides):
+    from diffusers import AutoencoderKL
+
+    if name not in PRESETS:
+        raise KeyError(f"no SD-VAE preset {name!r}; presets: {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    desc, path = resolve_weights(preset, weights)
+    if path is not None:
+        vae, wfile = load_vae_folder(path)
+        desc = f"{desc} ({file_sha256(wfile, 8)})"
+    elif desc.startswith("hf-hub:"):
+        vae = _from_hub(desc.removeprefix("hf-hub:"))
+    else:
+        vae = AutoencoderKL.from_config(dict(preset.config, **overrides))
+    spec = _spec(name, preset, resolution or preset.resolution, desc, vae.config)
+    return SDVAEEncoder(spec, vae)
+
+
+def _spec(name, preset, resolution, desc, cfg) -> EncoderSpec:
+    cfg = dict(cfg)
+    down = 2 ** (len(cfg["block_out_channels"]) - 1)
+    return EncoderSpec(
+        name=name, family="sd-vae", latent_channels=cfg["latent_channels"], downsample=down,
+        resolution=resolution, has_decoder=True, weights=desc, feature_dim=cfg["latent_channels"],
+        notes=f"AutoencoderKL posterior mean x {cfg['scaling_factor']}",
+        extra={"scaling_factor": cfg["scaling_factor"]},
+    )
+
+
+def _spec_for(name: str) -> EncoderSpec:
+    preset = PRESETS[name]
+    desc, _ = resolve_weights(preset, None)
+    return _spec(name, preset, preset.resolution, desc, preset.config)
+
+
+create_sdvae.spec_for = _spec_for

@@ -1,0 +1,351 @@
+"""The SVG autoencoder (arXiv 2510.15301): frozen DINO + residual ViT + distribution alignment + pixel decoder.
+
+Latent = concat(DINO patch tokens, aligned residual channels) as a grid, e.g. (384 + 8) x 16 x 16 for
+DINOv3 ViT-S/16+ at 256 px. No KL, no sampling.
+
+Pieces come from the field's libraries: the DINO encoder is timm's, the residual encoder is a
+torchvision VisionTransformer (as in the official code, so its `extra_vit.*` keys load as they are),
+and the pixel decoder is diffusers' LDM-style `Decoder`. Official Lightning checkpoints (LDM decoder
+key names, Meta DINO key names) are converted on load; svgbench's own files are safetensors with
+the architecture config in their metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoints import (CheckpointError, check_and_load, file_sha256, load_state_dict,
+                           read_safetensors_metadata, save_safetensors)
+from .base import EncoderSpec, LatentEncoder, to_imagenet_normalized
+from .dino import PRESETS as DINO_PRESETS
+from .dino import build_timm_dino, load_dino_weights
+from .dino import resolve_weights as resolve_dino_weights
+
+EMBEDDED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+
+@dataclass(frozen=True)
+class SVGConfig:
+    """Architecture of an SVG autoencoder. Defaults: the published ViT-S/16+ model at 256 px."""
+
+    dino: str = "dinov3-vits16plus"
+    dino_overrides: dict = field(default_factory=dict)
+    resolution: int = 256
+    residual: bool = True
+    residual_channels: int = 8
+    residual_layers: int = 6
+    residual_heads: int = 8
+    residual_width: int = 384
+    residual_mlp: int = 1536
+    mask_prob: float = 0.1
+    align: str = "batch"  # "batch" (as published), "sample" (batch-independent), "none"
+    decoder_ch: int = 128
+    decoder_ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    decoder_res_blocks: int = 2
+    decoder_attn_resolutions: tuple[int, ...] = (16,)
+    decoder_groups: int = 32
+
+    def __post_init__(self):
+        if self.align not in ("batch", "sample", "none"):
+            raise ValueError(f"SVGConfig.align must be 'batch', 'sample' or 'none', got {self.align!r}")
+        if self.dino not in DINO_PRESETS:
+            raise ValueError(f"SVGConfig.dino {self.dino!r} is not a DINO preset ({', '.join(DINO_PRESETS)})")
+        patch = DINO_PRESETS[self.dino].kwargs.get("patch_size", DINO_PRESETS[self.dino].patch)
+        if 2 ** (len(self.decoder_ch_mult) - 1) != patch:
+            raise ValueError(f"SVGConfig: decoder upsamples x{2 ** (len(self.decoder_ch_mult) - 1)} but the "
+                             f"DINO patch is {patch}; len(decoder_ch_mult) must be log2(patch) + 1")
+
+    @property
+    def patch(self) -> int:
+        return DINO_PRESETS[self.dino].kwargs.get("patch_size", DINO_PRESETS[self.dino].patch)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SVGConfig":
+        d = json.loads(text)
+        for k in ("decoder_ch_mult", "decoder_attn_resolutions"):
+            d[k] = tuple(d[k])
+        return cls(**d)
+
+
+PRESETS: dict[str, tuple[SVGConfig, str | None]] = {
+    "svg-dinov3-vits16plus": (SVGConfig(), None),
+    "tiny-svg": (SVGConfig(dino="tiny-dino", resolution=64, residual_layers=2, residual_heads=4,
+                           residual_width=128, residual_mlp=512, align="sample", decoder_ch=32,
+                           decoder_ch_mult=(1, 2, 2, 4), decoder_res_blocks=1,
+                           decoder_attn_resolutions=(8,)), "tiny-svg.safetensors"),
+    "tiny-svg-dino-only": (SVGConfig(dino="tiny-dino", resolution=64, residual=False, decoder_ch=32,
+                                     decoder_ch_mult=(1, 2, 2, 4), decoder_res_blocks=1,
+                                     decoder_attn_resolutions=(8,)), "tiny-svg-dino-only.safetensors"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Residual encoder: torchvision ViT, CLS dropped, 2-layer head to a few channels per token
+# ---------------------------------------------------------------------------------------------
+
+def build_residual_vit(cfg: SVGConfig) -> nn.Module:
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    vit = VisionTransformer(image_size=cfg.resolution, patch_size=cfg.patch, num_layers=cfg.residual_layers,
+                            num_heads=cfg.residual_heads, hidden_dim=cfg.residual_width,
+                            mlp_dim=cfg.residual_mlp, num_classes=cfg.residual_channels,
+                            dropout=0.1, attention_dropout=0.1)
+    vit.heads = nn.Sequential(nn.Linear(cfg.residual_width, cfg.residual_width), nn.GELU(),
+                              nn.Linear(cfg.residual_width, cfg.residual_channels))
+    return vit
+
+
+def residual_tokens(vit: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """B x 3 x H x W (ImageNet-normalised) -> B x C x N patch features (class token dropped)."""
+    t = vit._process_input(x)
+    t = torch.cat([vit.class_token.expand(t.shape[0], -1, -1), t], dim=1)
+    t = vit.encoder(t)[:, 1:]
+    return vit.heads(t).transpose(1, 2)
+
+
+def align_distribution(dino: torch.Tensor, res: torch.Tensor, mode: str, eps: float = 1e-6) -> torch.Tensor:
+    """Standardise `res` by its scalar mean/std and rescale to `dino`'s scalar mean/std (stats detached).
+
+    Both B x C x N. The scalar std is the mean of per-channel stds. mode "batch" pools statistics
+    over the batch (the published code: a latent then depends on its batch-mates); "sample" uses
+    each sample's own tokens, so a latent is a function of its image alone.
+    """
+    if mode == "none":
+        return res
+    dims = (0, 2) if mode == "batch" else (2,)
+
+    def stats(h):
+        mean = h.mean(dim=dims).mean(-1).detach()
+        std = h.std(dim=dims).mean(-1).detach()
+        if mode == "sample":
+            mean, std = mean.view(-1, 1, 1), std.view(-1, 1, 1)
+        return mean, std
+
+    md, sd = stats(dino)
+    mr, sr = stats(res)
+    return (res - mr) / (sr + eps) * sd + md
+
+
+# ---------------------------------------------------------------------------------------------
+# Pixel decoder: diffusers' Decoder with the LDM layout, and the LDM -> diffusers key map
+# ---------------------------------------------------------------------------------------------
+
+def build_decoder(cfg: SVGConfig, in_channels: int) -> nn.Module:
+    from diffusers.models.autoencoders.vae import Decoder
+
+    n = len(cfg.decoder_ch_mult)
+    low = cfg.resolution // 2 ** (n - 1)
+    # diffusers' up_blocks[i] works at low * 2**i; LDM puts attention where that is in attn_resolutions
+    types = tuple("AttnUpDecoderBlock2D" if low * 2 ** i in cfg.decoder_attn_resolutions else "UpDecoderBlock2D"
+                  for i in range(n))
+    return Decoder(in_channels=in_channels, out_channels=3, up_block_types=types,
+                   block_out_channels=tuple(cfg.decoder_ch * m for m in cfg.decoder_ch_mult),
+                   layers_per_block=cfg.decoder_res_blocks, norm_num_groups=cfg.decoder_groups,
+                   act_fn="silu", mid_block_add_attention=True)
+
+
+_ATTN = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
+
+
+def ldm_decoder_to_diffusers(state: dict[str, torch.Tensor], num_levels: int) -> dict[str, torch.Tensor]:
+    """Rename an LDM `Decoder` state dict (keys without the `decoder.` prefix) to diffusers' names."""
+    out = {}
+    for k, v in state.items():
+        nk = k
+        if m := re.match(r"mid\.block_(\d)\.(.*)", k):
+            nk = f"mid_block.resnets.{int(m[1]) - 1}.{m[2]}"
+        elif m := re.match(r"mid\.attn_1\.(\w+)\.(weight|bias)", k):
+            nk = f"mid_block.attentions.0.{_ATTN[m[1]]}.{m[2]}"
+        elif m := re.match(r"up\.(\d+)\.block\.(\d+)\.(.*)", k):
+            nk = f"up_blocks.{num_levels - 1 - int(m[1])}.resnets.{m[2]}.{m[3]}"
+        elif m := re.match(r"up\.(\d+)\.attn\.(\d+)\.(\w+)\.(weight|bias)", k):
+            nk = f"up_blocks.{num_levels - 1 - int(m[1])}.attentions.{m[2]}.{_ATTN[m[3]]}.{m[4]}"
+        elif m := re.match(r"up\.(\d+)\.upsample\.conv\.(.*)", k):
+            nk = f"up_blocks.{num_levels - 1 - int(m[1])}.upsamplers.0.conv.{m[2]}"
+        elif k.startswith("norm_out."):
+            nk = "conv_norm_out." + k[len("norm_out."):]
+        nk = nk.replace(".nin_shortcut.", ".conv_shortcut.")
+        if re.search(r"attentions\.\d+\.to_(q|k|v|out\.0)\.weight$", nk) and v.ndim == 4:
+            v = v[:, :, 0, 0]  # LDM's 1x1 convs are diffusers' linears
+        out[nk] = v
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The autoencoder
+# ---------------------------------------------------------------------------------------------
+
+class SVGAutoencoder(LatentEncoder):
+    """encode: B x 3 x H x W in [-1, 1] -> B x (D + c) x H/p x W/p; decode: the reverse, in [-1, 1]."""
+
+    def __init__(self, spec: EncoderSpec, cfg: SVGConfig):
+        super().__init__(spec)
+        self.cfg = cfg
+        dino_preset = DINO_PRESETS[cfg.dino]
+        self.encoder = build_timm_dino(dino_preset, cfg.resolution, **cfg.dino_overrides).eval().requires_grad_(False)
+        dim = self.encoder.embed_dim
+        if cfg.residual:
+            self.extra_vit = build_residual_vit(cfg)
+            self.mask_token = nn.Parameter(torch.randn(1, cfg.residual_channels, 1) * 0.02)
+        self.decoder = build_decoder(cfg, dim + (cfg.residual_channels if cfg.residual else 0))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.encoder.eval()  # frozen, always in inference mode
+        return self
+
+    def dino_tokens(self, x_norm: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            t = self.encoder.forward_features(x_norm)[:, self.encoder.num_prefix_tokens:]
+        return t.transpose(1, 2)  # B x D x N
+
+    def latent(self, images: torch.Tensor, mask_prob: float = 0.0) -> torch.Tensor:
+        """The differentiable encoder path (training uses mask_prob > 0: residual masking)."""
+        x = to_imagenet_normalized(images)
+        h = self.dino_tokens(x)
+        if self.cfg.residual:
+            r = residual_tokens(self.extra_vit, x)
+            if mask_prob > 0:
+                drop = (torch.rand(r.shape[0], 1, 1, device=r.device) < mask_prob).to(r.dtype)
+                r = r * (1 - drop) + self.mask_token.expand_as(r) * drop
+            r = align_distribution(h, r, self.cfg.align)
+            h = torch.cat([h, r], dim=1)
+        p = self.cfg.patch
+        return h.reshape(h.shape[0], h.shape[1], images.shape[2] // p, images.shape[3] // p)
+
+    def _encode(self, images):
+        return self.latent(images)
+
+    def _decode(self, latent):
+        return self.decoder(latent).clamp(-1, 1)
+
+    def _features(self, images):
+        z = self._encode(images)
+        t = z.flatten(2).transpose(1, 2)
+        return {"patch": t, "pooled": t.mean(1)}
+
+    # ---- svgbench's own format ----
+    def save(self, path: str | Path, **metadata) -> None:
+        save_safetensors(self.state_dict(), path, metadata={"format": "svgbench.svg", "svg_config": self.cfg.to_json(),
+                                                            **metadata})
+
+
+def convert_official_state(state: dict[str, torch.Tensor], model: SVGAutoencoder) -> dict[str, torch.Tensor]:
+    """Official Lightning `state_dict` -> this module's names.
+
+    `decoder.*` (LDM names) -> diffusers names; `encoder.*` (Meta DINO names) -> timm names;
+    `extra_vit.*` and `mask_token` stay; `loss.*` (LPIPS/discriminator) and `norm_vit.*`
+    (defined but unused in the published forward pass) are dropped.
+    """
+    out = {}
+    dec = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
+    out.update({f"decoder.{k}": v for k, v in
+                ldm_decoder_to_diffusers(dec, len(model.cfg.decoder_ch_mult)).items()})
+    enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    if enc:
+        filter_fn = getattr(sys.modules[type(model.encoder).__module__], "checkpoint_filter_fn", None)
+        if filter_fn is not None:  # Meta key names -> timm's; timm-layout keys pass through
+            enc = filter_fn(enc, model.encoder)
+        out.update({f"encoder.{k}": v for k, v in enc.items()})
+    for k, v in state.items():
+        if k.startswith(("extra_vit.", "mask_token")):
+            out[k] = v
+    return out
+
+
+def is_official_layout(state: dict) -> bool:
+    return any(k.startswith(("decoder.mid.", "decoder.up.")) for k in state)
+
+
+def load_svg_weights(model: SVGAutoencoder, path: str | Path, dino_weights: str | None = None) -> None:
+    """Load an official Lightning `.ckpt` or an svgbench safetensors file into `model`, strictly.
+
+    When the file carries no DINO weights (`encoder.*`), they come from `dino_weights` (or the DINO
+    preset's default source).
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        meta = read_safetensors_metadata(path)
+        if "svg_config" in meta:
+            saved = SVGConfig.from_json(meta["svg_config"])
+            if saved != model.cfg:
+                diff = [f"{f.name}: file {getattr(saved, f.name)!r} vs requested {getattr(model.cfg, f.name)!r}"
+                        for f in dataclasses.fields(SVGConfig) if getattr(saved, f.name) != getattr(model.cfg, f.name)]
+                raise CheckpointError(f"checkpoint {path} was saved for another SVG architecture: " + "; ".join(diff))
+    state = load_state_dict(path)
+    if is_official_layout(state):
+        state = convert_official_state(state, model)
+    if not any(k.startswith("encoder.") for k in state):
+        desc, dino_file = resolve_dino_weights(model.cfg.dino, DINO_PRESETS[model.cfg.dino], dino_weights)
+        if dino_file is None:
+            raise CheckpointError(f"checkpoint {path} has no DINO weights (encoder.*) and none were given: "
+                                  f"pass dino_weights=<file> (timm or Meta layout)")
+        load_dino_weights(model.encoder, dino_file)
+        state = state | {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
+    check_and_load(model, state, source=str(path))
+
+
+def resolve_weights(name: str, embedded: str | None, weights: str | None) -> tuple[str, str | None]:
+    if weights == "random":
+        return "random-init", None
+    if weights is None and embedded:
+        f = EMBEDDED_WEIGHTS / embedded
+        if f.exists():
+            return f"embedded:{embedded} ({file_sha256(f, 8)})", str(f)
+        return "random-init (no embedded weights shipped)", None
+    if weights is None:
+        return "local file required (no public hub id): weights=<SVG .ckpt or .safetensors>", None
+    return f"file:{weights}", str(weights)
+
+
+def _spec(name: str, cfg: SVGConfig, desc: str, dim: int) -> EncoderSpec:
+    c = dim + (cfg.residual_channels if cfg.residual else 0)
+    return EncoderSpec(
+        name=name, family="svg", latent_channels=c, downsample=cfg.patch, resolution=cfg.resolution,
+        has_decoder=True, weights=desc, feature_dim=c, patch_size=cfg.patch,
+        resolution_multiple=cfg.patch, fixed_resolution=True,
+        notes=(f"frozen {cfg.dino} + residual ViT ({cfg.residual_channels} ch, align={cfg.align})"
+               if cfg.residual else f"frozen {cfg.dino}, no residual branch (DINO-only decoder)"),
+        extra={"svg_config": json.loads(cfg.to_json())},
+    )
+
+
+def create_svg(name: str, weights: str | None = None, dino_weights: str | None = None,
+               config: SVGConfig | None = None, **overrides) -> SVGAutoencoder:
+    if name not in PRESETS and config is None:
+        raise KeyError(f"no SVG preset {name!r}; presets: {', '.join(PRESETS)}")
+    cfg, embedded = PRESETS.get(name, (config, None))
+    cfg = config or cfg
+    if overrides:
+        cfg = dataclasses.replace(cfg, **overrides)
+    desc, path = resolve_weights(name, embedded, weights)
+    if desc.startswith("local file required"):
+        raise CheckpointError(f"encoder {name!r}: the SVG autoencoder has no public hub checkpoint; "
+                              f"pass weights=<official Lightning .ckpt or svgbench .safetensors>")
+    model = SVGAutoencoder(_spec(name, cfg, desc, 0), cfg)
+    model.spec = _spec(name, cfg, desc, model.encoder.embed_dim)
+    if path is not None:
+        load_svg_weights(model, path, dino_weights)
+    model.eval()
+    return model
+
+
+def _spec_for(name: str) -> EncoderSpec:
+    cfg, embedded = PRESETS[name]
+    desc, _ = resolve_weights(name, embedded, None)
+    preset = DINO_PRESETS[cfg.dino]
+    return _spec(name, cfg, desc, preset.kwargs.get("embed_dim", preset.dim))
+
+
+create_svg.spec_for = _spec_for
