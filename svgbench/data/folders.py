@@ -57,7 +57,8 @@ def from_uint8(x: torch.Tensor | np.ndarray) -> torch.Tensor:
     Exact inverse of `to_uint8` on uint8 values. The layout is unchanged (no HWC -> CHW permute).
     """
     if isinstance(x, np.ndarray):
-        x = torch.from_numpy(np.ascontiguousarray(x))
+        # torch cannot wrap read-only arrays (e.g. np.asarray of a PIL image) without a warning.
+        x = torch.from_numpy(np.ascontiguousarray(x) if x.flags.writeable else np.array(x))
     if not torch.is_tensor(x):
         raise TypeError(f"from_uint8 expects a uint8 tensor or numpy array, got {type(x).__name__}")
     if x.dtype != torch.uint8:

@@ -116,9 +116,10 @@ def _cross(half_width: float = 0.3) -> np.ndarray:
 
 
 def _semicircle() -> np.ndarray:
+    # The unit circle around the chord's midpoint is already the half-disc's smallest enclosing
+    # circle, so no re-centring is needed.
     a = np.linspace(0.0, np.pi, _CIRCLE_VERTICES // 2 + 1)
-    # Shifted so the half-disc sits centred in its unit bounding circle rather than on one side.
-    return np.stack([np.cos(a), np.sin(a) - 0.5], axis=1) / math.hypot(1.0, 0.5)
+    return np.stack([np.cos(a), np.sin(a)], axis=1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -170,8 +171,8 @@ def render_shape(
     draw = ImageDraw.Draw(canvas)
     theta = math.radians(rotation)
     c, s = math.cos(theta), math.sin(theta)
-    # Image y points down, so a counter-clockwise turn on screen negates the sine term.
-    rot = np.array([[c, s], [-s, c]])
+    # Row vectors times this matrix turn counter-clockwise as seen on screen (image y points down).
+    rot = np.array([[c, -s], [s, c]])
     scale = radius * big
     cx, cy = center[0] * big, center[1] * big
     for poly, fill in _shape_layers(class_id):
@@ -343,7 +344,9 @@ def _background(rng: np.random.Generator, res: int, kind: str) -> np.ndarray:
     amp = rng.uniform(0.1, 0.45)
     cells = rng.uniform(-amp, amp, size=(grid, grid, 3)).astype(np.float32)
     m = _interp_matrix(res, grid)
-    bg = base + np.einsum("hg,gkc,wk->hwc", m, cells, m, optimize=False)
+    # Separable bilinear upsampling: rows then columns, per channel.
+    rows = np.tensordot(m, cells, axes=(1, 0))  # res x grid x 3
+    bg = base + np.matmul(m, rows.transpose(2, 1, 0)).transpose(2, 1, 0)  # res x res x 3
     if kind == "textured":
         tex_kind = TEXTURE_KINDS[int(rng.integers(len(TEXTURE_KINDS)))]
         t = _texture(rng, res, tex_kind)
@@ -498,7 +501,9 @@ class ShapesDataset(Dataset):
 # Whole-split arrays and the on-disk cache
 
 
-def _render_range(args: tuple[ShapesConfig, int, int]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+def _render_range(
+    args: tuple[ShapesConfig, int, int],
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     cfg, start, stop = args
     n, res = stop - start, cfg.resolution
     images = np.empty((n, res, res, 3), dtype=np.uint8)

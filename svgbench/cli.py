@@ -1,0 +1,141 @@
+"""`svgbench`: list encoders, run the encoder x task matrix, rebuild reports."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def load_plugin(spec: str) -> None:
+    """Import a user file or module that registers encoders (register_encoder calls at import)."""
+    path = Path(spec)
+    if path.suffix == ".py" or path.exists():
+        if not path.is_file():
+            raise SystemExit(f"svgbench: plugin file {spec} does not exist")
+        mod_spec = importlib.util.spec_from_file_location(f"svgbench_plugin_{path.stem}", path)
+        module = importlib.util.module_from_spec(mod_spec)
+        sys.modules[mod_spec.name] = module
+        mod_spec.loader.exec_module(module)
+    else:
+        importlib.import_module(spec)
+
+
+def cmd_list(args) -> int:
+    from .encoders import encoder_spec, list_encoders
+
+    rows = []
+    for name in list_encoders():
+        try:
+            s = encoder_spec(name)
+            shape = "x".join(map(str, s.latent_shape()))
+            rows.append((name, s.family, shape, str(s.latent_channels), "yes" if s.has_decoder else "no",
+                         f"{s.resolution}px", s.weights))
+        except Exception as e:  # a broken third-party entry must not hide the others
+            rows.append((name, "?", "?", "?", "?", "?", f"error: {e}"))
+    head = ("encoder", "family", "latent (CxHxW)", "channels", "decoder", "native", "weights")
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    for r in [head] + rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .data import DataConfig
+    from .report import task_table, to_markdown, write_reports
+    from .runner import EMBEDDED_ENCODERS, RunConfig, run_matrix
+    from .tasks import TASKS
+
+    if args.data_root and args.data == "shapes":
+        args.data = "imagefolder"
+    try:
+        data = DataConfig(name=args.data, root=args.data_root, split=args.split, resolution=args.resolution,
+                          size=args.num_images, seed=args.seed, convert_mode=args.convert_mode)
+    except ValueError as e:
+        raise SystemExit(f"svgbench run: {e}")
+    encoder_kwargs = {}
+    for item in args.weights or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"svgbench run: --weights takes ENCODER=PATH, got {item!r}")
+        encoder_kwargs.setdefault(name, {})["weights"] = value
+    cfg = RunConfig(encoders=args.encoders or EMBEDDED_ENCODERS, tasks=args.tasks or tuple(TASKS), data=data,
+                    device=args.device, results_dir=args.results, batch_size=args.batch_size,
+                    skip_existing=not args.force, encoder_kwargs=encoder_kwargs, seed=args.seed)
+    try:
+        summary = run_matrix(cfg)
+    except (KeyError, ValueError) as e:
+        raise SystemExit(f"svgbench run: {e}")
+    write_reports(args.results)
+    for task in cfg.tasks:
+        df = task_table(summary.records, task)
+        if not df.empty:
+            print(f"\n## {task}\n")
+            print(to_markdown(df, task))
+    print(f"\n{summary.computed} cells computed, {summary.skipped} reused; tables in {args.results}/")
+    if summary.failures:
+        print(f"\n{len(summary.failures)} cells failed:", file=sys.stderr)
+        for f in summary.failures:
+            print(f"  {f.encoder} / {f.task}: {f.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_reports
+
+    paths = write_reports(args.results)
+    if not paths:
+        print(f"no records under {args.results}/records: run `svgbench run` first", file=sys.stderr)
+        return 1
+    for task, p in paths.items():
+        print(f"{task}: {p}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="svgbench", description=__doc__)
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+                   help="import a file/module that registers encoders (repeatable)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="list registered encoders")
+
+    r = sub.add_parser("run", help="run the encoder x task matrix and write tables under results/")
+    r.add_argument("--encoders", type=_csv, help="comma-separated encoder names (default: the embedded tiny ones)")
+    r.add_argument("--tasks", type=_csv, help="comma-separated task names (default: all)")
+    r.add_argument("--data", default="shapes", choices=["shapes", "imagefolder", "segfolder"])
+    r.add_argument("--data-root", help="dataset folder (ImageNet layout for imagefolder)")
+    r.add_argument("--split", default="val")
+    r.add_argument("--resolution", type=int, default=64)
+    r.add_argument("--num-images", type=int, default=512)
+    r.add_argument("--batch-size", type=int, default=32)
+    r.add_argument("--device", default="auto")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--weights", action="append", metavar="ENCODER=PATH",
+                   help="weights for an encoder: hub id, folder or file (repeatable)")
+    r.add_argument("--convert-mode", action="store_true", help="convert non-RGB images to RGB (real ImageNet)")
+    r.add_argument("--results", default="results")
+    r.add_argument("--force", action="store_true", help="recompute cells that already have a record")
+
+    rep = sub.add_parser("report", help="rebuild tables from the records under results/")
+    rep.add_argument("--results", default="results")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    for plugin in args.plugin:
+        load_plugin(plugin)
+    return {"list": cmd_list, "run": cmd_run, "report": cmd_report}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

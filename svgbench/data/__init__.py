@@ -1,0 +1,68 @@
+"""Datasets: the embedded procedural `shapes`, image folders (ImageNet layout), segmentation folders (ADE20K).
+
+Every dataset yields dicts with "image" (float 3 x H x W in [-1, 1]) and, where it has them,
+"label" (int64) and "mask" (int64 H x W, 255 = ignore).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images a task sees.
+
+    name: "shapes" (embedded, generated), "imagefolder" (root/<class>/<img>), "segfolder" (ADE20K layout).
+    split: shapes: any name (train/val/test/...); folders: the sub-folder (train/val, training/validation).
+    size: shapes: images generated; folders: at most this many (spread over classes).
+    """
+
+    name: str = "shapes"
+    root: str | None = None
+    split: str = "val"
+    resolution: int = 64
+    size: int | None = 512
+    seed: int = 0
+    max_objects: int = 1
+    convert_mode: bool = False
+
+    def __post_init__(self):
+        if self.name not in ("shapes", "imagefolder", "segfolder"):
+            raise ValueError(f"data name must be 'shapes', 'imagefolder' or 'segfolder', got {self.name!r}")
+        if self.name != "shapes" and not self.root:
+            raise ValueError(f"data {self.name!r} needs a root folder (--data-root)")
+
+    def key(self) -> str:
+        """Short stable id of these images, for record and cache names."""
+        d = dataclasses.asdict(self)
+        if self.name == "shapes":
+            from .shapes import GENERATOR_VERSION
+
+            d["generator_version"] = GENERATOR_VERSION
+        digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.name}-{self.split}-{self.resolution}px-{digest}"
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **kw) -> "DataConfig":
+        return dataclasses.replace(self, **kw)
+
+
+def build_dataset(cfg: DataConfig):
+    if cfg.name == "shapes":
+        from .shapes import ShapesConfig, ShapesDataset
+
+        return ShapesDataset(ShapesConfig(resolution=cfg.resolution, split=cfg.split, size=cfg.size or 2000,
+                                          seed=cfg.seed, max_objects=cfg.max_objects))
+    from .folders import ImageFolderDataset, SegFolderDataset
+
+    if cfg.name == "imagefolder":
+        return ImageFolderDataset(cfg.root, cfg.resolution, split=cfg.split, limit=cfg.size,
+                                  convert_mode=cfg.convert_mode)
+    return SegFolderDataset(cfg.root, cfg.resolution, split=cfg.split, limit=cfg.size,
+                            convert_mode=cfg.convert_mode)

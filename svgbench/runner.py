@@ -1,0 +1,197 @@
+"""The encoder x task matrix: one record per cell, resumable, written atomically.
+
+A cell is (task, encoder, dataset, config). Its record is one JSON file under
+results/records/<task>/, named by the cell's key, which hashes everything the numbers depend on:
+task config, dataset config, encoder name and build arguments, and the hash of the encoder's
+weights. A rerun skips cells whose record exists; a crash loses at most the cell in flight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .checkpoints import atomic_write_bytes
+from .data import DataConfig, build_dataset
+
+EMBEDDED_ENCODERS = ("tiny-svg", "tiny-svg-dino-only", "tiny-vae", "tiny-dino")
+RECORD_VERSION = 1
+
+
+@dataclass
+class RunConfig:
+    encoders: tuple[str, ...] = EMBEDDED_ENCODERS
+    tasks: tuple[str, ...] = ("reconstruction",)
+    data: DataConfig = field(default_factory=DataConfig)
+    device: str = "auto"
+    results_dir: str = "results"
+    batch_size: int = 32
+    skip_existing: bool = True
+    encoder_kwargs: dict = field(default_factory=dict)  # encoder name -> create_encoder kwargs
+    task_overrides: dict = field(default_factory=dict)  # task name -> config field overrides
+    seed: int = 0
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for pkg in ("svgbench", "timm", "diffusers", "torch-fidelity", "torchmetrics", "scikit-learn"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def record_path(results_dir: str | Path, task: str, encoder: str, key: str) -> Path:
+    return Path(results_dir) / "records" / task / f"{encoder}__{key}.json"
+
+
+def write_record(path: Path, record: dict) -> None:
+    atomic_write_bytes(path, (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def load_records(results_dir: str | Path, task: str | None = None) -> list[dict]:
+    """Every readable record (a malformed file is skipped with a warning, never half-read)."""
+    root = Path(results_dir) / "records"
+    pattern = f"{task}/*.json" if task else "*/*.json"
+    out = []
+    for p in sorted(root.glob(pattern)):
+        try:
+            rec = json.loads(p.read_text())
+            if rec.get("record_version") != RECORD_VERSION:
+                continue
+            out.append(rec)
+        except (json.JSONDecodeError, OSError) as e:
+            print(f"warning: skipping unreadable record {p}: {e}", file=sys.stderr)
+    return out
+
+
+@dataclass
+class CellFailure:
+    task: str
+    encoder: str
+    error: str
+
+
+@dataclass
+class RunSummary:
+    records: list[dict]
+    failures: list[CellFailure]
+    computed: int
+    skipped: int
+
+
+def run_matrix(cfg: RunConfig, log=None) -> RunSummary:
+    """Run every (encoder, task) cell of `cfg`; return the records (new and reused) and the failures."""
+    from tqdm.auto import tqdm
+
+    from .encoders import create_encoder, encoder_spec
+    from .tasks import get_task
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    device = resolve_device(cfg.device)
+    tasks = [get_task(t) for t in cfg.tasks]
+    for name in cfg.encoders:
+        encoder_spec(name)  # unknown names fail before any work, with the list of known ones
+    dataset = build_dataset(cfg.data)
+    records, failures = [], []
+    computed = skipped = 0
+    for name in cfg.encoders:
+        kwargs = cfg.encoder_kwargs.get(name, {})
+        try:
+            encoder = create_encoder(name, **kwargs)
+            encoder.spec.check_resolution(cfg.data.resolution, cfg.data.resolution)
+        except Exception as e:
+            failures += [CellFailure(t.name, name, f"{type(e).__name__}: {e}") for t in tasks]
+            log(f"[{name}] cannot be built or used at {cfg.data.resolution}px: {e}")
+            continue
+        weights_hash = encoder.weights_hash()
+        for task in tasks:
+            if task.needs_decoder and not encoder.spec.has_decoder:
+                log(f"[{name}] {task.name}: n/a (no pixel decoder)")
+                continue
+            overrides = dict(cfg.task_overrides.get(task.name, {}))
+            overrides.setdefault("batch_size", cfg.batch_size)
+            tcfg_cls = task.config_class()
+            fields = {f.name for f in dataclasses.fields(tcfg_cls)}
+            tcfg = tcfg_cls(**{k: v for k, v in overrides.items() if k in fields})
+            tcfg_dict = dataclasses.asdict(tcfg)
+            tcfg_key = {k: v for k, v in tcfg_dict.items() if k != "batch_size"}  # batch size: speed only
+            key = _hash({"task": task.name, "config": tcfg_key, "data": cfg.data.key(), "encoder": name,
+                         "kwargs": kwargs, "weights": weights_hash, "seed": cfg.seed, "device": device})
+            path = record_path(cfg.results_dir, task.name, name, key)
+            if cfg.skip_existing and path.exists():
+                try:
+                    records.append(json.loads(path.read_text()))
+                    skipped += 1
+                    log(f"[{name}] {task.name}: cached ({path.name})")
+                    continue
+                except json.JSONDecodeError:
+                    log(f"[{name}] {task.name}: unreadable record {path}, recomputing")
+            torch.manual_seed(cfg.seed)
+            n = len(dataset) if getattr(tcfg, "num_images", None) is None else min(tcfg.num_images, len(dataset))
+            bar = tqdm(total=n, desc=f"{name} / {task.name}", unit="img", leave=False, file=sys.stderr)
+            t0 = time.perf_counter()
+            try:
+                metrics = task.function()(encoder, dataset, tcfg, device=device, progress=bar.update)
+            except KeyboardInterrupt:
+                bar.close()
+                raise
+            except Exception as e:
+                bar.close()
+                failures.append(CellFailure(task.name, name, f"{type(e).__name__}: {e}"))
+                log(f"[{name}] {task.name} FAILED: {type(e).__name__}: {e}")
+                log(traceback.format_exc(limit=3))
+                continue
+            bar.close()
+            record = {
+                "record_version": RECORD_VERSION,
+                "key": key,
+                "task": task.name,
+                "encoder": name,
+                "encoder_kwargs": kwargs,
+                "spec": encoder.spec.as_dict(),
+                "weights_hash": weights_hash,
+                "data": cfg.data.as_dict() | {"key": cfg.data.key()},
+                "config": tcfg_dict,
+                "seed": cfg.seed,
+                "metrics": metrics,
+                "device": device,
+                "device_name": device_name(device),
+                "wall_s": round(time.perf_counter() - t0, 3),
+                "versions": versions(),
+            }
+            write_record(path, record)
+            records.append(record)
+            computed += 1
+            log(f"[{name}] {task.name}: done in {record['wall_s']:.1f}s")
+    return RunSummary(records, failures, computed, skipped)

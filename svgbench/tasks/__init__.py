@@ -1,0 +1,41 @@
+"""Task functions: (encoder, dataset, config, device) -> flat dict of metrics.
+
+The runner, not the task, handles caching, resuming and writing records. `TASKS` maps a task name
+to its entry; entries are imported lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    name: str
+    target: str  # "module:function"
+    config: str  # "module:ConfigClass"
+    needs_decoder: bool = False
+    description: str = ""
+
+    def function(self):
+        mod, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(mod), attr)
+
+    def config_class(self):
+        mod, _, attr = self.config.partition(":")
+        return getattr(importlib.import_module(mod), attr)
+
+
+TASKS: dict[str, TaskEntry] = {
+    "reconstruction": TaskEntry(
+        "reconstruction", "svgbench.tasks.reconstruction:run_reconstruction",
+        "svgbench.tasks.reconstruction:ReconConfig", needs_decoder=True,
+        description="encode -> decode: PSNR, SSIM, LPIPS, rFID"),
+}
+
+
+def get_task(name: str) -> TaskEntry:
+    if name not in TASKS:
+        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    return TASKS[name]

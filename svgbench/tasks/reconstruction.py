@@ -1,0 +1,97 @@
+"""Reconstruction: encode -> decode over a dataset; PSNR, SSIM, and LPIPS / rFID where available."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..encoders.base import LatentEncoder
+from ..metrics.recon import SSIM, inception_weights_path, lpips_metric, psnr_per_image, quantize
+
+
+@dataclass(frozen=True)
+class ReconConfig:
+    batch_size: int = 32
+    num_images: int | None = None  # None: the whole dataset
+    lpips_net: str = "vgg"
+    rfid: bool = True
+
+
+def _batches(dataset, batch_size, limit):
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size,
+                                         shuffle=False, num_workers=0)
+    for batch in loader:
+        yield batch["image"]
+
+
+def run_reconstruction(encoder: LatentEncoder, dataset, cfg: ReconConfig = ReconConfig(), device: str = "cpu",
+                       progress=None) -> dict:
+    """-> {psnr, ssim, lpips, rfid, num_images, encode_ips, decode_ips, unavailable}.
+
+    PSNR/SSIM are per-image means on uint8-quantised images; `unavailable` says why a metric is None.
+    """
+    if not encoder.spec.has_decoder:
+        raise ValueError(f"encoder {encoder.spec.name!r} has no decoder: reconstruction does not apply")
+    encoder = encoder.to(device).eval()
+    ssim = SSIM()
+    lpips_fn, lpips_why = lpips_metric(cfg.lpips_net)
+    unavailable = {}
+    if lpips_fn is None:
+        unavailable["lpips"] = lpips_why
+    psnrs, ssims, lpipss, reals, fakes = [], [], [], [], []
+    t_enc = t_dec = 0.0
+    n = 0
+    for images in _batches(dataset, cfg.batch_size, cfg.num_images):
+        images = images.to(device)
+        t0 = time.perf_counter()
+        z = encoder.encode(images)
+        _sync(device)
+        t1 = time.perf_counter()
+        rec = encoder.decode(z)
+        _sync(device)
+        t_enc += t1 - t0
+        t_dec += time.perf_counter() - t1
+        x, y = quantize(images).cpu(), quantize(rec).cpu()
+        psnrs.append(psnr_per_image(x, y))
+        ssims.append(ssim.per_image(x, y))
+        if lpips_fn is not None:
+            lpipss.append(lpips_fn(x, y))
+        if cfg.rfid:
+            reals.append((x * 255).round().to(torch.uint8))
+            fakes.append((y * 255).round().to(torch.uint8))
+        n += images.shape[0]
+        if progress is not None:
+            progress(images.shape[0])
+    if n == 0:
+        raise ValueError("reconstruction: the dataset is empty")
+    psnr = torch.cat(psnrs)
+    out = {
+        "psnr": float(psnr[torch.isfinite(psnr)].mean()) if torch.isfinite(psnr).any() else float("inf"),
+        "ssim": float(torch.cat(ssims).mean()),
+        "lpips": float(torch.cat(lpipss).mean()) if lpipss else None,
+        "rfid": None,
+        "num_images": n,
+        "encode_ips": n / t_enc if t_enc > 0 else None,
+        "decode_ips": n / t_dec if t_dec > 0 else None,
+    }
+    if cfg.rfid:
+        weights = inception_weights_path()
+        if weights is None:
+            unavailable["rfid"] = "rFID needs torch-fidelity's inception-v3-compat weights (set SVGBENCH_INCEPTION_WEIGHTS)"
+        elif n < 2:
+            unavailable["rfid"] = "rFID needs at least 2 images"
+        else:
+            from ..metrics.fidelity import fidelity_metrics
+
+            m = fidelity_metrics(torch.cat(reals), torch.cat(fakes), weights_path=weights, device=device)
+            out["rfid"] = m["frechet_inception_distance"]
+    out["unavailable"] = unavailable
+    return out
+
+
+def _sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()

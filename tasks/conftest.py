@@ -1,0 +1,54 @@
+"""tasks/: each task module runs its task against every selected encoder.
+
+`pytest tasks/` runs them in quick mode (few images, still real models and metrics);
+`pytest tasks/ --benchmark` runs them at full size through the runner and regenerates results/.
+"""
+
+import pytest
+
+from svgbench.data import DataConfig
+from svgbench.runner import EMBEDDED_ENCODERS
+
+QUICK_IMAGES = 32
+FULL_IMAGES = 512
+
+
+def selected_encoders(config) -> tuple[str, ...]:
+    opt = config.getoption("--encoders")
+    return tuple(e.strip() for e in opt.split(",") if e.strip()) if opt else EMBEDDED_ENCODERS
+
+
+def pytest_generate_tests(metafunc):
+    if "encoder_name" in metafunc.fixturenames:
+        metafunc.parametrize("encoder_name", selected_encoders(metafunc.config))
+
+
+@pytest.fixture(scope="session")
+def full(request) -> bool:
+    return bool(request.config.getoption("--benchmark"))
+
+
+@pytest.fixture(scope="session")
+def data_config(request, full) -> DataConfig:
+    root = request.config.getoption("--data-root")
+    preset = request.config.getoption("--preset")
+    resolution = 256 if preset == "imagenet256" else 64
+    size = FULL_IMAGES if full else QUICK_IMAGES
+    if root:
+        return DataConfig(name="imagefolder", root=root, split="val", resolution=resolution, size=size,
+                          convert_mode=True)
+    return DataConfig(resolution=resolution, size=size)
+
+
+@pytest.fixture(scope="session")
+def run_options(request, full, data_config):
+    return {
+        "data": data_config,
+        "device": request.config.getoption("--device"),
+        "results_dir": request.config.getoption("--results") if full else None,
+    }
+
+
+def wants_task(config, task: str) -> bool:
+    opt = config.getoption("--tasks")
+    return not opt or task in [t.strip() for t in opt.split(",")]

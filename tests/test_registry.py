@@ -1,0 +1,129 @@
+"""The latent-extractor registry: create, list, refuse duplicates, clear unknown-name errors, entry points."""
+
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from svgbench.encoders import (EncoderSpec, LatentEncoder, UnknownEncoderError, create_encoder, encoder_spec,
+                               list_encoders, register_encoder, registry, unregister_encoder)
+
+BUILTINS = {"tiny-dino", "tiny-vae", "tiny-svg", "tiny-svg-dino-only", "sd-vae-ft-ema", "sd-vae-ft-mse",
+            "dinov2-vits14", "dinov2-vitb14", "dinov3-vits16plus", "svg-dinov3-vits16plus"}
+
+
+class Doubler(LatentEncoder):
+    def __init__(self):
+        super().__init__(EncoderSpec(name="doubler", family="test", latent_channels=3, downsample=1, resolution=32,
+                                     has_decoder=True, weights="none"))
+
+    def _encode(self, x):
+        return 2 * x
+
+    def _decode(self, z):
+        return z / 2
+
+
+def test_builtins_listed_with_specs():
+    names = set(list_encoders())
+    assert BUILTINS <= names
+    assert encoder_spec("svg-dinov3-vits16plus").latent_shape() == (392, 16, 16)
+    assert encoder_spec("sd-vae-ft-ema").latent_shape() == (4, 32, 32)
+    assert encoder_spec("dinov3-vits16plus").latent_shape() == (384, 16, 16)
+    assert encoder_spec("dinov2-vitb14").latent_channels == 768
+    assert not encoder_spec("dinov2-vits14").has_decoder
+
+
+def test_unknown_name_lists_known():
+    with pytest.raises(UnknownEncoderError) as e:
+        create_encoder("no-such-encoder")
+    msg = str(e.value)
+    assert "no-such-encoder" in msg and "tiny-svg" in msg and "sd-vae-ft-ema" in msg
+
+
+def test_register_create_and_refuse_duplicate():
+    register_encoder("test-doubler", Doubler)
+    try:
+        enc = create_encoder("test-doubler")
+        x = torch.rand(1, 3, 32, 32) * 2 - 1
+        assert torch.equal(enc.decode(enc.encode(x)), x)
+        assert "test-doubler" in list_encoders()
+        with pytest.raises(ValueError, match="already registered"):
+            register_encoder("test-doubler", Doubler)
+        with pytest.raises(ValueError, match="already registered"):
+            register_encoder("tiny-svg", Doubler)
+    finally:
+        unregister_encoder("test-doubler")
+    assert "test-doubler" not in list_encoders()
+
+
+def test_register_as_decorator_and_bad_names():
+    @register_encoder("test-deco")
+    def make():
+        return Doubler()
+
+    try:
+        assert isinstance(create_encoder("test-deco"), Doubler)
+    finally:
+        unregister_encoder("test-deco")
+    with pytest.raises(ValueError, match="invalid encoder name"):
+        register_encoder("Bad Name", Doubler)
+    with pytest.raises(TypeError):
+        register_encoder("test-notcallable", 42)
+
+
+def test_factory_must_return_latent_encoder():
+    register_encoder("test-wrong-type", lambda: torch.nn.Linear(2, 2))
+    try:
+        with pytest.raises(TypeError, match="not a LatentEncoder"):
+            create_encoder("test-wrong-type")
+    finally:
+        unregister_encoder("test-wrong-type")
+
+
+def test_entry_point_group(tmp_path, monkeypatch):
+    """A third-party package registers through the `svgbench.encoders` entry-point group."""
+    (tmp_path / "thirdparty_enc.py").write_text(textwrap.dedent("""
+        from svgbench.encoders import EncoderSpec, LatentEncoder
+
+        class Halver(LatentEncoder):
+            def __init__(self):
+                super().__init__(EncoderSpec(name="thirdparty-halver", family="ext", latent_channels=3,
+                                             downsample=1, resolution=32, has_decoder=False, weights="none"))
+            def _encode(self, x):
+                return x / 2
+
+        def make():
+            return Halver()
+    """))
+    dist = tmp_path / "thirdparty_enc-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-enc\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[svgbench.encoders]\nthirdparty-halver = thirdparty_enc:make\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    try:
+        assert "thirdparty-halver" in list_encoders()
+        enc = create_encoder("thirdparty-halver")
+        assert torch.allclose(enc.encode(torch.ones(1, 3, 32, 32)), torch.full((1, 3, 32, 32), 0.5))
+    finally:
+        unregister_encoder("thirdparty-halver")
+        sys.modules.pop("thirdparty_enc", None)
+
+
+def test_input_validation(images64):
+    enc = create_encoder("tiny-svg", weights="random")
+    with pytest.raises(ValueError, match="64x64"):
+        enc.encode(torch.zeros(1, 3, 48, 48))
+    with pytest.raises(ValueError, match=r"\[-1.0, 1.0\]"):
+        enc.encode(images64 * 3)
+    with pytest.raises(ValueError, match="B x 3 x H x W"):
+        enc.encode(torch.zeros(3, 64, 64))
+    dino = create_encoder("tiny-dino", weights="random")
+    with pytest.raises(ValueError, match="multiples of 8"):
+        dino.encode(torch.zeros(1, 3, 60, 60))
+    with pytest.raises(NotImplementedError, match="no pixel decoder"):
+        dino.decode(torch.zeros(1, 128, 8, 8))
+    with pytest.raises(ValueError, match="decodes latents of shape"):
+        enc.decode(torch.zeros(1, 5, 8, 8))
