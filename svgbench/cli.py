@@ -88,6 +88,18 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    if args.recipe == "dino":
+        from .train.ssl import main as train_main
+
+        train_main(args.recipe_args)
+    else:
+        from .train.autoencoder import main as train_main
+
+        train_main(args.recipe_args, recipe=args.recipe)
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import write_reports
 
@@ -125,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--results", default="results")
     r.add_argument("--force", action="store_true", help="recompute cells that already have a record")
 
+    t = sub.add_parser("train", help="train with one of svgbench's recipes: dino, vae, svg (see --help of each)",
+                       add_help=False)
+    t.add_argument("recipe", choices=["dino", "vae", "svg"])
+    t.add_argument("recipe_args", nargs=argparse.REMAINDER)
+
     rep = sub.add_parser("report", help="rebuild tables from the records under results/")
     rep.add_argument("--results", default="results")
     return p
@@ -134,7 +151,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     for plugin in args.plugin:
         load_plugin(plugin)
-    return {"list": cmd_list, "run": cmd_run, "report": cmd_report}[args.command](args)
+    return {"list": cmd_list, "run": cmd_run, "train": cmd_train, "report": cmd_report}[args.command](args)
 
 
 if __name__ == "__main__":

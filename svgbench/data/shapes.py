@@ -47,6 +47,7 @@ __all__ = [
     "ShapesDataset",
     "render_shape",
     "render_item",
+    "render_views",
     "shapes_arrays",
     "split_code",
     "cache_path",
@@ -443,6 +444,29 @@ def render_item(cfg: ShapesConfig, index: int) -> tuple[np.ndarray, int, np.ndar
         )
     image = (canvas * 255.0 + 0.5).astype(np.uint8)
     return image, label, mask
+
+
+def render_views(cfg: ShapesConfig, index: int, n_views: int, view_seed: int) -> tuple[list[np.ndarray], int]:
+    """The main object of item `index`, drawn `n_views` times on independent random backgrounds.
+
+    The object (class, pose, size, fill) is the item's own; each background comes from a stream
+    keyed by (view_seed, view). This is the background-swap view of self-supervised training on
+    shapes: a data-side prior (the generator knows what is object and what is background), named as
+    such wherever it is used. -> (list of uint8 H x W x 3 images, label).
+    """
+    index = _check_index(index, cfg.size, f"shapes[{cfg.split}]")
+    res = cfg.resolution
+    root = np.random.SeedSequence([cfg.seed, split_code(cfg.split), index])
+    _, _, obj_ss = root.spawn(3)
+    views, label = [], -1
+    for v in range(n_views):
+        bg_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, split_code(cfg.split), index,
+                                                               view_seed, v, 1]))
+        canvas = _background(bg_rng, res, cfg.background)
+        mask = np.zeros((res, res), dtype=np.uint8)
+        label, _ = _draw_object(np.random.default_rng(obj_ss), canvas, mask, res, _MAIN_RADIUS, _MAIN_OVERHANG, None)
+        views.append((canvas * 255.0 + 0.5).astype(np.uint8))
+    return views, label
 
 
 def _check_index(index: Any, size: int, name: str) -> int:

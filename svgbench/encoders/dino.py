@@ -30,16 +30,19 @@ class DinoPreset:
     dim: int
     kwargs: dict = field(default_factory=dict)
     embedded: str | None = None  # file name under svgbench/weights for the embedded default
+    stem: tuple[int, ...] | None = None  # conv-stem channels (each conv stride 2): a hybrid ViT
 
 
 PRESETS: dict[str, DinoPreset] = {
     "dinov2-vits14": DinoPreset("vit_small_patch14_dinov2", "lvd142m", 224, 14, 384),
     "dinov2-vitb14": DinoPreset("vit_base_patch14_dinov2", "lvd142m", 224, 14, 768),
     "dinov3-vits16plus": DinoPreset("vit_small_plus_patch16_dinov3", "lvd1689m", 256, 16, 384),
-    # The embedded default's frozen self-supervised encoder: the same timm code at 64 px.
-    "tiny-dino": DinoPreset("vit_small_patch14_dinov2", None, 64, 8, 128,
-                            dict(patch_size=8, embed_dim=128, depth=4, num_heads=4, init_values=1e-5),
-                            embedded="tiny-dino.safetensors"),
+    # The embedded default's frozen self-supervised encoder: a timm ViT at 64 px whose patch embedding
+    # is a convolutional stem (timm's ConvStem + HybridEmbed), stride 8 -> 8 x 8 patch tokens.
+    # Early convolutions make a ViT this small trainable on CPU (Xiao et al., 2021).
+    "tiny-dino": DinoPreset("vit_hybrid_convstem", None, 64, 8, 128,
+                            dict(embed_dim=128, depth=4, num_heads=4, init_values=1e-5),
+                            embedded="tiny-dino.safetensors", stem=(32, 64, 128)),
 }
 
 
@@ -48,6 +51,16 @@ def build_timm_dino(preset: DinoPreset, resolution: int, **overrides) -> torch.n
 
     kwargs = dict(preset.kwargs)
     kwargs.update(overrides)
+    if preset.stem is not None:
+        from functools import partial
+
+        from timm.layers import HybridEmbed
+        from timm.models.vision_transformer import VisionTransformer
+        from timm.models.vision_transformer_hybrid import ConvStem
+
+        stem = ConvStem(depth=len(preset.stem), channels=preset.stem, stride=(2,) * len(preset.stem))
+        return VisionTransformer(img_size=resolution, patch_size=1, num_classes=0,
+                                 embed_layer=partial(HybridEmbed, backbone=stem), **kwargs)
     return timm.create_model(preset.arch, pretrained=False, num_classes=0, img_size=resolution,
                              dynamic_img_size=True, **kwargs)
 
@@ -91,6 +104,7 @@ def _spec(name: str, preset: DinoPreset, resolution: int, weights: str, dim: int
     return EncoderSpec(
         name=name, family="dino", latent_channels=dim, downsample=preset.patch, resolution=resolution,
         has_decoder=False, weights=weights, feature_dim=dim, patch_size=preset.patch,
+        fixed_resolution=preset.stem is not None,
         notes="raw DINO patch tokens; no pixel decoder (see tiny-svg-dino-only for a trained one)",
         extra={"timm_arch": preset.arch},
     )

@@ -1,0 +1,155 @@
+"""What every training recipe shares: distributed set-up, resumable atomic checkpoints, curves, schedules.
+
+A run directory holds `last.pt` (model + optimiser + step + RNG, written atomically, loadable with
+weights_only=True), `curve.jsonl` (one JSON line per logged step; lines past the checkpoint's step
+are dropped on resume so a resumed run's curve equals an uninterrupted one), and `config.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..checkpoints import atomic_write_bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed
+# ---------------------------------------------------------------------------------------------
+
+def init_distributed() -> tuple[int, int, torch.device]:
+    """-> (rank, world_size, device). Under torchrun: NCCL on GPUs, gloo on CPU; else a single process."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend)
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if torch.cuda.is_available():
+            local = int(os.environ.get("LOCAL_RANK", 0))
+            torch.cuda.set_device(local)
+            return rank, world, torch.device("cuda", local)
+        return rank, world, torch.device("cpu")
+    return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized():
+        x = x.clone()
+        dist.all_reduce(x)
+        x /= dist.get_world_size()
+    return x
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """Randomness of one step on one rank: a function of (seed, step, rank) only, so resuming replays it."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 4099 + rank)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# schedules
+# ---------------------------------------------------------------------------------------------
+
+def cosine(step: int, total: int, start: float, end: float, warmup: int = 0, warmup_from: float = 0.0) -> float:
+    if step < warmup:
+        return warmup_from + (start - warmup_from) * step / max(1, warmup)
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+# ---------------------------------------------------------------------------------------------
+# run directory: checkpoints and curves
+# ---------------------------------------------------------------------------------------------
+
+class RunDir:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    @property
+    def ckpt(self) -> Path:
+        return self.path / "last.pt"
+
+    @property
+    def curve_file(self) -> Path:
+        return self.path / "curve.jsonl"
+
+    def write_config(self, cfg) -> None:
+        d = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+        new = json.dumps(d, indent=2, sort_keys=True, default=str)
+        f = self.path / "config.json"
+        if f.exists() and self.ckpt.exists():
+            old = json.loads(f.read_text())
+            # the length of a run may grow on resume; anything else changing means another run
+            changed = sorted(k for k in set(old) | set(d)
+                             if k not in ("steps", "out") and old.get(k) != json.loads(new).get(k))
+            if changed:
+                raise ValueError(f"run directory {self.path} holds a run with another config "
+                                 f"(differs in: {', '.join(changed)}); use another --out or the same config")
+        atomic_write_bytes(f, (new + "\n").encode())
+
+    def save(self, state: dict) -> None:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.ckpt, buf.getvalue())
+
+    def load(self) -> dict | None:
+        if not self.ckpt.exists():
+            return None
+        from ..checkpoints import CheckpointError
+
+        try:
+            return torch.load(self.ckpt, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"resume checkpoint {self.ckpt} is unreadable: {e}") from e
+
+    def log(self, row: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.curve_file, "a") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+
+    def truncate_curve(self, step: int) -> None:
+        """Drop curve rows logged after `step` (work lost since the last checkpoint)."""
+        if not self.curve_file.exists():
+            return
+        rows = [r for r in self.curve() if r.get("step", 0) <= step]
+        atomic_write_bytes(self.curve_file, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+
+    def curve(self) -> list[dict]:
+        if not self.curve_file.exists():
+            return []
+        return [json.loads(line) for line in self.curve_file.read_text().splitlines() if line.strip()]
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
