@@ -200,8 +200,7 @@ def official_svg_checkpoint(model, cfg: SVGConfig) -> dict:
         if k.startswith("extra_vit.") or k == "mask_token":
             sd[k] = v.clone()
         if k.startswith("encoder."):
-            sd[k] = v.clone()  # tiny-dino is DINOv2-style: Meta and timm names coincide
-    sd["encoder.mask_token"] = torch.zeros(1, model.encoder.embed_dim)
+            sd[k] = v.clone()  # the frozen encoder as the Lightning module holds it
     c = model.spec.latent_channels
     sd["norm_vit.weight"], sd["norm_vit.bias"] = torch.ones(c), torch.zeros(c)
     sd["loss.discriminator.main.0.weight"] = torch.zeros(64, 3, 4, 4)

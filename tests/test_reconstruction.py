@@ -100,7 +100,7 @@ def _cli(*args, cwd):
 def test_cli_run_list_and_errors(tmp_path):
     out = _cli("list", cwd=tmp_path)
     assert out.returncode == 0 and "svg-dinov3-vits16plus" in out.stdout and "392x16x16" in out.stdout
-    out = _cli("run", "--encoders", "tiny-vae,tiny-dino", "--num-images", "8", "--results", "res", cwd=tmp_path)
+    out = _cli("run", "--encoders", "tiny-vae,tiny-ssl", "--num-images", "8", "--results", "res", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "| tiny-vae |" in out.stdout and "no pixel decoder" in out.stderr
     assert json.loads((tmp_path / "res" / "reconstruction.json").read_text())[0]["encoder"] == "tiny-vae"

@@ -9,7 +9,7 @@ import torch
 from svgbench.encoders import (EncoderSpec, LatentEncoder, UnknownEncoderError, create_encoder, encoder_spec,
                                list_encoders, register_encoder, registry, unregister_encoder)
 
-BUILTINS = {"tiny-dino", "tiny-vae", "tiny-svg", "tiny-svg-dino-only", "sd-vae-ft-ema", "sd-vae-ft-mse",
+BUILTINS = {"tiny-ssl", "tiny-vae", "tiny-svg", "tiny-svg-dino-only", "sd-vae-ft-ema", "sd-vae-ft-mse",
             "dinov2-vits14", "dinov2-vitb14", "dinov3-vits16plus", "svg-dinov3-vits16plus"}
 
 
@@ -120,10 +120,13 @@ def test_input_validation(images64):
         enc.encode(images64 * 3)
     with pytest.raises(ValueError, match="B x 3 x H x W"):
         enc.encode(torch.zeros(3, 64, 64))
-    dino = create_encoder("tiny-dino", weights="random")
+    dino = create_encoder("tiny-ssl", weights="random")
     with pytest.raises(ValueError, match="multiples of 8"):
         dino.encode(torch.zeros(1, 3, 60, 60))
     with pytest.raises(NotImplementedError, match="no pixel decoder"):
         dino.decode(torch.zeros(1, 128, 8, 8))
+    vit = create_encoder("dinov2-vits14", weights="random", depth=1)
+    with pytest.raises(ValueError, match="multiples of 14"):
+        vit.encode(torch.zeros(1, 3, 256, 256))
     with pytest.raises(ValueError, match="decodes latents of shape"):
         enc.decode(torch.zeros(1, 5, 8, 8))

@@ -54,15 +54,20 @@ class DataConfig:
 
 
 def build_dataset(cfg: DataConfig):
+    """The dataset of `cfg`; it carries `data_config` (this cfg) so tasks can derive other splits and cache keys."""
     if cfg.name == "shapes":
         from .shapes import ShapesConfig, ShapesDataset
 
-        return ShapesDataset(ShapesConfig(resolution=cfg.resolution, split=cfg.split, size=cfg.size or 2000,
-                                          seed=cfg.seed, max_objects=cfg.max_objects))
-    from .folders import ImageFolderDataset, SegFolderDataset
+        ds = ShapesDataset(ShapesConfig(resolution=cfg.resolution, split=cfg.split, size=cfg.size or 2000,
+                                        seed=cfg.seed, max_objects=cfg.max_objects))
+    else:
+        from .folders import ImageFolderDataset, SegFolderDataset
 
-    if cfg.name == "imagefolder":
-        return ImageFolderDataset(cfg.root, cfg.resolution, split=cfg.split, limit=cfg.size,
+        if cfg.name == "imagefolder":
+            ds = ImageFolderDataset(cfg.root, cfg.resolution, split=cfg.split, limit=cfg.size,
+                                    convert_mode=cfg.convert_mode)
+        else:
+            ds = SegFolderDataset(cfg.root, cfg.resolution, split=cfg.split, limit=cfg.size,
                                   convert_mode=cfg.convert_mode)
-    return SegFolderDataset(cfg.root, cfg.resolution, split=cfg.split, limit=cfg.size,
-                            convert_mode=cfg.convert_mode)
+    ds.data_config = cfg
+    return ds

@@ -1,8 +1,8 @@
-"""Raw DINO encoders through timm: DINOv2 ViT-S/14 and ViT-B/14, DINOv3 ViT-S/16+, and tiny-dino.
+"""Raw DINO encoders through timm (DINOv2 ViT-S/14 and ViT-B/14, DINOv3 ViT-S/16+) and tiny-ssl.
 
 Weights come from timm's hub tag (internet), a local file in timm's layout, or the official Meta
 `.pth` (DINOv2 / DINOv3 key names; timm's own checkpoint filter converts them), or svgbench's
-embedded safetensors for tiny-dino. The latent is the grid of final-norm patch tokens
+embedded safetensors for tiny-ssl. The latent is the grid of final-norm patch tokens
 (DINO's `x_norm_patchtokens`), D x H/p x W/p. Raw DINO has no pixel decoder.
 """
 
@@ -30,19 +30,17 @@ class DinoPreset:
     dim: int
     kwargs: dict = field(default_factory=dict)
     embedded: str | None = None  # file name under svgbench/weights for the embedded default
-    stem: tuple[int, ...] | None = None  # conv-stem channels (each conv stride 2): a hybrid ViT
 
 
 PRESETS: dict[str, DinoPreset] = {
     "dinov2-vits14": DinoPreset("vit_small_patch14_dinov2", "lvd142m", 224, 14, 384),
     "dinov2-vitb14": DinoPreset("vit_base_patch14_dinov2", "lvd142m", 224, 14, 768),
     "dinov3-vits16plus": DinoPreset("vit_small_plus_patch16_dinov3", "lvd1689m", 256, 16, 384),
-    # The embedded default's frozen self-supervised encoder: a timm ViT at 64 px whose patch embedding
-    # is a convolutional stem (timm's ConvStem + HybridEmbed), stride 8 -> 8 x 8 patch tokens.
-    # Early convolutions make a ViT this small trainable on CPU (Xiao et al., 2021).
-    "tiny-dino": DinoPreset("vit_hybrid_convstem", None, 64, 8, 128,
-                            dict(embed_dim=128, depth=4, num_heads=4, init_values=1e-5),
-                            embedded="tiny-dino.safetensors", stem=(32, 64, 128)),
+    # The embedded default's frozen self-supervised encoder: a small convnet whose stride-8 feature map
+    # is the grid of patch tokens (a ViT of this size learns the shapes far too slowly on a CPU).
+    "tiny-ssl": DinoPreset("convnet", None, 64, 8, 128,
+                           dict(channels=(32, 32, 64, 64, 128, 128), strides=(2, 1, 2, 1, 2, 1)),
+                           embedded="tiny-ssl.safetensors"),
 }
 
 
@@ -51,18 +49,31 @@ def build_timm_dino(preset: DinoPreset, resolution: int, **overrides) -> torch.n
 
     kwargs = dict(preset.kwargs)
     kwargs.update(overrides)
-    if preset.stem is not None:
-        from functools import partial
-
-        from timm.layers import HybridEmbed
-        from timm.models.vision_transformer import VisionTransformer
-        from timm.models.vision_transformer_hybrid import ConvStem
-
-        stem = ConvStem(depth=len(preset.stem), channels=preset.stem, stride=(2,) * len(preset.stem))
-        return VisionTransformer(img_size=resolution, patch_size=1, num_classes=0,
-                                 embed_layer=partial(HybridEmbed, backbone=stem), **kwargs)
+    if preset.arch == "convnet":
+        return ConvTokens(**kwargs)
     return timm.create_model(preset.arch, pretrained=False, num_classes=0, img_size=resolution,
                              dynamic_img_size=True, **kwargs)
+
+
+class ConvTokens(torch.nn.Module):
+    """A BN-ReLU convnet whose final feature map is read as patch tokens: B x (H/s * W/s) x C, no prefix tokens.
+
+    It exposes the two things DinoEncoder uses of a timm ViT: `forward_features` and `num_prefix_tokens`.
+    """
+
+    num_prefix_tokens = 0
+
+    def __init__(self, channels=(32, 32, 64, 64, 128, 128), strides=(2, 1, 2, 1, 2, 1)):
+        super().__init__()
+        layers, c_in = [], 3
+        for c, s in zip(channels, strides):
+            layers += [torch.nn.Conv2d(c_in, c, 3, s, 1, bias=False), torch.nn.BatchNorm2d(c), torch.nn.ReLU()]
+            c_in = c
+        self.net = torch.nn.Sequential(*layers)
+        self.embed_dim = channels[-1]
+
+    def forward_features(self, x):
+        return self.net(x).flatten(2).transpose(1, 2)
 
 
 def load_dino_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
@@ -104,7 +115,6 @@ def _spec(name: str, preset: DinoPreset, resolution: int, weights: str, dim: int
     return EncoderSpec(
         name=name, family="dino", latent_channels=dim, downsample=preset.patch, resolution=resolution,
         has_decoder=False, weights=weights, feature_dim=dim, patch_size=preset.patch,
-        fixed_resolution=preset.stem is not None,
         notes="raw DINO patch tokens; no pixel decoder (see tiny-svg-dino-only for a trained one)",
         extra={"timm_arch": preset.arch},
     )

@@ -45,7 +45,7 @@ _entry_points_loaded = False
 # name -> "module:factory"; each factory takes (name=..., weights=None, **overrides).
 _BUILTINS = {
     # the embedded default: tiny configurations of the same code, svgbench's own weights
-    "tiny-dino": "svgbench.encoders.dino:create_dino",
+    "tiny-ssl": "svgbench.encoders.dino:create_dino",
     "tiny-vae": "svgbench.encoders.sdvae:create_sdvae",
     "tiny-svg": "svgbench.encoders.svg:create_svg",
     "tiny-svg-dino-only": "svgbench.encoders.svg:create_svg",

@@ -80,11 +80,11 @@ class SVGConfig:
 
 PRESETS: dict[str, tuple[SVGConfig, str | None]] = {
     "svg-dinov3-vits16plus": (SVGConfig(), None),
-    "tiny-svg": (SVGConfig(dino="tiny-dino", resolution=64, residual_layers=2, residual_heads=4,
+    "tiny-svg": (SVGConfig(dino="tiny-ssl", resolution=64, residual_layers=2, residual_heads=4,
                            residual_width=128, residual_mlp=512, align="sample", decoder_ch=32,
                            decoder_ch_mult=(1, 2, 2, 4), decoder_res_blocks=1,
                            decoder_attn_resolutions=(8,)), "tiny-svg.safetensors"),
-    "tiny-svg-dino-only": (SVGConfig(dino="tiny-dino", resolution=64, residual=False, decoder_ch=32,
+    "tiny-svg-dino-only": (SVGConfig(dino="tiny-ssl", resolution=64, residual=False, decoder_ch=32,
                                      decoder_ch_mult=(1, 2, 2, 4), decoder_res_blocks=1,
                                      decoder_attn_resolutions=(8,)), "tiny-svg-dino-only.safetensors"),
 }

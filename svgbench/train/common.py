@@ -63,6 +63,27 @@ def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 4099 + rank)
 
 
+class StepBatches(torch.utils.data.IterableDataset):
+    """Yields make_batch(step) for step in [start, stop): batches depend on the step alone, so a
+    background worker can prepare them while the model trains, and a resumed run sees the same ones."""
+
+    def __init__(self, make_batch, start: int, stop: int):
+        self.make_batch, self.start, self.stop = make_batch, start, stop
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            yield self.make_batch(step)
+
+
+def prefetch(make_batch, start: int, stop: int, workers: int = 1):
+    """Iterate over batches of steps start..stop-1, prepared by `workers` background processes (0: inline)."""
+    if workers <= 0:
+        return (make_batch(s) for s in range(start, stop))
+    return iter(torch.utils.data.DataLoader(StepBatches(make_batch, start, stop), batch_size=None,
+                                            num_workers=1, prefetch_factor=4, persistent_workers=False,
+                                            worker_init_fn=lambda _: torch.set_num_threads(1)))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -26,15 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import (RunDir, all_reduce_mean, cosine, init_distributed, is_main, rng_state, set_rng_state,
-                     step_generator, unwrap)
+from .common import (RunDir, all_reduce_mean, cosine, init_distributed, is_main, prefetch, rng_state,
+                     set_rng_state, step_generator, unwrap)
 
 
 @dataclass
 class DinoConfig:
     objective: str = "dino"  # "dino" (self-distillation) or "simclr" (InfoNCE between the two views)
     simclr_temp: float = 0.2
-    encoder: str = "tiny-dino"
+    encoder: str = "tiny-ssl"
     data: str = "shapes"
     data_root: str | None = None
     resolution: int = 64
@@ -71,7 +71,8 @@ class DinoConfig:
     probe_train: int = 2000
     probe_val: int = 1000
     ckpt_every: int = 100
-    out: str = "runs/tiny-dino"
+    data_workers: int = 1
+    out: str = "runs/tiny-ssl"
     threads: int | None = None
 
 
@@ -334,6 +335,7 @@ def train_dino(cfg: DinoConfig, log=print) -> dict:
     lr_peak = cfg.lr * cfg.batch_size * world / 256
     last = {}
     t0 = time.perf_counter()
+    batches = prefetch(lambda st: views.batch(st, rank, cfg.batch_size), start, cfg.steps, cfg.data_workers)
     for step in range(start, cfg.steps):
         lr = cosine(step, cfg.steps, lr_peak, cfg.min_lr, cfg.warmup)
         wd = cosine(step, cfg.steps, cfg.weight_decay_end, cfg.weight_decay)  # rises: start/end swapped
@@ -344,17 +346,17 @@ def train_dino(cfg: DinoConfig, log=print) -> dict:
         m = cosine(step, cfg.steps, cfg.momentum_end, cfg.momentum)
         t_temp = (cfg.teacher_temp_start + (cfg.teacher_temp - cfg.teacher_temp_start) * step / cfg.teacher_temp_warmup
                   if step < cfg.teacher_temp_warmup else cfg.teacher_temp)
-        crops = [c.to(device, non_blocking=True) for c in views.batch(step, rank, cfg.batch_size)]
+        crops = [c.to(device, non_blocking=True) for c in next(batches)]
         from ..encoders.base import to_imagenet_normalized
 
         crops = [to_imagenet_normalized(c) for c in crops]
-        with torch.no_grad():
-            t_out = teacher(crops[:2])
+        t_out = None
         if cfg.objective == "simclr":
             loss = info_nce(model(crops, contrastive=True), cfg.simclr_temp)
         else:
-            s_out = model(crops)
-            loss = loss_fn(s_out, t_out, t_temp, n_crops)
+            with torch.no_grad():
+                t_out = teacher(crops[:2])
+            loss = loss_fn(model(crops), t_out, t_temp, n_crops)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"DINO loss is {loss.item()} at step {step}; lower the lr")
         opt.zero_grad(set_to_none=True)
@@ -372,11 +374,10 @@ def train_dino(cfg: DinoConfig, log=print) -> dict:
                 bt.copy_(bs)
         done = step + 1
         if is_main():
-            row = {"step": done, "loss": round(loss.item(), 5), "lr": lr,
-                   "teacher_entropy": round(float(-(F.softmax((t_out - loss_fn.center) / t_temp, -1)
-                                                    * F.log_softmax((t_out - loss_fn.center) / t_temp, -1))
-                                                  .sum(-1).mean()), 4),
-                   "wall_s": round(time.perf_counter() - t0, 1)}
+            row = {"step": done, "loss": round(loss.item(), 5), "lr": lr, "wall_s": round(time.perf_counter() - t0, 1)}
+            if t_out is not None:  # DINO: how peaked the centred teacher is (collapse -> 0 or log K)
+                tp = F.log_softmax((t_out - loss_fn.center) / t_temp, -1)
+                row["teacher_entropy"] = round(float(-(tp.exp() * tp).sum(-1).mean()), 4)
             if cfg.probe_every and (done % cfg.probe_every == 0 or done == cfg.steps) and cfg.data == "shapes":
                 row |= probe_backbone(unwrap(teacher).backbone, cfg.resolution, cfg.probe_train, cfg.probe_val, device)
             if done % 20 == 0 or "probe_top1" in row:
@@ -389,7 +390,7 @@ def train_dino(cfg: DinoConfig, log=print) -> dict:
     return last
 
 
-def export_backbone(run_dir: str, dest: str, encoder: str = "tiny-dino") -> None:
+def export_backbone(run_dir: str, dest: str, encoder: str = "tiny-ssl") -> None:
     """The teacher backbone of a finished run -> the DINO preset's safetensors (timm layout)."""
     from ..checkpoints import save_safetensors
 
