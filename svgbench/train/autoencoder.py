@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .common import (RunDir, all_reduce_mean, init_distributed, is_main, rng_state, set_rng_state, step_generator,
+from .common import (RunDir, TrainResult, all_reduce_mean, init_distributed, is_main, rng_state, set_rng_state, step_generator,
                      unwrap)
 from .losses import PatchDiscriminator, Perceptual, adaptive_gan_weight, hinge_d_loss
 
@@ -155,7 +155,7 @@ def evaluate(model, val, cfg, device) -> dict:
     return {"val_psnr": round(float(torch.cat(ps).mean()), 3), "val_ssim": round(float(torch.cat(ss).mean()), 4)}
 
 
-def train_autoencoder(cfg: AEConfig, log=print) -> dict:
+def train_autoencoder(cfg: AEConfig, log=print, on_step=None) -> TrainResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     rank, world, device = init_distributed()
@@ -235,7 +235,9 @@ def train_autoencoder(cfg: AEConfig, log=print) -> dict:
                 if disc is not None:
                     st |= {"disc": disc.state_dict(), "d_opt": d_opt.state_dict()}
                 run.save(st)
-    return last
+        if on_step is not None:  # after the step's checkpoint: tests interrupt runs here
+            on_step(done)
+    return TrainResult(last, model)
 
 
 def export(cfg: AEConfig, dest: str | Path) -> None:

@@ -172,5 +172,13 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
+@dataclasses.dataclass
+class TrainResult:
+    """What a recipe returns: the last logged row and the trained module (on every rank)."""
+
+    last: dict
+    model: torch.nn.Module
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model

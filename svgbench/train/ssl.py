@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import (RunDir, all_reduce_mean, cosine, init_distributed, is_main, prefetch, rng_state,
+from .common import (RunDir, TrainResult, all_reduce_mean, cosine, init_distributed, is_main, prefetch, rng_state,
                      set_rng_state, step_generator, unwrap)
 
 
@@ -298,8 +298,8 @@ def build(cfg: DinoConfig):
     return student, teacher
 
 
-def train_dino(cfg: DinoConfig, log=print) -> dict:
-    """Run (or resume) DINO training; returns the last curve row. The teacher backbone is the result."""
+def train_dino(cfg: DinoConfig, log=print, on_step=None) -> TrainResult:
+    """Run (or resume) DINO / SimCLR training; the result's model is the teacher (EMA), whose backbone is exported."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     rank, world, device = init_distributed()
@@ -387,7 +387,9 @@ def train_dino(cfg: DinoConfig, log=print) -> dict:
             if done % cfg.ckpt_every == 0 or done == cfg.steps:
                 run.save({"student": student.state_dict(), "teacher": teacher.state_dict(), "opt": opt.state_dict(),
                           "center": loss_fn.center, "rng": rng_state(), "step": done})
-    return last
+        if on_step is not None:  # after the step's checkpoint: tests interrupt runs here
+            on_step(done)
+    return TrainResult(last, teacher)
 
 
 def export_backbone(run_dir: str, dest: str, encoder: str = "tiny-ssl") -> None:
