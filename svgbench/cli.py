@@ -93,6 +93,10 @@ def cmd_train(args) -> int:
         from .train.ssl import main as train_main
 
         train_main(args.recipe_args)
+    elif args.recipe == "judge":
+        from .metrics.judge import main as train_main
+
+        train_main(args.recipe_args)
     else:
         from .train.autoencoder import main as train_main
 
@@ -137,9 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--results", default="results")
     r.add_argument("--force", action="store_true", help="recompute cells that already have a record")
 
-    t = sub.add_parser("train", help="train with one of svgbench's recipes: dino, vae, svg (see --help of each)",
+    t = sub.add_parser("train", help="train with one of svgbench's recipes: dino, vae, svg, judge (see --help of each)",
                        add_help=False)
-    t.add_argument("recipe", choices=["dino", "vae", "svg"])
+    t.add_argument("recipe", choices=["dino", "vae", "svg", "judge"])
     t.add_argument("recipe_args", nargs=argparse.REMAINDER)
 
     rep = sub.add_parser("report", help="rebuild tables from the records under results/")

@@ -1,0 +1,359 @@
+"""The diffusion transformer, the rectified flow and the samplers (fast: tiny models, small latents)."""
+
+import math
+
+import pytest
+import torch
+
+from svgbench.checkpoints import CheckpointError, save_safetensors
+from svgbench.diffusion.models import MODELS, SIZES, DiffusionTransformer, build_model, load_official
+from svgbench.diffusion.samplers import (Guidance, cfg_velocity, euler, heun, index_seed, noise_for_indices,
+                                         sampling_times)
+from svgbench.diffusion.transport import LatentStats, RectifiedFlow, rae_alpha, rae_shift, time_shift
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Non-zero weights everywhere (adaLN-Zero would make every output 0)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+def tiny(**kw) -> DiffusionTransformer:
+    kw = {"in_channels": 8, "input_size": 4, "patch_size": 1, "num_classes": 10, **kw}
+    return build_model("tiny", **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# the model
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size,patch,channels,res", [("tiny", 1, 24, 8), ("tiny", 2, 4, 8),
+                                                      ("S", 1, 392, 4), ("S", 2, 4, 8)])
+def test_shapes(size, patch, channels, res):
+    m = randomize(build_model(size, in_channels=channels, input_size=res, patch_size=patch, num_classes=10))
+    x = torch.randn(2, channels, res, res)
+    with torch.no_grad():
+        v = m(x, torch.rand(2), torch.tensor([3, 10]))
+    assert v.shape == x.shape
+    assert m.pos_embed.shape == (1, (res // patch) ** 2, SIZES[size]["hidden_size"])
+    with pytest.raises(ValueError, match="expected latents"):
+        m(torch.randn(2, channels, res + patch, res + patch), torch.rand(2), torch.tensor([0, 1]))
+
+
+def test_learn_sigma_keeps_layout_returns_velocity_only():
+    m = tiny(learn_sigma=True)
+    assert m.final_layer.linear.weight.shape == (2 * 8, 192)
+    assert randomize(m)(torch.randn(2, 8, 4, 4), torch.rand(2), torch.tensor([0, 1])).shape == (2, 8, 4, 4)
+
+
+def test_adaln_zero_init_outputs_zero():
+    for m in (tiny(qk_norm=True), tiny(patch_size=2, in_channels=4, input_size=8, learn_sigma=True)):
+        x = torch.randn(3, m.in_channels, m.input_size, m.input_size)
+        with torch.no_grad():
+            v = m.eval()(x, torch.rand(3), torch.tensor([0, 5, 10]))
+        assert torch.count_nonzero(v) == 0
+
+
+def test_sincos_positions_match_the_dit_convention():
+    n = 3
+    pe = build_model("tiny", in_channels=4, input_size=n).pos_embed[0]
+    # DiT/MAE: first half of the channels encodes the column, second half the row; each half [sin, cos]
+    row, col = 1, 2
+    w = 1.0 / 10000 ** (torch.arange(192 // 4, dtype=torch.float64) / (192 / 4))
+    expect = torch.cat([torch.sin(col * w), torch.cos(col * w), torch.sin(row * w), torch.cos(row * w)]).float()
+    torch.testing.assert_close(pe[row * n + col], expect)
+
+
+def test_label_dropout_and_forced_drop():
+    m = randomize(tiny())
+    x, t = torch.randn(2, 8, 4, 4), torch.rand(2)
+    with torch.no_grad():
+        null = m(x, t, torch.tensor([10, 10]))
+        forced = m(x, t, torch.tensor([3, 4]), force_drop_ids=torch.tensor([1, 1]))
+        kept = m(x, t, torch.tensor([3, 4]), force_drop_ids=torch.tensor([0, 0]))
+        plain = m(x, t, torch.tensor([3, 4]))
+    torch.testing.assert_close(forced, null, rtol=0, atol=0)
+    torch.testing.assert_close(kept, plain, rtol=0, atol=0)
+    assert m.y_embedder.embedding_table.weight.shape[0] == 11  # null class = num_classes
+
+
+def test_sizes_dict():
+    assert set(MODELS) == {"tiny", "S", "B", "L", "XL"}
+    assert SIZES["XL"] == dict(depth=28, hidden_size=1152, num_heads=16)
+    with pytest.raises(ValueError, match="unknown"):
+        build_model("XXXL", in_channels=4)
+
+
+def test_xl_parameter_count():
+    with torch.device("meta"):
+        svg = build_model("XL", in_channels=392, input_size=16, patch_size=1, qk_norm=True)
+        svg_sigma = build_model("XL", in_channels=392, input_size=16, patch_size=1, qk_norm=True, learn_sigma=True)
+        dit = build_model("XL", in_channels=4, input_size=32, patch_size=2, learn_sigma=True)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    # DiT-XL/2 reports 675M parameters, its (frozen) pos_embed parameter included
+    assert count(dit) + dit.pos_embed.numel() == 675_129_632
+    # SVG-XL: the 392 -> 1152 linear stem and 392-channel output cost about as much as DiT's 2x2x4 conv
+    assert count(svg) == 675_691_016
+    assert count(svg_sigma) == 676_142_992
+    assert abs(count(svg) / count(dit) - 1) < 0.01
+
+
+# ---------------------------------------------------------------------------------------------
+# official checkpoints
+# ---------------------------------------------------------------------------------------------
+
+OFFICIAL_KEYS = [  # models/models_SVG.py (shiml20/SVG): DiT names, with the linear stem `ln1` at patch 1
+    "pos_embed", "ln1.weight", "ln1.bias", "t_embedder.mlp.0.weight", "t_embedder.mlp.2.bias",
+    "y_embedder.embedding_table.weight", "blocks.0.adaLN_modulation.1.weight", "blocks.0.attn.qkv.weight",
+    "blocks.0.attn.qkv.bias", "blocks.0.attn.q_norm.weight", "blocks.0.attn.k_norm.bias",
+    "blocks.0.attn.proj.weight", "blocks.0.mlp.fc1.weight", "blocks.0.mlp.fc2.bias",
+    "blocks.3.adaLN_modulation.1.bias", "final_layer.linear.weight", "final_layer.adaLN_modulation.1.weight",
+]
+
+
+def test_official_key_layout():
+    sd = tiny(qk_norm=True, learn_sigma=True).state_dict()
+    missing = [k for k in OFFICIAL_KEYS if k not in sd]
+    assert not missing, missing
+    assert not any(k.startswith(("x_embedder", "blocks.4.")) for k in sd)
+    assert sd["ln1.weight"].shape == (192, 8)
+    assert sd["y_embedder.embedding_table.weight"].shape == (11, 192)
+    # DiT / SiT names at patch 2
+    sd2 = tiny(patch_size=2, in_channels=4, input_size=8).state_dict()
+    assert sd2["x_embedder.proj.weight"].shape == (192, 4, 2, 2) and "ln1.weight" not in sd2
+    assert "blocks.0.attn.q_norm.weight" not in sd2  # qk_norm off
+
+
+@pytest.mark.parametrize("wrap", ["ema", "model", None])
+def test_official_checkpoint_loads_with_identical_outputs(tmp_path, wrap):
+    src = randomize(tiny(qk_norm=True, learn_sigma=True), seed=1)
+    path = tmp_path / "ckpt.pt"
+    sd = src.state_dict()
+    torch.save({wrap: sd} if wrap else sd, path)
+    m = load_official(path, "tiny", in_channels=8, input_size=4, num_classes=10, key=wrap)
+    assert not m.training
+    x, t, y = torch.randn(3, 8, 4, 4), torch.rand(3), torch.tensor([0, 7, 10])
+    with torch.no_grad():
+        torch.testing.assert_close(m(x, t, y), src(x, t, y), rtol=0, atol=0)
+
+
+def test_official_loader_names_mismatching_keys(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    torch.save({"ema": tiny(qk_norm=True, learn_sigma=False).state_dict()}, path)
+    with pytest.raises(CheckpointError, match=r"final_layer\.linear\.weight"):  # learn_sigma=True expected
+        load_official(path, "tiny", in_channels=8, input_size=4, num_classes=10)
+    with pytest.raises(CheckpointError, match=r"ln1\.weight: checkpoint \(192, 8\) vs model \(192, 6\)"):
+        load_official(path, "tiny", in_channels=6, input_size=4, num_classes=10, learn_sigma=False)
+    with pytest.raises(CheckpointError, match=r"unexpected keys.*q_norm"):
+        load_official(path, "tiny", in_channels=8, input_size=4, num_classes=10, learn_sigma=False, qk_norm=False)
+    with pytest.raises(CheckpointError, match="'model'"):
+        load_official(path, "tiny", in_channels=8, input_size=4, num_classes=10, key="model")
+
+
+# ---------------------------------------------------------------------------------------------
+# rectified flow and time shifts
+# ---------------------------------------------------------------------------------------------
+
+def test_time_shift():
+    t = torch.linspace(0, 1, 101, dtype=torch.float64)
+    for s in (0.15, 0.4, 1.0, 3.0):
+        ts = time_shift(t, s)
+        assert ts[0] == 0 and ts[-1] == 1
+        assert (ts[1:] > ts[:-1]).all()
+    torch.testing.assert_close(time_shift(t, 1.0), t)
+    assert time_shift(0.5, 0.4) == pytest.approx(0.4 * 0.5 / (1 + (0.4 - 1) * 0.5))
+    assert (time_shift(t[1:-1], 0.4) < t[1:-1]).all()  # s < 1 spends more time near the noise (t = 0)
+    with pytest.raises(ValueError):
+        time_shift(t, 0.0)
+    st = sampling_times(25, 0.15)
+    assert st.shape == (26,) and st[0] == 0 and st[-1] == 1
+
+
+def test_rae_shift():
+    assert rae_alpha((768, 16, 16)) == pytest.approx(math.sqrt(256 * 768 / 4096))
+    assert rae_alpha((256, 768)) == rae_alpha((768, 16, 16))
+    # RAE shifts the noise level u = 1 - t by alpha; the same map on t is time_shift with s = 1/alpha
+    a, t = rae_alpha((392, 16, 16)), torch.linspace(0, 1, 11, dtype=torch.float64)
+    u = 1 - t
+    torch.testing.assert_close(time_shift(t, rae_shift((392, 16, 16))), 1 - a * u / (1 + (a - 1) * u))
+
+
+def test_flow_path_and_loss():
+    flow = RectifiedFlow(shift=0.4)
+    x, noise = torch.randn(4, 8, 4, 4), torch.randn(4, 8, 4, 4)
+    torch.testing.assert_close(flow.interpolate(x, noise, torch.zeros(4)), noise)
+    torch.testing.assert_close(flow.interpolate(x, noise, torch.ones(4)), x)
+    torch.testing.assert_close(flow.target(x, noise), x - noise)
+
+    m = tiny().train()  # adaLN-Zero: v = 0, so the loss is E|x - noise|^2
+    out1 = flow.loss(m, x, torch.arange(4), generator=torch.Generator().manual_seed(3))
+    out2 = flow.loss(m, x, torch.arange(4), generator=torch.Generator().manual_seed(3))
+    assert out1["mse"].shape == (4,)
+    torch.testing.assert_close(out1["loss"], out2["loss"], rtol=0, atol=0)
+    g = torch.Generator().manual_seed(3)
+    expect = ((x - torch.randn(x.shape, generator=g)) ** 2).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(out1["mse"], expect)
+    out1["loss"].backward()
+    assert m.final_layer.linear.weight.grad.abs().sum() > 0
+
+    t = flow.sample_t(10_000, generator=torch.Generator().manual_seed(0))
+    assert 0 <= t.min() and t.max() <= 1 and t.mean() < 0.45  # shifted towards noise
+
+
+def test_loss_class_dropout_is_drawn_from_the_generator():
+    m = randomize(build_model("tiny", in_channels=8, input_size=4, num_classes=10, class_dropout_prob=1.0))
+    m.train()
+    x, y = torch.randn(2, 8, 4, 4), torch.tensor([1, 2])
+    dropped = RectifiedFlow().loss(m, x, y, generator=torch.Generator().manual_seed(0))["loss"]
+    nulls = RectifiedFlow().loss(m, x, torch.tensor([10, 10]), generator=torch.Generator().manual_seed(0))["loss"]
+    torch.testing.assert_close(dropped, nulls, rtol=0, atol=0)
+
+
+def test_latent_stats_round_trip(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(6, 5, 3, 3, generator=g) * torch.tensor([1.0, 2.0, 0.5, 3.0, 1.0]).view(1, 5, 1, 1) + 4
+    z[:, 4] = 7.0  # a constant channel must not blow up
+    stats = LatentStats.from_latents(z)
+    streamed = LatentStats.from_latents(iter([z[:2], z[2:5], z[5:]]))
+    torch.testing.assert_close(streamed.mean, stats.mean)
+    torch.testing.assert_close(streamed.std, stats.std)
+    n = stats.normalize(z)
+    torch.testing.assert_close(n[:, :4].mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(n[:, :4].std(dim=(0, 2, 3), unbiased=False), torch.ones(4), atol=1e-5, rtol=0)
+    assert torch.isfinite(n).all() and (n[:, 4] == 0).all()
+    torch.testing.assert_close(stats.denormalize(n), z, atol=1e-5, rtol=0)
+
+    assert set(stats.state_dict()) == {"mean", "std"}
+    save_safetensors(stats.state_dict(), tmp_path / "stats.safetensors")
+    again = LatentStats.load(tmp_path / "stats.safetensors")
+    torch.testing.assert_close(again.normalize(z), n)
+    # the official SVG layout: (1, 1, C) tensors under dinov3_sp_mean / dinov3_sp_std
+    torch.save({"dinov3_sp_mean": stats.mean.view(1, 1, 5), "dinov3_sp_std": stats.std.view(1, 1, 5)},
+               tmp_path / "dinov3_sp_stats.pt")
+    official = LatentStats.load(tmp_path / "dinov3_sp_stats.pt", mean_key="dinov3_sp_mean",
+                                std_key="dinov3_sp_std")
+    torch.testing.assert_close(official.normalize(z), n)
+    with pytest.raises(ValueError, match="channels"):
+        stats.normalize(torch.randn(2, 4, 3, 3))
+
+
+# ---------------------------------------------------------------------------------------------
+# samplers
+# ---------------------------------------------------------------------------------------------
+
+def test_noise_for_indices_does_not_depend_on_batching():
+    shape = (3, 4, 4)
+    whole = noise_for_indices(range(10), shape, seed=7)
+    parts = torch.cat([noise_for_indices([0, 1, 2], shape, 7), noise_for_indices(range(3, 10), shape, 7)])
+    torch.testing.assert_close(whole, parts, rtol=0, atol=0)
+    # two ranks interleaving indices give the same rows
+    rank0, rank1 = noise_for_indices(range(0, 10, 2), shape, 7), noise_for_indices(range(1, 10, 2), shape, 7)
+    torch.testing.assert_close(whole[0::2], rank0, rtol=0, atol=0)
+    torch.testing.assert_close(whole[1::2], rank1, rtol=0, atol=0)
+    assert not torch.equal(whole[0], whole[1])
+    other = noise_for_indices(range(10), shape, seed=8)
+    assert not any(torch.equal(a, b) for a in whole for b in other)
+    # torch's CPU generator keeps 32 bits of a seed: one seed's indices must still map to distinct ones
+    seeds = {index_seed(i, s) for s in (0, 1, 2**31) for i in range(20_000)}
+    assert len(seeds) == 60_000
+
+
+class PointMass:
+    """The exact velocity of a point-mass data distribution at `target`: (target - x) / (1 - t)."""
+
+    training = False
+
+    def __init__(self, target):
+        self.target, self.calls = target, 0
+
+    def __call__(self, x, t, y):
+        self.calls += 1
+        return (self.target - x) / (1 - t.view(-1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("steps", [1, 2, 7, 25])
+def test_euler_lands_on_target_along_straight_paths(steps):
+    target, noise = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
+    model = PointMass(target)
+    for shift in (1.0, 0.15):
+        x = euler(steps, shift=shift)(model, noise, torch.zeros(3, dtype=torch.long))
+        torch.testing.assert_close(x, target, atol=1e-5, rtol=0)
+    # a constant field, noise -> target in a straight line (what the model learns: target - noise)
+    const = lambda x, t, y: target - noise  # noqa: E731
+    for method in (euler, heun):
+        torch.testing.assert_close(method(steps, shift=0.15)(const, noise, None), target, atol=1e-5, rtol=0)
+    model.calls = 0
+    s = heun(steps, shift=0.15, heun_final_euler=True)
+    torch.testing.assert_close(s(model, noise, torch.zeros(3, dtype=torch.long)), target, atol=1e-5, rtol=0)
+    assert model.calls == s.nfe == 2 * steps - 1
+
+
+def test_heun_is_exact_for_velocity_linear_in_time():
+    # dx/dt = a + b t integrates to x0 + a + b/2 over [0, 1]: the trapezoid rule is exact, Euler is not
+    a, b, x0 = torch.randn(2, 3, 2, 2), torch.randn(2, 3, 2, 2), torch.randn(2, 3, 2, 2)
+    field = lambda x, t, y: a + b * t.view(-1, 1, 1, 1)  # noqa: E731
+    torch.testing.assert_close(heun(4, shift=0.4)(field, x0, None), x0 + a + b / 2, atol=1e-5, rtol=0)
+    assert not torch.allclose(euler(4, shift=0.4)(field, x0, None), x0 + a + b / 2, atol=1e-3)
+
+
+def test_cfg():
+    m = randomize(tiny())
+    x, t, y = torch.randn(3, 8, 4, 4), torch.rand(3), torch.tensor([1, 2, 3])
+    with torch.no_grad():
+        vc, vu = m(x, t, y), m(x, t, torch.full_like(y, 10))
+        torch.testing.assert_close(cfg_velocity(m, x, t, y, 1.0, 10), vc, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cfg_velocity(m, x, t, y, 4.0, 10), vu + 4.0 * (vc - vu), atol=1e-5, rtol=1e-5)
+    noise = noise_for_indices(range(3), (8, 4, 4), seed=0)
+    plain = euler(3)(m, noise, y)
+    torch.testing.assert_close(euler(3, guidance=Guidance(1.0))(m, noise, y), plain, rtol=0, atol=0)
+    assert not torch.allclose(euler(3, guidance=Guidance(4.0))(m, noise, y), plain)
+    with pytest.raises(ValueError, match="eval mode"):
+        euler(3)(m.train(), noise, y)
+
+
+class Recorder:
+    """Velocity = label value (null = 0); records the batch size and times of every call."""
+
+    training = False
+    num_classes = 10
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, x, t, y):
+        self.calls.append((x.shape[0], t[0].item()))
+        return torch.where(y == 10, 0.0, y.float()).view(-1, 1, 1, 1).expand_as(x).clone()
+
+
+def test_cfg_modes_batch_and_schedule():
+    noise, y = torch.zeros(2, 1, 1, 1), torch.tensor([1, 1])
+    # constant: one batched cond+uncond forward per step, v = vu + w (vc - vu) = w
+    r = Recorder()
+    x = euler(5, shift=1.0, guidance=Guidance(3.0))(r, noise, y)
+    assert [b for b, _ in r.calls] == [4] * 5
+    torch.testing.assert_close(x, torch.full_like(noise, 3.0))
+    # interval: guidance only for t in [0.4, 0.6] -> at t = 0.4 and 0.6 (dt 0.2 each), conditional elsewhere
+    r = Recorder()
+    x = euler(5, shift=1.0, guidance=Guidance(3.0, "interval", (0.4, 0.6)))(r, noise, y)
+    assert [b for b, _ in r.calls] == [2, 2, 4, 4, 2]
+    torch.testing.assert_close(x, torch.full_like(noise, 0.6 * 1 + 0.4 * 3))
+    # zero-init: no model call and zero velocity at the first step, guided afterwards
+    r = Recorder()
+    x = euler(5, shift=1.0, guidance=Guidance(3.0, "zero-init"))(r, noise, y)
+    assert len(r.calls) == 4 and r.calls[0][1] == pytest.approx(0.2)
+    torch.testing.assert_close(x, torch.full_like(noise, 0.8 * 3))
+    with pytest.raises(ValueError):
+        Guidance(2.0, "interval")
+    with pytest.raises(ValueError):
+        Guidance(2.0, "cfg-star")
