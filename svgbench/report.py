@@ -16,9 +16,19 @@ COLUMNS = {
     "reconstruction": [("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("lpips", "LPIPS", "{:.4f}"),
                        ("rfid", "rFID", "{:.2f}"), ("num_images", "images", "{:d}"),
                        ("encode_ips", "encode img/s", "{:.1f}"), ("decode_ips", "decode img/s", "{:.1f}")],
+    "seg": [("miou", "mIoU (%)", "{:.2f}"), ("macc", "mAcc (%)", "{:.2f}"), ("aacc", "aAcc (%)", "{:.2f}"),
+            ("num_images", "images", "{:d}"), ("train_images", "train images", "{:d}"),
+            ("train_s", "head train s", "{:.1f}")],
+    "probe": [("probe_top1", "linear top-1 (%)", "{:.2f}"), ("probe_top5", "linear top-5 (%)", "{:.2f}"),
+              ("probe_top1_sklearn", "logreg top-1 (%)", "{:.2f}"), ("num_train", "train images", "{:d}"),
+              ("num_test", "test images", "{:d}"), ("feature_dim", "dim", "{:d}"),
+              ("probe_fit_s", "probe fit (s)", "{:.2f}")],
+    "knn": [("knn_top1_k10", "kNN k=10 top-1 (%)", "{:.2f}"), ("knn_top1_k20", "kNN k=20 top-1 (%)", "{:.2f}"),
+            ("silhouette", "silhouette", "{:.4f}"), ("variance_ratio", "between/within variance", "{:.4f}"),
+            ("num_train", "train images", "{:d}"), ("num_test", "test images", "{:d}")],
 }
 # columns that are timings: reported, but kept out of the deterministic comparison
-TIMING_COLUMNS = {"encode img/s", "decode img/s"}
+TIMING_COLUMNS = {"encode img/s", "decode img/s", "head train s", "probe fit (s)"}
 
 
 def _fmt(value, fmt: str) -> str:

@@ -32,6 +32,15 @@ TASKS: dict[str, TaskEntry] = {
         "reconstruction", "svgbench.tasks.reconstruction:run_reconstruction",
         "svgbench.tasks.reconstruction:ReconConfig", needs_decoder=True,
         description="encode -> decode: PSNR, SSIM, LPIPS, rFID"),
+    "probe": TaskEntry(
+        "probe", "svgbench.tasks.understanding:run_probe", "svgbench.tasks.understanding:ProbeConfig",
+        description="linear probe on frozen pooled features (DINOv2 grid protocol) + logistic-regression check"),
+    "knn": TaskEntry(
+        "knn", "svgbench.tasks.understanding:run_knn", "svgbench.tasks.understanding:KnnConfig",
+        description="weighted kNN (k=10, 20, T=0.07), silhouette, between/within-class variance, PCA map"),
+    "seg": TaskEntry(
+        "seg", "svgbench.tasks.segmentation:run_segmentation", "svgbench.tasks.segmentation:SegConfig",
+        description="DINOv2 linear segmentation head on frozen patch tokens: mIoU, mAcc, aAcc (mmseg)"),
 }
 
 

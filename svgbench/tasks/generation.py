@@ -1,0 +1,272 @@
+"""Generation: flow-matching diffusion on an encoder's latents; FID/KID/precision/recall, training
+efficiency (FID vs training steps) and few-step sampling (FID and time vs sampler steps).
+
+Per encoder, the diffusion model comes from svgbench's shipped weights for that encoder (when their
+recorded encoder-weights hash matches), or is trained here for `train_steps` on the encoder's cached
+latents of the training split, with judge-FID evaluated along the way. Samples are decoded by the
+encoder's own decoder and compared with real images of the evaluation split.
+
+Feature network: torch-fidelity's inception-v3-compat where its weights are on the machine and the
+data is not the embedded shapes; on shapes, svgbench's shapes judge (labelled `judge-FID` in every
+table). Each sample's noise depends on its index alone, so the sample set does not depend on the batch
+size or the number of processes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..encoders.base import LatentEncoder
+
+SHIPPED = Path(__file__).resolve().parent.parent / "weights" / "diffusion"
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    batch_size: int = 64
+    train_size: int = 20_000
+    eval_samples: int = 1000
+    size: str = "tiny"
+    train_steps: int = 4000
+    train_batch: int = 64
+    lr: float = 3e-4
+    eval_every: int = 500
+    curve_samples: int = 500
+    sample_steps: int = 25
+    sampler: str = "euler"
+    shift: float = 0.15
+    guidance: float = 1.0
+    fid_target: float | None = None  # report the first training step whose judge-FID is at or below this
+    seed: int = 0
+    retrain: bool = False
+    runs_dir: str = "runs/diffusion"
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    batch_size: int = 64
+    train_size: int = 20_000
+    eval_samples: int = 500
+    steps: tuple[int, ...] = (1, 2, 4, 8, 16, 25, 50)
+    methods: tuple[str, ...] = ("euler", "heun")
+    shift: float = 0.15
+    seed: int = 0
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# feature network
+# ---------------------------------------------------------------------------------------------
+
+def feature_network(data_name: str) -> tuple[str | None, str | None, str]:
+    """-> (torch-fidelity extractor name or None, weights path or None, label / reason)."""
+    from ..metrics.judge import JUDGE_NAME, judge_available, register_judge
+    from ..metrics.recon import inception_weights_path
+
+    if data_name == "shapes":
+        if judge_available():
+            register_judge()
+            return JUDGE_NAME, None, "judge (svgbench shapes judge; not Inception)"
+        return None, None, "the shapes judge's weights are not shipped yet (svgbench train judge)"
+    w = inception_weights_path()
+    if w is not None:
+        return "inception-v3-compat", str(w), "inception-v3-compat"
+    return None, None, "Inception weights are not on this machine (set SVGBENCH_INCEPTION_WEIGHTS)"
+
+
+def real_images(dataset, n: int) -> torch.Tensor:
+    n = min(n, len(dataset))
+    imgs = torch.stack([dataset[i]["image"] for i in range(n)])
+    return ((imgs.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def num_classes_of(dataset) -> int:
+    if getattr(dataset, "classes", None):
+        return len(dataset.classes)
+    from ..data.shapes import SHAPE_CLASSES
+
+    return len(SHAPE_CLASSES)
+
+
+# ---------------------------------------------------------------------------------------------
+# the diffusion model of an encoder: shipped, or trained here
+# ---------------------------------------------------------------------------------------------
+
+def _latents(encoder, dataset, cfg, device, progress=None):
+    from ..cache import cached_features
+    from ..data import build_dataset
+
+    train = build_dataset(dataset.data_config.replace(split="train", size=cfg.train_size))
+    got = cached_features(encoder, train, kind="latent", batch_size=cfg.batch_size, device=device,
+                          progress=progress)
+    if got.labels is None:
+        raise ValueError(f"generation needs class labels in the training split of {train.data_config.key()}")
+    return got.features, got.labels
+
+
+def diffusion_for(encoder: LatentEncoder, dataset, cfg: GenerationConfig, device: str, evaluate=None, log=None):
+    """-> (EMA model with .stats, curve rows, provenance dict)."""
+    from ..checkpoints import load_state_dict, read_safetensors_metadata
+    from ..diffusion.transport import LatentStats
+    from ..train.diffusion import DiffusionConfig, build_diffusion_model, train_diffusion
+
+    name, whash = encoder.spec.name, encoder.weights_hash()
+    shipped = SHIPPED / f"{name}.safetensors"
+    ncls = num_classes_of(dataset)
+    if shipped.exists() and not cfg.retrain and dataset.data_config.name == "shapes":
+        meta = read_safetensors_metadata(shipped)
+        if meta.get("encoder_weights_hash") == whash:
+            dcfg = DiffusionConfig(**json.loads(meta["diffusion_config"]))
+            model = build_diffusion_model(dcfg, tuple(json.loads(meta["latent_shape"])), ncls)
+            state = load_state_dict(shipped)
+            stats = LatentStats(state.pop("stats.mean"), state.pop("stats.std"))
+            model.load_state_dict(state)
+            model.eval().to(device)
+            model.stats = stats.to(device)
+            curve = json.loads(meta.get("curve", "[]"))
+            return model, curve, {"diffusion_weights": f"shipped:{shipped.name}", "train_steps": int(meta["step"])}
+    latents, labels = _latents(encoder, dataset, cfg, device)
+    run_dir = Path(cfg.runs_dir) / f"{name}-{whash[:8]}-{dataset.data_config.key()}"
+    dcfg = DiffusionConfig(size=cfg.size, steps=cfg.train_steps, batch_size=cfg.train_batch, lr=cfg.lr,
+                           eval_every=cfg.eval_every, seed=cfg.seed, out=str(run_dir))
+    result = train_diffusion(latents, labels, dcfg, num_classes=ncls, evaluate=evaluate,
+                             log=log or (lambda s: None))
+    from ..train.common import RunDir
+
+    curve = [r for r in RunDir(run_dir).curve() if "fid" in r]
+    return result.model.eval(), curve, {"diffusion_weights": f"trained:{run_dir}", "train_steps": cfg.train_steps}
+
+
+def export_diffusion(model, encoder: LatentEncoder, latent_shape, dcfg, curve: list[dict], step: int,
+                     dest: Path | None = None) -> Path:
+    """Ship a trained diffusion model for `encoder` (EMA weights + latent stats + its FID curve)."""
+    from ..checkpoints import save_safetensors
+
+    dest = dest or SHIPPED / f"{encoder.spec.name}.safetensors"
+    state = {k: v for k, v in model.state_dict().items()}
+    state["stats.mean"], state["stats.std"] = model.stats.mean, model.stats.std
+    save_safetensors(state, dest, metadata={
+        "format": "svgbench.diffusion", "encoder": encoder.spec.name, "encoder_weights_hash": encoder.weights_hash(),
+        "latent_shape": json.dumps(list(latent_shape)), "diffusion_config": json.dumps(asdict(dcfg)),
+        "curve": json.dumps(curve), "step": str(step)})
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling and scoring
+# ---------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def generate(model, encoder: LatentEncoder, n: int, num_classes: int, sampler, *, seed: int, batch_size: int,
+             device: str, start_index: int = 0) -> tuple[torch.Tensor, dict]:
+    """n samples (uint8 N x 3 x H x W): labels cycle over the classes; noise from each sample's global index."""
+    from ..diffusion.samplers import noise_for_indices
+
+    c, h, w = model.in_channels, model.input_size, model.input_size
+    out, t_sample, t_decode = [], 0.0, 0.0
+    for i in range(start_index, start_index + n, batch_size):
+        idx = list(range(i, min(i + batch_size, start_index + n)))
+        noise = noise_for_indices(idx, (c, h, w), seed, device=device)
+        labels = torch.tensor(idx, device=device) % num_classes
+        t0 = time.perf_counter()
+        z = sampler(model, noise, labels)
+        _sync(device)
+        t1 = time.perf_counter()
+        x = encoder.decode(model.stats.denormalize(z))
+        _sync(device)
+        t_sample += t1 - t0
+        t_decode += time.perf_counter() - t1
+        out.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
+    return torch.cat(out), {"sample_s_per_image": t_sample / n, "decode_s_per_image": t_decode / n}
+
+
+def score(real: torch.Tensor, fake: torch.Tensor, extractor: str, weights: str | None, device: str,
+          kid=True, prc=True) -> dict:
+    from ..metrics.fidelity import fidelity_metrics
+
+    m = fidelity_metrics(real, fake, feature_extractor=extractor, weights_path=weights, fid=True, kid=kid, prc=prc,
+                         device=device)
+    out = {"fid": m["frechet_inception_distance"]}
+    if kid:
+        out["kid"] = m["kernel_inception_distance_mean"]
+    if prc:
+        out["precision"], out["recall"] = m["precision"], m["recall"]
+    return out
+
+
+def _sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = GenerationConfig(), device: str = "cpu",
+                   progress=None) -> dict:
+    from ..diffusion.samplers import ODESampler
+
+    if not encoder.spec.has_decoder:
+        raise ValueError(f"encoder {encoder.spec.name!r} has no decoder: generated latents cannot be scored")
+    encoder = encoder.to(device).eval()
+    extractor, weights, label = feature_network(dataset.data_config.name)
+    if extractor is None:
+        return {"fid": None, "kid": None, "precision": None, "recall": None,
+                "unavailable": {m: label for m in ("fid", "kid", "precision", "recall")}}
+    ncls = num_classes_of(dataset)
+    real = real_images(dataset, cfg.eval_samples)
+    curve_real = real[: cfg.curve_samples]
+
+    def evaluate(ema, stats, step):
+        ema.stats = stats
+        was = ema.training
+        ema.eval()
+        fake, _ = generate(ema, encoder, len(curve_real), ncls, ODESampler(cfg.sampler, cfg.sample_steps, cfg.shift),
+                           seed=cfg.seed, batch_size=cfg.batch_size, device=device)
+        ema.train(was)
+        return {"fid": round(score(curve_real, fake, extractor, weights, device, kid=False, prc=False)["fid"], 4)}
+
+    model, curve, prov = diffusion_for(encoder, dataset, cfg, device, evaluate=evaluate)
+    sampler = ODESampler(cfg.sampler, cfg.sample_steps, cfg.shift)
+    fake, timing = generate(model, encoder, len(real), ncls, sampler, seed=cfg.seed, batch_size=cfg.batch_size,
+                            device=device)
+    if progress is not None:
+        progress(len(real))
+    out = score(real, fake, extractor, weights, device)
+    out |= timing | prov
+    out["feature_network"] = label
+    out["fid_curve"] = [[r["step"], r["fid"]] for r in curve]
+    if cfg.fid_target is not None:
+        hit = [s for s, f in out["fid_curve"] if f <= cfg.fid_target]
+        out["steps_to_fid_target"] = hit[0] if hit else None
+    out["num_samples"] = len(real)
+    return out
+
+
+def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = SamplingConfig(), device: str = "cpu",
+                 progress=None) -> dict:
+    """FID and time per image at each (method, steps): the few-step sampling table of one encoder."""
+    from ..diffusion.samplers import ODESampler
+
+    if not encoder.spec.has_decoder:
+        raise ValueError(f"encoder {encoder.spec.name!r} has no decoder: generated latents cannot be scored")
+    encoder = encoder.to(device).eval()
+    extractor, weights, label = feature_network(dataset.data_config.name)
+    if extractor is None:
+        return {"unavailable": {"fid": label}}
+    model, _, prov = diffusion_for(encoder, dataset, cfg.generation, device)
+    ncls = num_classes_of(dataset)
+    real = real_images(dataset, cfg.eval_samples)
+    rows = []
+    for method in cfg.methods:
+        for steps in cfg.steps:
+            sampler = ODESampler(method, steps, cfg.shift)
+            fake, timing = generate(model, encoder, len(real), ncls, sampler, seed=cfg.seed,
+                                    batch_size=cfg.batch_size, device=device)
+            fid = score(real, fake, extractor, weights, device, kid=False, prc=False)["fid"]
+            rows.append({"method": method, "steps": steps, "nfe": sampler.nfe, "fid": fid, **timing})
+            if progress is not None:
+                progress(0)
+    return {"curve": rows, "feature_network": label, "num_samples": len(real), **prov}

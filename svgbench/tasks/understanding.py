@@ -1,0 +1,162 @@
+"""Understanding: what a frozen encoder's pooled features say about image classes.
+
+`probe`: DINOv2-style linear probe (a grid of heads, best on a validation split) plus a
+scikit-learn logistic-regression cross-check. `knn`: DINO's weighted kNN, and how well the
+classes separate (silhouette, between/within-class variance ratio), with a 2-D PCA map.
+
+The dataset the runner passes is the evaluation split; the training split is derived from its
+`data_config` (same data, `train_split`, `train_size` images). Features come from the shared
+on-disk cache, so the two tasks extract each split once per encoder. Accuracies are in %.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..cache import cached_features
+from ..data import build_dataset
+from ..encoders.base import LatentEncoder
+from ..metrics.probe import (DEFAULT_LRS, DEFAULT_WDS, degenerate_reason, knn_top1, linear_probe, pca_map,
+                             silhouette, sklearn_probe, standardize, variance_ratio)
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    batch_size: int = 64  # encoder batch for feature extraction
+    train_split: str = "train"
+    train_size: int = 5000
+    test_size: int | None = None  # None: the whole evaluation dataset
+    epochs: int = 100
+    lrs: tuple[float, ...] = DEFAULT_LRS
+    wds: tuple[float, ...] = DEFAULT_WDS
+    probe_batch_size: int = 256
+    val_fraction: float = 0.1
+    seed: int = 0
+    sklearn_Cs: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0)
+    sklearn_max_train: int = 20000  # above this the lbfgs cross-check is skipped (reported n/a)
+
+
+@dataclass(frozen=True)
+class KnnConfig:
+    batch_size: int = 64
+    train_split: str = "train"
+    train_size: int = 5000
+    test_size: int | None = None
+    ks: tuple[int, ...] = (10, 20)
+    temperature: float = 0.07
+    silhouette_points: int = 2000
+    seed: int = 0
+    figure_dir: str | None = None  # where the PCA map goes; None: no figure
+
+
+def _splits(dataset, cfg):
+    """(train dataset, eval dataset) derived from `dataset.data_config`."""
+    data_cfg = getattr(dataset, "data_config", None)
+    if data_cfg is None:
+        raise ValueError(f"{type(dataset).__name__} has no `data_config`: build it with svgbench.data.build_dataset")
+    if data_cfg.split == cfg.train_split:
+        raise ValueError(f"the evaluation split is {data_cfg.split!r}, the same as the probe's training split; "
+                         f"evaluate on another split (e.g. 'val') or set train_split")
+    if cfg.test_size is not None and cfg.test_size != len(dataset):
+        dataset = build_dataset(data_cfg.replace(size=cfg.test_size))
+    train = build_dataset(data_cfg.replace(split=cfg.train_split, size=cfg.train_size))
+    return train, dataset
+
+
+def _features(encoder, dataset, cfg, device, progress):
+    train_ds, test_ds = _splits(dataset, cfg)
+    t0 = time.perf_counter()
+    tr = cached_features(encoder, train_ds, kind="pooled", batch_size=cfg.batch_size, device=device,
+                         progress=progress)
+    te = cached_features(encoder, test_ds, kind="pooled", batch_size=cfg.batch_size, device=device,
+                         progress=progress)
+    if tr.labels is None or te.labels is None:
+        raise ValueError(f"dataset {test_ds.data_config.key()} has no class labels: the understanding tasks need them")
+    info = {"num_train": int(tr.features.shape[0]), "num_test": int(te.features.shape[0]),
+            "feature_dim": int(tr.features.shape[1]), "extract_s": time.perf_counter() - t0,
+            "features_cached": bool(tr.hit and te.hit)}
+    return tr, te, test_ds, info
+
+
+def _degenerate(train, test) -> str | None:
+    """Why these features cannot be read out, or None. Constant test features are allowed (they score chance)."""
+    why = degenerate_reason(train.features)
+    if why:
+        return f"training features: {why}"
+    why = degenerate_reason(test.features, allow_constant=True)
+    return f"test features: {why}" if why else None
+
+
+def run_probe(encoder: LatentEncoder, dataset, cfg: ProbeConfig = ProbeConfig(), device: str = "cpu",
+              progress=None) -> dict:
+    """-> {probe_top1, probe_top5, probe_top1_sklearn, probe_val_top1, probe_lr, probe_wd, probe_fit_s,
+    sklearn_fit_s, num_train, num_test, num_classes, feature_dim, extract_s, features_cached, unavailable}.
+
+    probe_fit_s is the wall time of the torch grid fit over cached features (standardisation
+    included, extraction excluded). Degenerate features give None metrics with the reason.
+    """
+    tr, te, _, info = _features(encoder, dataset, cfg, device, progress)
+    metrics = ("probe_top1", "probe_top5", "probe_top1_sklearn", "probe_val_top1", "probe_lr", "probe_wd",
+               "probe_fit_s", "sklearn_fit_s")
+    out = {m: None for m in metrics} | info | {"num_classes": None}
+    unavailable = {}
+    why = _degenerate(tr, te)
+    if why:
+        out["unavailable"] = {m: why for m in metrics}
+        return out
+    res = linear_probe(tr.features, tr.labels, te.features, te.labels, lrs=cfg.lrs, wds=cfg.wds, epochs=cfg.epochs,
+                       batch_size=cfg.probe_batch_size, val_fraction=cfg.val_fraction, seed=cfg.seed, device=device)
+    out.update(probe_top1=res.top1, probe_top5=res.top5, probe_val_top1=res.val_top1, probe_lr=res.lr,
+               probe_wd=res.wd, probe_fit_s=res.fit_s, num_classes=res.num_classes)
+    if res.top5 is None:
+        unavailable["probe_top5"] = f"only {res.num_classes} classes: top-5 would be trivially 100%"
+    if info["num_train"] > cfg.sklearn_max_train:
+        why = (f"cross-check skipped: {info['num_train']} training images > sklearn_max_train="
+               f"{cfg.sklearn_max_train} (lbfgs would be slow)")
+        unavailable["probe_top1_sklearn"] = unavailable["sklearn_fit_s"] = why
+    else:
+        sk = sklearn_probe(tr.features, tr.labels, te.features, te.labels, Cs=cfg.sklearn_Cs,
+                           val_fraction=cfg.val_fraction, seed=cfg.seed)
+        out.update(probe_top1_sklearn=sk["top1"], sklearn_fit_s=sk["fit_s"])
+    out["unavailable"] = unavailable
+    return out
+
+
+def run_knn(encoder: LatentEncoder, dataset, cfg: KnnConfig = KnnConfig(), device: str = "cpu",
+            progress=None) -> dict:
+    """-> {knn_top1_k<k> for k in cfg.ks, silhouette, variance_ratio, pca_figure, num_train, num_test,
+    feature_dim, extract_s, features_cached, unavailable}.
+
+    kNN: cosine similarity to the training features (DINO's protocol). Silhouette and variance
+    ratio: on the evaluation features standardised with the training mean/std. pca_figure: the
+    PNG written under cfg.figure_dir, or None.
+    """
+    tr, te, test_ds, info = _features(encoder, dataset, cfg, device, progress)
+    knn_keys = [f"knn_top1_k{k}" for k in cfg.ks]
+    metrics = (*knn_keys, "silhouette", "variance_ratio")
+    out = {m: None for m in metrics} | {"pca_figure": None} | info
+    why = _degenerate(tr, te)
+    if why:
+        out["unavailable"] = {m: why for m in metrics}
+        return out
+    unavailable = {}
+    acc = knn_top1(tr.features, tr.labels, te.features, te.labels, ks=cfg.ks, temperature=cfg.temperature,
+                   device=device)
+    out.update({f"knn_top1_k{k}": v for k, v in acc.items()})
+    _, z = standardize(tr.features.double(), te.features.double())
+    why = degenerate_reason(te.features)
+    if why:  # constant evaluation features: no spread to measure
+        unavailable.update({m: f"test features: {why}" for m in ("silhouette", "variance_ratio")})
+    else:
+        out["silhouette"] = silhouette(z, te.labels, max_points=cfg.silhouette_points, seed=cfg.seed)
+        out["variance_ratio"] = variance_ratio(z, te.labels)
+        if cfg.figure_dir is not None:
+            names = getattr(test_ds, "classes", None)
+            path = Path(cfg.figure_dir) / f"pca-{encoder.spec.name}-{test_ds.data_config.key()}.png"
+            fig = pca_map(te.features, te.labels, path, title=f"{encoder.spec.name} on {test_ds.data_config.key()}",
+                          class_names=list(names) if names is not None else None, seed=cfg.seed)
+            out["pca_figure"] = fig["path"]
+    out["unavailable"] = unavailable
+    return out
