@@ -32,7 +32,7 @@ from .checkpoints import atomic_write_bytes
 
 # Bump when extraction changes what is stored (preprocessing, pooling, storage rules).
 CACHE_VERSION = "features-v1"
-KINDS = ("pooled", "patch")
+KINDS = ("pooled", "patch", "latent")  # latent: encode() output, N x C x h x w (what diffusion models)
 FP16_MAX = 6.0e4
 # fp16 keeps ~11 bits of mantissa (rms relative error ~3e-4); refuse it when the rounding error is
 # larger than this fraction of the values' standard deviation (tiny-magnitude features, subnormals).
@@ -220,7 +220,9 @@ def _extract(encoder, dataset, kinds: Iterable[str], batch_size: int, device: st
     i = 0
     for batch in loader:
         images = batch["image"].to(device)
-        feats = encoder.features(images)
+        feats = encoder.features(images) if any(k != "latent" for k in kinds) else {}
+        if "latent" in kinds:
+            feats = dict(feats, latent=encoder.encode(images))
         b = images.shape[0]
         for k in kinds:
             f = feats[k].float().cpu().numpy()
@@ -242,7 +244,7 @@ def _extract(encoder, dataset, kinds: Iterable[str], batch_size: int, device: st
     return out, (np.concatenate(labels) if has_labels else None)
 
 
-def cached_features_all(encoder, dataset, *, kinds: Iterable[str] = KINDS, batch_size: int = 64,
+def cached_features_all(encoder, dataset, *, kinds: Iterable[str] = ("pooled", "patch"), batch_size: int = 64,
                         device: str = "cpu", cache_dir: str | os.PathLike | None = None,
                         progress: Callable[[int], object] | None = None) -> dict[str, CachedFeatures]:
     """Features of every kind in `kinds`, from the cache where present.

@@ -26,9 +26,14 @@ COLUMNS = {
     "knn": [("knn_top1_k10", "kNN k=10 top-1 (%)", "{:.2f}"), ("knn_top1_k20", "kNN k=20 top-1 (%)", "{:.2f}"),
             ("silhouette", "silhouette", "{:.4f}"), ("variance_ratio", "between/within variance", "{:.4f}"),
             ("num_train", "train images", "{:d}"), ("num_test", "test images", "{:d}")],
+    "generation": [("fid", "FID", "{:.2f}"), ("kid", "KID", "{:.4f}"), ("precision", "precision", "{:.3f}"),
+                   ("recall", "recall", "{:.3f}"), ("train_steps", "diffusion steps", "{:d}"),
+                   ("feature_network", "feature network", "{}"), ("num_samples", "samples", "{:d}"),
+                   ("sample_s_per_image", "sample s/img", "{:.4f}")],
+    "sampling": [("feature_network", "feature network", "{}"), ("num_samples", "samples", "{:d}")],
 }
 # columns that are timings: reported, but kept out of the deterministic comparison
-TIMING_COLUMNS = {"encode img/s", "decode img/s", "head train s", "probe fit (s)"}
+TIMING_COLUMNS = {"encode img/s", "decode img/s", "head train s", "probe fit (s)", "sample s/img"}
 
 
 def _fmt(value, fmt: str) -> str:

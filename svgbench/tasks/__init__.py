@@ -41,6 +41,13 @@ TASKS: dict[str, TaskEntry] = {
     "seg": TaskEntry(
         "seg", "svgbench.tasks.segmentation:run_segmentation", "svgbench.tasks.segmentation:SegConfig",
         description="DINOv2 linear segmentation head on frozen patch tokens: mIoU, mAcc, aAcc (mmseg)"),
+    "generation": TaskEntry(
+        "generation", "svgbench.tasks.generation:run_generation", "svgbench.tasks.generation:GenerationConfig",
+        needs_decoder=True,
+        description="flow-matching diffusion on the latents: FID/KID/precision/recall, FID vs training steps"),
+    "sampling": TaskEntry(
+        "sampling", "svgbench.tasks.generation:run_sampling", "svgbench.tasks.generation:SamplingConfig",
+        needs_decoder=True, description="few-step sampling: FID and time per image vs sampler steps (Euler, Heun)"),
 }
 
 

@@ -110,7 +110,7 @@ def _latents(encoder, dataset, cfg, device, progress=None):
 
 
 def diffusion_for(encoder: LatentEncoder, dataset, cfg: GenerationConfig, device: str, evaluate=None, log=None):
-    """-> (EMA model with .stats, curve rows, provenance dict)."""
+    """-> (EMA model, latent stats, curve rows, provenance dict)."""
     from ..checkpoints import load_state_dict, read_safetensors_metadata
     from ..diffusion.transport import LatentStats
     from ..train.diffusion import DiffusionConfig, build_diffusion_model, train_diffusion
@@ -127,9 +127,8 @@ def diffusion_for(encoder: LatentEncoder, dataset, cfg: GenerationConfig, device
             stats = LatentStats(state.pop("stats.mean"), state.pop("stats.std"))
             model.load_state_dict(state)
             model.eval().to(device)
-            model.stats = stats.to(device)
             curve = json.loads(meta.get("curve", "[]"))
-            return model, curve, {"diffusion_weights": f"shipped:{shipped.name}", "train_steps": int(meta["step"])}
+            return model, stats.to(device), curve, {"diffusion_weights": f"shipped:{shipped.name}", "train_steps": int(meta["step"])}
     latents, labels = _latents(encoder, dataset, cfg, device)
     run_dir = Path(cfg.runs_dir) / f"{name}-{whash[:8]}-{dataset.data_config.key()}"
     dcfg = DiffusionConfig(size=cfg.size, steps=cfg.train_steps, batch_size=cfg.train_batch, lr=cfg.lr,
@@ -139,17 +138,17 @@ def diffusion_for(encoder: LatentEncoder, dataset, cfg: GenerationConfig, device
     from ..train.common import RunDir
 
     curve = [r for r in RunDir(run_dir).curve() if "fid" in r]
-    return result.model.eval(), curve, {"diffusion_weights": f"trained:{run_dir}", "train_steps": cfg.train_steps}
+    return result.model.eval(), result.extra["stats"], curve, {"diffusion_weights": f"trained:{run_dir}", "train_steps": cfg.train_steps}
 
 
-def export_diffusion(model, encoder: LatentEncoder, latent_shape, dcfg, curve: list[dict], step: int,
+def export_diffusion(model, stats, encoder: LatentEncoder, latent_shape, dcfg, curve: list[dict], step: int,
                      dest: Path | None = None) -> Path:
     """Ship a trained diffusion model for `encoder` (EMA weights + latent stats + its FID curve)."""
     from ..checkpoints import save_safetensors
 
     dest = dest or SHIPPED / f"{encoder.spec.name}.safetensors"
     state = {k: v for k, v in model.state_dict().items()}
-    state["stats.mean"], state["stats.std"] = model.stats.mean, model.stats.std
+    state["stats.mean"], state["stats.std"] = stats.mean, stats.std
     save_safetensors(state, dest, metadata={
         "format": "svgbench.diffusion", "encoder": encoder.spec.name, "encoder_weights_hash": encoder.weights_hash(),
         "latent_shape": json.dumps(list(latent_shape)), "diffusion_config": json.dumps(asdict(dcfg)),
@@ -161,28 +160,55 @@ def export_diffusion(model, encoder: LatentEncoder, latent_shape, dcfg, curve: l
 # sampling and scoring
 # ---------------------------------------------------------------------------------------------
 
+def shard(n: int, rank: int, world: int) -> list[int]:
+    """The global sample indices rank `rank` of `world` generates (contiguous shards)."""
+    per = -(-n // world)
+    return list(range(rank * per, min(n, (rank + 1) * per)))
+
+
 @torch.no_grad()
-def generate(model, encoder: LatentEncoder, n: int, num_classes: int, sampler, *, seed: int, batch_size: int,
-             device: str, start_index: int = 0) -> tuple[torch.Tensor, dict]:
-    """n samples (uint8 N x 3 x H x W): labels cycle over the classes; noise from each sample's global index."""
+def generate(model, stats, encoder: LatentEncoder, indices, num_classes: int, sampler, *, seed: int, batch_size: int,
+             device: str) -> tuple[torch.Tensor, dict]:
+    """Samples of the given global indices (uint8 N x 3 x H x W).
+
+    Sample i has label i mod num_classes and noise from (seed, i) alone, so any split of the indices over
+    batches or processes gives the same images.
+    """
     from ..diffusion.samplers import noise_for_indices
 
+    indices = list(indices)
     c, h, w = model.in_channels, model.input_size, model.input_size
     out, t_sample, t_decode = [], 0.0, 0.0
-    for i in range(start_index, start_index + n, batch_size):
-        idx = list(range(i, min(i + batch_size, start_index + n)))
+    for i in range(0, len(indices), batch_size):
+        idx = indices[i:i + batch_size]
         noise = noise_for_indices(idx, (c, h, w), seed, device=device)
         labels = torch.tensor(idx, device=device) % num_classes
         t0 = time.perf_counter()
         z = sampler(model, noise, labels)
         _sync(device)
         t1 = time.perf_counter()
-        x = encoder.decode(model.stats.denormalize(z))
+        x = encoder.decode(stats.denormalize(z))
         _sync(device)
         t_sample += t1 - t0
         t_decode += time.perf_counter() - t1
         out.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
+    n = max(1, len(indices))
     return torch.cat(out), {"sample_s_per_image": t_sample / n, "decode_s_per_image": t_decode / n}
+
+
+def generate_all(model, stats, encoder, n, num_classes, sampler, *, seed, batch_size, device) -> tuple[torch.Tensor, dict]:
+    """All n samples; under torch.distributed each rank makes its shard and all ranks receive the whole set."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return generate(model, stats, encoder, range(n), num_classes, sampler, seed=seed, batch_size=batch_size,
+                        device=device)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    mine, timing = generate(model, stats, encoder, shard(n, rank, world), num_classes, sampler, seed=seed,
+                            batch_size=batch_size, device=device)
+    parts = [None] * world
+    dist.all_gather_object(parts, mine)
+    return torch.cat([p for p in parts if p is not None and len(p)]), timing
 
 
 def score(real: torch.Tensor, fake: torch.Tensor, extractor: str, weights: str | None, device: str,
@@ -220,18 +246,18 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
     curve_real = real[: cfg.curve_samples]
 
     def evaluate(ema, stats, step):
-        ema.stats = stats
         was = ema.training
         ema.eval()
-        fake, _ = generate(ema, encoder, len(curve_real), ncls, ODESampler(cfg.sampler, cfg.sample_steps, cfg.shift),
-                           seed=cfg.seed, batch_size=cfg.batch_size, device=device)
+        fake, _ = generate_all(ema, stats, encoder, len(curve_real), ncls,
+                               ODESampler(cfg.sampler, cfg.sample_steps, cfg.shift), seed=cfg.seed,
+                               batch_size=cfg.batch_size, device=device)
         ema.train(was)
         return {"fid": round(score(curve_real, fake, extractor, weights, device, kid=False, prc=False)["fid"], 4)}
 
-    model, curve, prov = diffusion_for(encoder, dataset, cfg, device, evaluate=evaluate)
+    model, stats, curve, prov = diffusion_for(encoder, dataset, cfg, device, evaluate=evaluate)
     sampler = ODESampler(cfg.sampler, cfg.sample_steps, cfg.shift)
-    fake, timing = generate(model, encoder, len(real), ncls, sampler, seed=cfg.seed, batch_size=cfg.batch_size,
-                            device=device)
+    fake, timing = generate_all(model, stats, encoder, len(real), ncls, sampler, seed=cfg.seed, batch_size=cfg.batch_size,
+                                device=device)
     if progress is not None:
         progress(len(real))
     out = score(real, fake, extractor, weights, device)
@@ -256,15 +282,15 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
     extractor, weights, label = feature_network(dataset.data_config.name)
     if extractor is None:
         return {"unavailable": {"fid": label}}
-    model, _, prov = diffusion_for(encoder, dataset, cfg.generation, device)
+    model, stats, _, prov = diffusion_for(encoder, dataset, cfg.generation, device)
     ncls = num_classes_of(dataset)
     real = real_images(dataset, cfg.eval_samples)
     rows = []
     for method in cfg.methods:
         for steps in cfg.steps:
             sampler = ODESampler(method, steps, cfg.shift)
-            fake, timing = generate(model, encoder, len(real), ncls, sampler, seed=cfg.seed,
-                                    batch_size=cfg.batch_size, device=device)
+            fake, timing = generate_all(model, stats, encoder, len(real), ncls, sampler, seed=cfg.seed,
+                                        batch_size=cfg.batch_size, device=device)
             fid = score(real, fake, extractor, weights, device, kid=False, prc=False)["fid"]
             rows.append({"method": method, "steps": steps, "nfe": sampler.nfe, "fid": fid, **timing})
             if progress is not None:

@@ -178,6 +178,7 @@ class TrainResult:
 
     last: dict
     model: torch.nn.Module
+    extra: dict = dataclasses.field(default_factory=dict)  # e.g. the latent statistics of a diffusion run
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

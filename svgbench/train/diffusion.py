@@ -5,7 +5,7 @@ rectified-flow objective (svgbench.diffusion.transport), keeps an EMA copy for s
 resumably: `last.pt` holds model, EMA, optimiser, latent statistics and step; the batch of every step
 (indices, noise, t, label dropout) is a function of (seed, step, rank), so a resumed run replays the
 uninterrupted one exactly. An optional `evaluate(ema_model, stats, step)` callback adds rows (e.g.
-judge-FID) to the curve along the way. Under torchrun each rank draws its own batch (DDP).
+judge-FID) to the curve along the way; the result's `extra["stats"]` holds the latent statistics. Under torchrun each rank draws its own batch (DDP).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def build_diffusion_model(cfg: DiffusionConfig, latent_shape: tuple[int, int, in
 
 def train_diffusion(latents: torch.Tensor, labels: torch.Tensor, cfg: DiffusionConfig, *, num_classes: int,
                     evaluate=None, log=print, on_step=None) -> TrainResult:
-    """latents: N x C x h x w (un-normalised), labels: N int64. -> TrainResult(model=EMA model with `.stats`)."""
+    """latents: N x C x h x w (un-normalised), labels: N int64. -> TrainResult(model=EMA model, extra={"stats"})."""
     from ..diffusion.transport import LatentStats, RectifiedFlow
 
     if cfg.threads:
@@ -120,5 +120,4 @@ def train_diffusion(latents: torch.Tensor, labels: torch.Tensor, cfg: DiffusionC
                           "stats": stats.state_dict(), "rng": rng_state(), "step": done})
         if on_step is not None:
             on_step(done)
-    ema.stats = stats
-    return TrainResult(last, ema)
+    return TrainResult(last, ema, {"stats": stats})
