@@ -66,9 +66,13 @@ def cmd_run(args) -> int:
         if not sep:
             raise SystemExit(f"svgbench run: --weights takes ENCODER=PATH, got {item!r}")
         encoder_kwargs.setdefault(name, {})["weights"] = value
+    overrides = {}
+    if args.train_diffusion:
+        overrides = {"generation": {"train": True}, "sampling": {"train": True}}
     cfg = RunConfig(encoders=args.encoders or EMBEDDED_ENCODERS, tasks=args.tasks or tuple(TASKS), data=data,
                     device=args.device, results_dir=args.results, batch_size=args.batch_size,
-                    skip_existing=not args.force, encoder_kwargs=encoder_kwargs, seed=args.seed)
+                    skip_existing=not args.force, encoder_kwargs=encoder_kwargs, task_overrides=overrides,
+                    seed=args.seed)
     try:
         summary = run_matrix(cfg)
     except (KeyError, ValueError) as e:
@@ -140,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--convert-mode", action="store_true", help="convert non-RGB images to RGB (real ImageNet)")
     r.add_argument("--results", default="results")
     r.add_argument("--force", action="store_true", help="recompute cells that already have a record")
+    r.add_argument("--train-diffusion", action="store_true",
+                   help="generation/sampling: train a diffusion model where none is shipped for an encoder")
 
     t = sub.add_parser("train", help="train with one of svgbench's recipes: dino, vae, svg, judge (see --help of each)",
                        add_help=False)

@@ -142,7 +142,8 @@ def test_generation_task_end_to_end(tmp_path, judge_file, monkeypatch):
     enc = create_encoder("tiny-vae", weights="random")
     ds = build_dataset(DataConfig(size=24))
     cfg = GenerationConfig(train_size=64, eval_samples=24, curve_samples=16, train_steps=4, eval_every=2,
-                           train_batch=8, batch_size=8, sample_steps=2, fid_target=1e9)
+                           train_batch=8, batch_size=8, sample_steps=2, fid_target=1e9, train=True)
+    assert "train-diffusion" in run_generation(enc, ds, dataclasses.replace(cfg, train=False))["unavailable"]["fid"]
     m = run_generation(enc, ds, cfg)
     assert m["feature_network"].startswith("judge") and m["num_samples"] == 24
     assert m["fid"] > 0 and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1 and m["kid"] is not None

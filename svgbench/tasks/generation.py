@@ -14,6 +14,7 @@ size or the number of processes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,7 +44,8 @@ class GenerationConfig:
     guidance: float = 1.0
     fid_target: float | None = None  # report the first training step whose judge-FID is at or below this
     seed: int = 0
-    retrain: bool = False
+    train: bool = False  # train a diffusion model here when no shipped one matches the encoder (CPU: hours)
+    retrain: bool = False  # ignore shipped diffusion weights and train here
     runs_dir: str = "runs/diffusion"
 
 
@@ -56,6 +58,7 @@ class SamplingConfig:
     methods: tuple[str, ...] = ("euler", "heun")
     shift: float = 0.15
     seed: int = 0
+    train: bool = False  # as GenerationConfig.train
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
 
@@ -91,6 +94,10 @@ def num_classes_of(dataset) -> int:
     from ..data.shapes import SHAPE_CLASSES
 
     return len(SHAPE_CLASSES)
+
+
+class NoDiffusionModel(LookupError):
+    """No shipped diffusion model for this encoder, and training was not asked for."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,6 +136,10 @@ def diffusion_for(encoder: LatentEncoder, dataset, cfg: GenerationConfig, device
             model.eval().to(device)
             curve = json.loads(meta.get("curve", "[]"))
             return model, stats.to(device), curve, {"diffusion_weights": f"shipped:{shipped.name}", "train_steps": int(meta["step"])}
+    if not (cfg.train or cfg.retrain):
+        raise NoDiffusionModel(
+            f"no shipped diffusion model matches encoder {name!r} (weights {whash}) on "
+            f"{dataset.data_config.name}; run with --train-diffusion to train one (CPU: hours, GPU: minutes)")
     latents, labels = _latents(encoder, dataset, cfg, device)
     run_dir = Path(cfg.runs_dir) / f"{name}-{whash[:8]}-{dataset.data_config.key()}"
     dcfg = DiffusionConfig(size=cfg.size, steps=cfg.train_steps, batch_size=cfg.train_batch, lr=cfg.lr,
@@ -254,7 +265,11 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
         ema.train(was)
         return {"fid": round(score(curve_real, fake, extractor, weights, device, kid=False, prc=False)["fid"], 4)}
 
-    model, stats, curve, prov = diffusion_for(encoder, dataset, cfg, device, evaluate=evaluate)
+    try:
+        model, stats, curve, prov = diffusion_for(encoder, dataset, cfg, device, evaluate=evaluate)
+    except NoDiffusionModel as e:
+        return {"fid": None, "kid": None, "precision": None, "recall": None,
+                "unavailable": {m: str(e) for m in ("fid", "kid", "precision", "recall")}}
     sampler = ODESampler(cfg.sampler, cfg.sample_steps, cfg.shift)
     fake, timing = generate_all(model, stats, encoder, len(real), ncls, sampler, seed=cfg.seed, batch_size=cfg.batch_size,
                                 device=device)
@@ -282,7 +297,11 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
     extractor, weights, label = feature_network(dataset.data_config.name)
     if extractor is None:
         return {"unavailable": {"fid": label}}
-    model, stats, _, prov = diffusion_for(encoder, dataset, cfg.generation, device)
+    try:
+        gcfg = cfg.generation if not cfg.train else dataclasses.replace(cfg.generation, train=True)
+        model, stats, _, prov = diffusion_for(encoder, dataset, gcfg, device)
+    except NoDiffusionModel as e:
+        return {"unavailable": {"fid": str(e)}}
     ncls = num_classes_of(dataset)
     real = real_images(dataset, cfg.eval_samples)
     rows = []

@@ -1,0 +1,108 @@
+"""Generation (judge-FID/KID/precision/recall, FID vs training steps) and few-step sampling, per encoder.
+
+Quick mode trains a few diffusion steps per encoder (real training and scoring, tiny budget);
+--benchmark scores the shipped diffusion models (or n/a where none is shipped; --train-diffusion
+on the CLI trains them).
+"""
+
+import pytest
+import torch
+
+from svgbench.encoders import create_encoder, encoder_spec
+from svgbench.runner import RunConfig, resolve_device, run_matrix
+
+from .conftest import wants_task
+
+QUICK_GEN = {"train": True, "train_size": 256, "eval_samples": 64, "curve_samples": 32, "train_steps": 6,
+             "eval_every": 3, "train_batch": 16, "sample_steps": 4}
+QUICK_SAMPLING = {"train": True, "train_size": 256, "eval_samples": 32, "steps": (1, 4), "methods": ("euler", "heun")}
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path, monkeypatch, full):
+    if not full:
+        monkeypatch.chdir(tmp_path)  # quick-mode diffusion runs and caches stay out of the checkout
+
+
+def _skip_unless(request, task, encoder_name):
+    if not wants_task(request.config, task):
+        pytest.skip("task not selected (--tasks)")
+    if not encoder_spec(encoder_name).has_decoder:
+        pytest.skip(f"{encoder_name} has no pixel decoder")
+
+
+def _run(task, encoder_name, run_options, full, tmp_path, quick):
+    from svgbench.tasks.generation import SamplingConfig  # noqa: F401  (import check)
+
+    overrides = {} if full else {task: quick}
+    if not full and task == "sampling":
+        from svgbench.tasks.generation import GenerationConfig
+
+        overrides[task] = dict(quick, generation=GenerationConfig(**{k: v for k, v in QUICK_GEN.items()}))
+    cfg = RunConfig(encoders=(encoder_name,), tasks=(task,), data=run_options["data"], device=run_options["device"],
+                    results_dir=run_options["results_dir"] or str(tmp_path), task_overrides=overrides)
+    summary = run_matrix(cfg, log=lambda m: None)
+    assert not summary.failures, summary.failures
+    return summary.records[0]["metrics"]
+
+
+def test_generation(encoder_name, run_options, full, tmp_path, request):
+    _skip_unless(request, "generation", encoder_name)
+    m = _run("generation", encoder_name, run_options, full, tmp_path, QUICK_GEN)
+    if m["fid"] is None:
+        assert "fid" in m["unavailable"]
+        return
+    assert m["fid"] > 0 and m["kid"] is not None and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1
+    assert all(f > 0 for _, f in m["fid_curve"])
+
+
+def test_sampling(encoder_name, run_options, full, tmp_path, request):
+    _skip_unless(request, "sampling", encoder_name)
+    m = _run("sampling", encoder_name, run_options, full, tmp_path, QUICK_SAMPLING)
+    if "curve" not in m:
+        assert "fid" in m["unavailable"]
+        return
+    assert {r["method"] for r in m["curve"]} == {"euler", "heun"}
+    assert all(r["fid"] > 0 and r["sample_s_per_image"] > 0 for r in m["curve"])
+
+
+def test_sampler_step_vs_forward(benchmark, run_options):
+    """Time per Euler step against one model forward on the same batch (goal: within 10%)."""
+    import time
+
+    from svgbench.diffusion.samplers import euler
+    from svgbench.train.diffusion import DiffusionConfig, build_diffusion_model
+
+    device = resolve_device(run_options["device"])
+    torch.manual_seed(0)
+    model = build_diffusion_model(DiffusionConfig(), (136, 8, 8), 10).to(device).eval()
+    x = torch.randn(64, 136, 8, 8, device=device)
+    y = torch.arange(64, device=device) % 10
+    t = torch.full((64,), 0.5, device=device)
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    with torch.no_grad():
+        for _ in range(2):
+            model(x, t, y)
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(10):
+            model(x, t, y)
+        sync()
+        forward_s = (time.perf_counter() - t0) / 10
+    steps = 10
+    sampler = euler(steps=steps)
+
+    def run():
+        out = sampler(model, x, y)
+        sync()
+        return out
+
+    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    per_step = benchmark.stats.stats.mean / steps
+    benchmark.extra_info.update({"device": device, "forward_s": forward_s, "step_s": per_step,
+                                 "step_over_forward": per_step / forward_s, "batch": 64, "latent": "136x8x8"})
+    assert per_step > 0
