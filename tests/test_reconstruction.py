@@ -100,7 +100,8 @@ def _cli(*args, cwd):
 def test_cli_run_list_and_errors(tmp_path):
     out = _cli("list", cwd=tmp_path)
     assert out.returncode == 0 and "svg-dinov3-vits16plus" in out.stdout and "392x16x16" in out.stdout
-    out = _cli("run", "--encoders", "tiny-vae,tiny-ssl", "--num-images", "8", "--results", "res", cwd=tmp_path)
+    out = _cli("run", "--encoders", "tiny-vae,tiny-ssl", "--tasks", "reconstruction", "--num-images", "8",
+               "--results", "res", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "| tiny-vae |" in out.stdout and "no pixel decoder" in out.stderr
     assert json.loads((tmp_path / "res" / "reconstruction.json").read_text())[0]["encoder"] == "tiny-vae"
@@ -123,8 +124,8 @@ def test_corrupt_image_folder_names_file(tmp_path):
     Image.new("RGB", (40, 40), (200, 10, 10)).save(root / "cat" / "a.png")
     (root / "cat" / "b.jpg").write_bytes(b"not a jpeg at all")
     Image.new("L", (40, 40), 128).save(root / "cat" / "c.png")
-    out = _cli("run", "--encoders", "tiny-vae", "--data-root", str(tmp_path / "imgs"), "--resolution", "64",
-               "--results", "res", cwd=tmp_path)
+    out = _cli("run", "--encoders", "tiny-vae", "--tasks", "reconstruction", "--data-root", str(tmp_path / "imgs"),
+               "--resolution", "64", "--results", "res", cwd=tmp_path)
     assert out.returncode != 0
     assert "b.jpg" in out.stderr or "c.png" in out.stderr
     assert not list(Path(tmp_path / "res").rglob("*.json"))

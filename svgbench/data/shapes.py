@@ -380,8 +380,13 @@ def _draw_object(
     radius_range: tuple[float, float],
     overhang: float,
     max_radius: float | None,
+    pose_rng: np.random.Generator | None = None,
 ) -> tuple[int, float]:
-    """Draw one random object onto `canvas` (H x W x 3, [0, 1]) and `mask` in place."""
+    """Draw one random object onto `canvas` (H x W x 3, [0, 1]) and `mask` in place.
+
+    With `pose_rng`, the object keeps its class, colour and fill (all drawn from `rng`, whose stream is
+    consumed identically) but takes a new rotation, position and a size within +-20% from `pose_rng`.
+    """
     class_id = int(rng.integers(len(SHAPE_CLASSES)))
     radius = rng.uniform(*radius_range)
     if max_radius is not None:
@@ -389,6 +394,11 @@ def _draw_object(
     rotation = rng.uniform(0.0, 360.0)
     lo, hi = radius * (1.0 - overhang), 1.0 - radius * (1.0 - overhang)
     cx, cy = rng.uniform(lo, hi, size=2)
+    if pose_rng is not None:
+        rotation = pose_rng.uniform(0.0, 360.0)
+        radius = float(np.clip(radius * pose_rng.uniform(0.8, 1.2), radius_range[0], radius_range[1]))
+        lo, hi = radius * (1.0 - overhang), 1.0 - radius * (1.0 - overhang)
+        cx, cy = pose_rng.uniform(lo, hi, size=2)
     shade_amount = rng.uniform(0.0, 0.25)
     shade_angle = rng.uniform(0.0, 2 * np.pi)
     fill_textured = rng.random() < 0.2
@@ -446,13 +456,15 @@ def render_item(cfg: ShapesConfig, index: int) -> tuple[np.ndarray, int, np.ndar
     return image, label, mask
 
 
-def render_views(cfg: ShapesConfig, index: int, n_views: int, view_seed: int) -> tuple[list[np.ndarray], int]:
+def render_views(cfg: ShapesConfig, index: int, n_views: int, view_seed: int,
+                 repose: bool = False) -> tuple[list[np.ndarray], int]:
     """The main object of item `index`, drawn `n_views` times on independent random backgrounds.
 
-    The object (class, pose, size, fill) is the item's own; each background comes from a stream
-    keyed by (view_seed, view). This is the background-swap view of self-supervised training on
-    shapes: a data-side prior (the generator knows what is object and what is background), named as
-    such wherever it is used. -> (list of uint8 H x W x 3 images, label).
+    The object (class, colour, fill, and unless `repose` its pose and size) is the item's own; each
+    background, and with `repose` each view's rotation, position and size (+-20%), comes from a stream
+    keyed by (view_seed, view). These are the background-swap (and object re-pose) views of
+    self-supervised training on shapes: a data-side prior (the generator knows what is object and
+    what is background), named as such wherever it is used. -> (list of uint8 H x W x 3 images, label).
     """
     index = _check_index(index, cfg.size, f"shapes[{cfg.split}]")
     res = cfg.resolution
@@ -464,7 +476,9 @@ def render_views(cfg: ShapesConfig, index: int, n_views: int, view_seed: int) ->
                                                                view_seed, v, 1]))
         canvas = _background(bg_rng, res, cfg.background)
         mask = np.zeros((res, res), dtype=np.uint8)
-        label, _ = _draw_object(np.random.default_rng(obj_ss), canvas, mask, res, _MAIN_RADIUS, _MAIN_OVERHANG, None)
+        pose = bg_rng if repose else None
+        label, _ = _draw_object(np.random.default_rng(obj_ss), canvas, mask, res, _MAIN_RADIUS, _MAIN_OVERHANG, None,
+                                pose_rng=pose)
         views.append((canvas * 255.0 + 0.5).astype(np.uint8))
     return views, label
 

@@ -38,7 +38,8 @@ class DinoConfig:
     data: str = "shapes"
     data_root: str | None = None
     resolution: int = 64
-    views: str = "swap"  # "swap": object on independent backgrounds (shapes only); "crops": standard crops
+    views: str = "swap"  # "swap": object on independent backgrounds; "swap-repose": also re-posed per view
+    # (rotation, position, size +-20%) -- both shapes-only data-side priors; "crops": standard crops
     global_crop_scale: tuple[float, float] = (0.6, 1.0)
     n_local: int = 0
     local_size: int = 32
@@ -209,8 +210,8 @@ class ViewSource:
 
             self.shapes = ShapesConfig(resolution=cfg.resolution, split="train", size=10_000_000, seed=cfg.seed)
         else:
-            if cfg.views == "swap":
-                raise ValueError("DinoConfig.views='swap' needs the shapes data (it uses the object masks)")
+            if cfg.views != "crops":
+                raise ValueError(f"DinoConfig.views={cfg.views!r} needs the shapes data (it re-renders objects)")
             from ..data.folders import ImageFolderDataset
 
             self.folder = ImageFolderDataset(cfg.data_root, cfg.resolution, split="train", convert_mode=True)
@@ -219,8 +220,8 @@ class ViewSource:
         if self.cfg.data == "shapes":
             from ..data.shapes import render_item, render_views
 
-            if self.cfg.views == "swap":
-                views, _ = render_views(self.shapes, idx, 2, view_seed=step)
+            if self.cfg.views in ("swap", "swap-repose"):
+                views, _ = render_views(self.shapes, idx, 2, view_seed=step, repose=self.cfg.views == "swap-repose")
             else:
                 views = [render_item(self.shapes, idx)[0]] * 2
             return [torch.from_numpy(v).permute(2, 0, 1) for v in views]
