@@ -53,11 +53,25 @@ def cmd_run(args) -> int:
     from .runner import EMBEDDED_ENCODERS, RunConfig, run_matrix
     from .tasks import TASKS
 
-    if args.data_root and args.data == "shapes":
-        args.data = "imagefolder"
+    from .presets import get_preset
+
     try:
-        data = DataConfig(name=args.data, root=args.data_root, split=args.split, resolution=args.resolution,
-                          size=args.num_images, seed=args.seed, convert_mode=args.convert_mode)
+        preset = get_preset(args.preset)
+    except KeyError as e:
+        raise SystemExit(f"svgbench run: {e}")
+    data_kw = dict(preset["data"])
+    if args.data:
+        data_kw["name"] = args.data
+    elif args.data_root and data_kw["name"] == "shapes":
+        data_kw["name"] = "imagefolder"
+    for key, value in (("root", args.data_root), ("split", args.split), ("resolution", args.resolution),
+                       ("size", args.num_images), ("seed", args.seed)):
+        if value is not None:
+            data_kw[key] = value
+    if args.convert_mode:
+        data_kw["convert_mode"] = True
+    try:
+        data = DataConfig(**data_kw)
     except ValueError as e:
         raise SystemExit(f"svgbench run: {e}")
     encoder_kwargs = {}
@@ -66,13 +80,14 @@ def cmd_run(args) -> int:
         if not sep:
             raise SystemExit(f"svgbench run: --weights takes ENCODER=PATH, got {item!r}")
         encoder_kwargs.setdefault(name, {})["weights"] = value
-    overrides = {}
+    overrides = {task: dict(kw) for task, kw in preset["tasks"].items()}
     if args.train_diffusion:
-        overrides = {"generation": {"train": True}, "sampling": {"train": True}}
+        for task in ("generation", "sampling"):
+            overrides.setdefault(task, {})["train"] = True
     cfg = RunConfig(encoders=args.encoders or EMBEDDED_ENCODERS, tasks=args.tasks or tuple(TASKS), data=data,
                     device=args.device, results_dir=args.results, batch_size=args.batch_size,
                     skip_existing=not args.force, encoder_kwargs=encoder_kwargs, task_overrides=overrides,
-                    seed=args.seed)
+                    seed=args.seed or 0)
     try:
         summary = run_matrix(cfg)
     except (KeyError, ValueError) as e:
@@ -131,14 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the encoder x task matrix and write tables under results/")
     r.add_argument("--encoders", type=_csv, help="comma-separated encoder names (default: the embedded tiny ones)")
     r.add_argument("--tasks", type=_csv, help="comma-separated task names (default: all)")
-    r.add_argument("--data", default="shapes", choices=["shapes", "imagefolder", "segfolder"])
-    r.add_argument("--data-root", help="dataset folder (ImageNet layout for imagefolder)")
-    r.add_argument("--split", default="val")
-    r.add_argument("--resolution", type=int, default=64)
-    r.add_argument("--num-images", type=int, default=512)
+    r.add_argument("--preset", default="tiny", help="tiny (embedded default) or imagenet256 (real checkpoints)")
+    r.add_argument("--data", choices=["shapes", "imagefolder", "segfolder"], help="default: the preset's")
+    r.add_argument("--data-root", help="dataset folder (ImageNet layout for imagefolder, ADE20K for segfolder)")
+    r.add_argument("--split", help="evaluation split (default: the preset's, val)")
+    r.add_argument("--resolution", type=int, help="default: the preset's (64 tiny, 256 imagenet256)")
+    r.add_argument("--num-images", type=int, help="evaluation images (default: the preset's)")
     r.add_argument("--batch-size", type=int, default=32)
     r.add_argument("--device", default="auto")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int)
     r.add_argument("--weights", action="append", metavar="ENCODER=PATH",
                    help="weights for an encoder: hub id, folder or file (repeatable)")
     r.add_argument("--convert-mode", action="store_true", help="convert non-RGB images to RGB (real ImageNet)")

@@ -1,0 +1,34 @@
+"""Named run presets: data and task sizes for `svgbench run --preset` and `pytest tasks/ --preset`.
+
+`tiny` is the embedded default (procedural shapes at 64 px, svgbench's tiny models), sized so the whole
+encoder x task matrix runs in minutes on a 2-core CPU. `imagenet256` is the published protocol's
+shape for real checkpoints on an ImageNet-layout folder (and ADE20K for segmentation).
+"""
+
+from __future__ import annotations
+
+PRESETS: dict[str, dict] = {
+    "tiny": {
+        "data": {"name": "shapes", "split": "val", "resolution": 64, "size": 512},
+        "tasks": {
+            "probe": {"train_size": 2000, "epochs": 50},
+            "knn": {"train_size": 2000},
+            "seg": {"train_size": 500, "epochs": 10, "train_batch_size": 32},
+        },
+    },
+    "imagenet256": {
+        "data": {"name": "imagefolder", "split": "val", "resolution": 256, "size": 50_000, "convert_mode": True},
+        "tasks": {
+            "probe": {"train_size": 100_000},
+            "knn": {"train_size": 100_000},
+            "generation": {"eval_samples": 50_000, "size": "XL", "sample_steps": 25},
+            "sampling": {"eval_samples": 10_000},
+        },
+    },
+}
+
+
+def get_preset(name: str) -> dict:
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    return PRESETS[name]
