@@ -128,6 +128,7 @@ def run_matrix(cfg: RunConfig, log=None) -> RunSummary:
     for name in cfg.encoders:
         kwargs = cfg.encoder_kwargs.get(name, {})
         try:
+            torch.manual_seed(cfg.seed)  # encoders without weights initialise from the run's seed
             encoder = create_encoder(name, **kwargs)
             encoder.spec.check_resolution(cfg.data.resolution, cfg.data.resolution)
         except Exception as e:
