@@ -19,7 +19,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from .checkpoints import atomic_write_bytes
+from .checkpoints import atomic_write, atomic_write_bytes
 
 # Bump when extraction changes what is stored (preprocessing, pooling, storage rules).
 CACHE_VERSION = "features-v1"
@@ -137,18 +136,7 @@ def _round_trip_(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
     # np.save straight into the temporary file: no second in-memory copy of large patch arrays.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
 def _expected_npy_size(path: Path) -> int:

@@ -8,7 +8,7 @@ on the CLI trains them).
 import pytest
 import torch
 
-from svgbench.encoders import create_encoder, encoder_spec
+from svgbench.encoders import encoder_spec
 from svgbench.runner import RunConfig, resolve_device, run_matrix
 
 from .conftest import wants_task

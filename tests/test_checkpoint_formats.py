@@ -107,7 +107,9 @@ def test_sdvae_scaling_factor_applied(tmp_path):
     enc = create_encoder("sd-vae-ft-mse", weights=str(tmp_path / "vae"), resolution=64)
     raw = ref.vae.encode(X64).latent_dist.mean
     torch.testing.assert_close(enc.encode(X64), raw * 0.18215)
-    torch.testing.assert_close(enc.decode(enc.encode(X64)), ref.vae.decode(raw).sample.clamp(-1, 1))
+    # (z * s) / s differs from z in the last bits: compare with a float tolerance
+    torch.testing.assert_close(enc.decode(enc.encode(X64)), ref.vae.decode(raw).sample.clamp(-1, 1),
+                               atol=1e-4, rtol=1e-4)
 
 
 def test_sdvae_folder_errors(tmp_path):

@@ -1,7 +1,6 @@
 """Training recipes: a few real steps each, exact resume, two-process gloo DDP, export to the registry formats."""
 
 import dataclasses
-import json
 import os
 import socket
 

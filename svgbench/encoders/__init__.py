@@ -6,7 +6,7 @@ from .registry import (ENTRY_POINT_GROUP, UnknownEncoderError, create_encoder, e
                        register_encoder, unregister_encoder)
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "EncoderInputError", "EncoderSpec", "LatentEncoder", "UnknownEncoderError",
+    "ENTRY_POINT_GROUP", "EncoderInputError", "registry", "EncoderSpec", "LatentEncoder", "UnknownEncoderError",
     "create_encoder", "encoder_spec", "list_encoders", "register_encoder", "to_imagenet_normalized",
     "unregister_encoder",
 ]

@@ -12,8 +12,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from ..checkpoints import CheckpointError, check_and_load, file_sha256, load_state_dict
 from .base import EncoderSpec, LatentEncoder
 

@@ -9,7 +9,6 @@ instead of self-supervision. It is registered in torch-fidelity's feature-extrac
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -194,14 +193,13 @@ def export_judge(cfg: JudgeConfig, dest: str | Path = EMBEDDED) -> None:
 def main(argv=None) -> None:
     import argparse
 
+    from ..train.common import add_config_args, config_from_args
+
     p = argparse.ArgumentParser("svgbench train judge")
     p.add_argument("--export", metavar="DEST", nargs="?", const=str(EMBEDDED))
-    for f in dataclasses.fields(JudgeConfig):
-        kind = {"int": int, "float": float, "int | None": int}.get(f.type, str)
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
+    add_config_args(p, JudgeConfig)
     args = p.parse_args(argv)
-    over = {k: v for k, v in vars(args).items() if k != "export" and v is not None}
-    cfg = dataclasses.replace(JudgeConfig(), **over)
+    cfg = config_from_args(JudgeConfig(), args)
     if args.export:
         export_judge(cfg, args.export)
         return

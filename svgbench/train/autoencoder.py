@@ -10,16 +10,14 @@ Runs resume from `last.pt`; the curve (validation PSNR/SSIM vs step) goes to `cu
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from .common import (RunDir, TrainResult, all_reduce_mean, init_distributed, is_main, rng_state, set_rng_state, step_generator,
+from .common import (RunDir, TrainResult, add_config_args, all_reduce_mean, config_from_args, init_distributed, is_main, rng_state, set_rng_state, step_generator,
                      unwrap)
 from .losses import PatchDiscriminator, Perceptual, adaptive_gan_weight, hinge_d_loss
 
@@ -260,13 +258,9 @@ def main(argv=None, recipe: str = "svg") -> None:
     names = sorted(k for k in PRESETS if k.startswith(recipe))
     p.add_argument("--preset", default=f"{recipe}-tiny", choices=names)
     p.add_argument("--export", metavar="DEST", help="export the run's weights instead of training")
-    for f in dataclasses.fields(AEConfig):
-        if f.type in ("int", "float", "str", "str | None", "int | None"):
-            kind = {"int": int, "float": float, "int | None": int}.get(f.type, str)
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
+    add_config_args(p, AEConfig)
     args = p.parse_args(argv)
-    over = {k: v for k, v in vars(args).items() if k not in ("preset", "export") and v is not None}
-    cfg = dataclasses.replace(PRESETS[args.preset], **over)
+    cfg = config_from_args(PRESETS[args.preset], args)
     if args.export:
         export(cfg, args.export)
         return

@@ -172,6 +172,31 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
+def _flag_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
+
+
+def add_config_args(parser, cls) -> None:
+    """One --flag per scalar field (int, float, str, bool, optionally None) of config dataclass `cls`;
+    unset flags stay None so that the preset's value is kept."""
+    kinds = {"int": int, "float": float, "str": str, "bool": _flag_bool}
+    for f in dataclasses.fields(cls):
+        kind = kinds.get(str(f.type).replace(" | None", ""))
+        if kind is not None:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
+
+
+def config_from_args(base, args):
+    """`base` with every config flag given on the command line applied."""
+    over = {f.name: getattr(args, f.name) for f in dataclasses.fields(base)
+            if getattr(args, f.name, None) is not None}
+    return dataclasses.replace(base, **over)
+
+
 @dataclasses.dataclass
 class TrainResult:
     """What a recipe returns: the last logged row and the trained module (on every rank)."""

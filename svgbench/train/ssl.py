@@ -15,18 +15,16 @@ it across views. Presets:
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import (RunDir, TrainResult, all_reduce_mean, cosine, init_distributed, is_main, prefetch, rng_state,
+from .common import (RunDir, TrainResult, add_config_args, all_reduce_mean, config_from_args, cosine, init_distributed, is_main, prefetch, rng_state,
                      set_rng_state, step_generator, unwrap)
 
 
@@ -409,14 +407,9 @@ def main(argv=None) -> None:
 
     p = argparse.ArgumentParser("svgbench train dino")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
-    for f in dataclasses.fields(DinoConfig):
-        if f.type in ("int", "float", "str", "str | None", "int | None", "bool"):
-            kind = {"int": int, "float": float, "int | None": int}.get(f.type, str)
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
+    add_config_args(p, DinoConfig)
     args = p.parse_args(argv)
-    cfg = PRESETS[args.preset]
-    over = {k: v for k, v in vars(args).items() if k != "preset" and v is not None}
-    cfg = dataclasses.replace(cfg, **over)
+    cfg = config_from_args(PRESETS[args.preset], args)
     train_dino(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
 
 
