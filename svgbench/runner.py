@@ -23,7 +23,7 @@ import torch
 from .checkpoints import atomic_write_bytes
 from .data import DataConfig, build_dataset
 
-EMBEDDED_ENCODERS = ("tiny-svg", "tiny-svg-dino-only", "tiny-vae", "tiny-ssl")
+EMBEDDED_ENCODERS = ("tiny-svg", "tiny-svg-dino-only", "tiny-vae", "tiny-ssl", "pixels")
 RECORD_VERSION = 1
 
 

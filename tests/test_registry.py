@@ -130,3 +130,15 @@ def test_input_validation(images64):
         vit.encode(torch.zeros(1, 3, 256, 256))
     with pytest.raises(ValueError, match="decodes latents of shape"):
         enc.decode(torch.zeros(1, 5, 8, 8))
+
+
+def test_pixels_baseline():
+    enc = create_encoder("pixels")
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    z = enc.encode(x)
+    torch.testing.assert_close(z, torch.nn.functional.avg_pool2d(x, 8))
+    f = enc.features(x)
+    assert f["pooled"].shape == (2, 192) and f["patch"].shape == (2, 64, 3)
+    assert enc.decode(z).shape == x.shape
+    with pytest.raises(ValueError, match="no weights"):
+        create_encoder("pixels", weights="/some/file")

@@ -136,8 +136,8 @@ class LatentEncoder(nn.Module):
         return torch.device("cpu")
 
     def weights_hash(self) -> str:
-        """sha256 over parameter and buffer bytes: the cache key of what this encoder computes."""
-        h = hashlib.sha256()
+        """sha256 over parameter and buffer bytes (and the spec's name): the cache key of what this encoder computes."""
+        h = hashlib.sha256(self.spec.name.encode())
         for k, v in sorted(self.state_dict().items()):
             h.update(k.encode())
             h.update(str(tuple(v.shape)).encode())

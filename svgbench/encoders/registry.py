@@ -49,6 +49,8 @@ _BUILTINS = {
     "tiny-vae": "svgbench.encoders.sdvae:create_sdvae",
     "tiny-svg": "svgbench.encoders.svg:create_svg",
     "tiny-svg-dino-only": "svgbench.encoders.svg:create_svg",
+    # the floor: average-pooled raw pixels
+    "pixels": "svgbench.encoders.pixels:create_pixels",
     # real scale: weights from the hub (users with internet) or a local path
     "sd-vae-ft-ema": "svgbench.encoders.sdvae:create_sdvae",
     "sd-vae-ft-mse": "svgbench.encoders.sdvae:create_sdvae",
