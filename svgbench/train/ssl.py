@@ -407,9 +407,13 @@ def main(argv=None) -> None:
 
     p = argparse.ArgumentParser("svgbench train dino")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    p.add_argument("--export", metavar="DEST", help="export the run's teacher backbone instead of training")
     add_config_args(p, DinoConfig)
     args = p.parse_args(argv)
     cfg = config_from_args(PRESETS[args.preset], args)
+    if args.export:
+        export_backbone(cfg.out, args.export, cfg.encoder)
+        return
     train_dino(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
 
 
