@@ -107,7 +107,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_train(args) -> int:
-    if args.recipe == "dino":
+    if args.recipe in ("dino", "ssl"):
         from .train.ssl import main as train_main
 
         train_main(args.recipe_args)
@@ -162,9 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--train-diffusion", action="store_true",
                    help="generation/sampling: train a diffusion model where none is shipped for an encoder")
 
-    t = sub.add_parser("train", help="train with one of svgbench's recipes: dino, vae, svg, judge (see --help of each)",
+    t = sub.add_parser("train", help="train with one of svgbench's recipes: dino (ssl), vae, svg, judge (see --help of each)",
                        add_help=False)
-    t.add_argument("recipe", choices=["dino", "vae", "svg", "judge"])
+    t.add_argument("recipe", choices=["dino", "ssl", "vae", "svg", "judge"])
     t.add_argument("recipe_args", nargs=argparse.REMAINDER)
 
     rep = sub.add_parser("report", help="rebuild tables from the records under results/")
