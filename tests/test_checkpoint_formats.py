@@ -228,7 +228,10 @@ def test_svg_official_lightning_ckpt(tmp_path):
                                ckpt["state_dict"]["decoder.up.0.block.0.conv1.weight"])
 
 
-def test_svg_ckpt_without_encoder_needs_dino_weights(tmp_path):
+def test_svg_ckpt_without_encoder_needs_dino_weights(tmp_path, monkeypatch):
+    import svgbench.encoders.dino as dino_mod
+
+    monkeypatch.setattr(dino_mod, "EMBEDDED_WEIGHTS", tmp_path / "no-embedded-weights")
     ref = create_encoder("tiny-svg", weights="random")
     sd = official_svg_checkpoint(ref, ref.cfg)["state_dict"]
     sd = {k: v for k, v in sd.items() if not k.startswith("encoder.")}

@@ -116,7 +116,10 @@ def test_svg_steps_keep_dino_frozen_and_export(in_tmp, dino_file, encoder):
     torch.testing.assert_close(enc.decoder.conv_out.weight, state["decoder.conv_out.weight"])
 
 
-def test_svg_needs_trained_dino(in_tmp):
+def test_svg_needs_trained_dino(in_tmp, monkeypatch):
+    import svgbench.encoders.dino as dino_mod
+
+    monkeypatch.setattr(dino_mod, "EMBEDDED_WEIGHTS", in_tmp / "no-embedded-weights")
     with pytest.raises(FileNotFoundError, match="trained DINO weights"):
         train_autoencoder(ae_cfg(in_tmp / "x"), **QUIET)
 
