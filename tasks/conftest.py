@@ -4,6 +4,8 @@
 `pytest tasks/ --benchmark` runs them at full size through the runner and regenerates results/.
 """
 
+import os
+
 import pytest
 
 from svgbench.data import DataConfig
@@ -47,6 +49,17 @@ def run_options(request, full, data_config):
         "device": request.config.getoption("--device"),
         "results_dir": request.config.getoption("--results") if full else None,
     }
+
+
+@pytest.fixture(scope="module")
+def feature_cache(full, tmp_path_factory):
+    """Quick mode: one throwaway feature cache shared by tasks/ modules; --benchmark: the default cache."""
+    if full:
+        yield None
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SVGBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "feature-cache"))
+        yield os.environ["SVGBENCH_CACHE"]
 
 
 def wants_task(config, task: str) -> bool:

@@ -1,6 +1,5 @@
 """Weighted kNN, class separation (silhouette, between/within variance) and a PCA map for each encoder."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,17 +10,6 @@ from svgbench.tasks.understanding import KnnConfig
 from .conftest import wants_task
 
 QUICK = {"train_size": 512, "test_size": 256}
-
-
-@pytest.fixture(scope="module")
-def feature_cache(full, tmp_path_factory):
-    """Quick mode: one throwaway feature cache shared by tasks/ modules; --benchmark: the default cache."""
-    if full:
-        yield None
-        return
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SVGBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "feature-cache"))
-        yield os.environ["SVGBENCH_CACHE"]
 
 
 def test_knn(encoder_name, run_options, full, feature_cache, tmp_path, request):

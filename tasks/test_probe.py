@@ -1,7 +1,5 @@
 """Linear probe (DINOv2 grid protocol, with a scikit-learn cross-check) for each encoder."""
 
-import os
-
 import pytest
 
 from svgbench.cache import cached_features
@@ -14,17 +12,6 @@ from svgbench.tasks.understanding import ProbeConfig
 from .conftest import selected_encoders, wants_task
 
 QUICK = {"train_size": 512, "test_size": 256, "epochs": 30}
-
-
-@pytest.fixture(scope="module")
-def feature_cache(full, tmp_path_factory):
-    """Quick mode: one throwaway feature cache shared by tasks/ modules; --benchmark: the default cache."""
-    if full:
-        yield None
-        return
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SVGBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "feature-cache"))
-        yield os.environ["SVGBENCH_CACHE"]
 
 
 def test_probe(encoder_name, run_options, full, feature_cache, tmp_path, request):
