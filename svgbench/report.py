@@ -95,12 +95,22 @@ def _unavailable(records: list[dict], task: str) -> list[str]:
 
 
 def write_reports(results_dir: str | Path = "results", records: list[dict] | None = None) -> dict[str, Path]:
-    """Rebuild every task table from the records; returns task -> markdown path."""
+    """Rebuild every task table from the records; returns task -> markdown path.
+
+    Task tables hold the measured quantities only, so the same command gives the same tables; wall-clock
+    columns (throughputs, fit times) go to efficiency.{md,csv}, with the device they were measured on.
+    """
     results_dir = Path(results_dir)
     records = load_records(results_dir) if records is None else records
-    out = {}
+    out, timing_frames = {}, []
     for task in sorted({r["task"] for r in records}):
-        df = task_table(records, task)
+        full = task_table(records, task)
+        timing = [c for c in full.columns if c in TIMING_COLUMNS]
+        df = full.drop(columns=timing)
+        if timing:
+            t = full[["encoder", "data"] + timing].melt(id_vars=["encoder", "data"], var_name="measure")
+            t.insert(0, "task", task)
+            timing_frames.append(t)
         md = [f"# {task}", "", NOTE, "", to_markdown(df, task), ""]
         md += _unavailable(records, task)
         md_path = results_dir / f"{task}.md"
@@ -109,4 +119,13 @@ def write_reports(results_dir: str | Path = "results", records: list[dict] | Non
         atomic_write_bytes(results_dir / f"{task}.json",
                            (json.dumps(df.to_dict(orient="records"), indent=2, default=str) + "\n").encode())
         out[task] = md_path
+    if timing_frames:
+        eff = pd.concat(timing_frames, ignore_index=True)
+        devices = sorted({r.get("device_name", r.get("device", "?")) for r in records})
+        lines = ["# efficiency", "", f"Wall-clock measures, on: {'; '.join(devices)}. They vary from run to run.", "",
+                 "| task | encoder | data | measure | value |", "|---|---|---|---|---|"]
+        lines += [f"| {r.task} | {r.encoder} | {r.data} | {r.measure} | {_fmt(r.value, '{:.4g}')} |"
+                  for r in eff.itertuples()]
+        atomic_write_bytes(results_dir / "efficiency.md", ("\n".join(lines) + "\n").encode())
+        atomic_write_bytes(results_dir / "efficiency.csv", eff.to_csv(index=False).encode())
     return out
