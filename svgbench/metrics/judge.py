@@ -125,14 +125,9 @@ class JudgeConfig:
 
 def train_judge(cfg: JudgeConfig, log=print, on_step=None):
     from ..data.shapes import ShapesConfig, shapes_arrays
-    from ..train.common import RunDir, TrainResult, cosine, rng_state, set_rng_state, step_generator
+    from ..train.common import TrainResult, cosine, resume, rng_state, start_run, step_generator
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    run = RunDir(cfg.out)
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.write_config(cfg)
-    torch.manual_seed(cfg.seed)
+    run, _, _, _ = start_run(cfg)
     tr = shapes_arrays(ShapesConfig(resolution=cfg.resolution, split="judge-train", size=cfg.train_images,
                                     seed=cfg.seed), workers=2, cache_dir=".cache/shapes")
     va = shapes_arrays(ShapesConfig(resolution=cfg.resolution, split="val", size=cfg.eval_images))
@@ -140,14 +135,7 @@ def train_judge(cfg: JudgeConfig, log=print, on_step=None):
     Xv, Yv = torch.from_numpy(va["images"]).permute(0, 3, 1, 2), torch.from_numpy(va["labels"])
     judge = ShapesJudge(resolution=cfg.resolution)
     opt = torch.optim.AdamW(judge.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start = 0
-    state = run.load()
-    if state is not None:
-        judge.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        set_rng_state(state["rng"])
-        start = int(state["step"])
-        run.truncate_curve(start)
+    start, _ = resume(run, {"model": judge, "opt": opt}, log)
     t0 = time.perf_counter()
     row = {}
     for step in range(start, cfg.steps):

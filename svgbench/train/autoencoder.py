@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from .common import (RunDir, TrainResult, add_config_args, all_reduce_mean, config_from_args, init_distributed, is_main, rng_state, set_rng_state, step_generator,
-                     unwrap)
+from .common import (RunDir, TrainResult, add_config_args, all_reduce_mean, config_from_args, is_main, resume,
+                    rng_state, start_run, step_generator, unwrap)
 from .losses import PatchDiscriminator, Perceptual, adaptive_gan_weight, hinge_d_loss
 
 
@@ -154,14 +154,7 @@ def evaluate(model, val, cfg, device) -> dict:
 
 
 def train_autoencoder(cfg: AEConfig, log=print, on_step=None) -> TrainResult:
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    rank, world, device = init_distributed()
-    run = RunDir(cfg.out)
-    if is_main():
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.write_config(cfg)
-    torch.manual_seed(cfg.seed)
+    run, rank, world, device = start_run(cfg)
     model = build_model(cfg).to(device).train()
     params = trainable(model, cfg)
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
@@ -170,19 +163,7 @@ def train_autoencoder(cfg: AEConfig, log=print, on_step=None) -> TrainResult:
     if cfg.disc_start >= 0:
         disc = PatchDiscriminator().to(device)
         d_opt = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=cfg.betas)
-    start = 0
-    state = run.load()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        if disc is not None and "disc" in state:
-            disc.load_state_dict(state["disc"])
-            d_opt.load_state_dict(state["d_opt"])
-        set_rng_state(state["rng"])
-        start = int(state["step"])
-        if is_main():
-            run.truncate_curve(start)
-            log(f"resumed {run.path} at step {start}")
+    start, _ = resume(run, {"model": model, "opt": opt, "disc": disc, "d_opt": d_opt}, log)
     ddp = model
     if world > 1:
         ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)

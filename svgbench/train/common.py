@@ -164,6 +164,40 @@ class RunDir:
         return [json.loads(line) for line in self.curve_file.read_text().splitlines() if line.strip()]
 
 
+def start_run(cfg) -> tuple[RunDir, int, int, torch.device]:
+    """Threads, process group, run directory (config checked against a run being resumed) and seed.
+
+    -> (run dir, rank, world size, device)."""
+    if getattr(cfg, "threads", None):
+        torch.set_num_threads(cfg.threads)
+    rank, world, device = init_distributed()
+    run = RunDir(cfg.out)
+    if is_main():
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config(cfg)
+    torch.manual_seed(cfg.seed)
+    return run, rank, world, device
+
+
+def resume(run: RunDir, parts: dict, log=print) -> tuple[int, dict | None]:
+    """Load `run`'s last checkpoint into `parts` (checkpoint key -> object with load_state_dict; None entries
+    and keys absent from the checkpoint are skipped), restore the RNG and drop curve rows past it.
+
+    -> (step to start from, the checkpoint or None)."""
+    state = run.load()
+    if state is None:
+        return 0, None
+    for key, part in parts.items():
+        if part is not None and key in state:
+            part.load_state_dict(state[key])
+    set_rng_state(state["rng"])
+    start = int(state["step"])
+    if is_main():
+        run.truncate_curve(start)
+        log(f"resumed {run.path} at step {start}")
+    return start, state
+
+
 def rng_state() -> dict:
     return {"torch": torch.get_rng_state()}
 

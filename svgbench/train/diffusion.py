@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .common import RunDir, TrainResult, init_distributed, is_main, rng_state, set_rng_state, step_generator
+from .common import (TrainResult, is_main, resume, rng_state, start_run, step_generator)
 
 
 @dataclass
@@ -55,34 +55,16 @@ def train_diffusion(latents: torch.Tensor, labels: torch.Tensor, cfg: DiffusionC
     """latents: N x C x h x w (un-normalised), labels: N int64. -> TrainResult(model=EMA model, extra={"stats"})."""
     from ..diffusion.transport import LatentStats, RectifiedFlow
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     if latents.ndim != 4 or labels.shape[0] != latents.shape[0]:
         raise ValueError(f"latents must be N x C x h x w with one label each, got {tuple(latents.shape)} "
                          f"and {tuple(labels.shape)} labels")
-    rank, world, device = init_distributed()
-    run = RunDir(cfg.out)
-    if is_main():
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.write_config(cfg)
-    torch.manual_seed(cfg.seed)
+    run, rank, world, device = start_run(cfg)
     model = build_diffusion_model(cfg, tuple(latents.shape[1:]), num_classes).to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     stats = LatentStats.from_latents(latents.float())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     flow = RectifiedFlow(shift=cfg.shift)
-    start = 0
-    state = run.load()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        stats.load_state_dict(state["stats"])
-        set_rng_state(state["rng"])
-        start = int(state["step"])
-        if is_main():
-            run.truncate_curve(start)
-            log(f"resumed {run.path} at step {start}")
+    start, _ = resume(run, {"model": model, "ema": ema, "opt": opt, "stats": stats}, log)
     stats = stats.to(device)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     data = stats.normalize(latents.float())  # normalised once; batches index into it

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import (RunDir, TrainResult, add_config_args, all_reduce_mean, config_from_args, cosine, init_distributed, is_main, prefetch, rng_state,
-                     set_rng_state, step_generator, unwrap)
+from .common import (RunDir, TrainResult, add_config_args, all_reduce_mean, config_from_args, cosine, is_main,
+                    prefetch, resume, rng_state, start_run, step_generator, unwrap)
 
 
 @dataclass
@@ -306,14 +306,7 @@ def build(cfg: DinoConfig):
 
 def train_dino(cfg: DinoConfig, log=print, on_step=None) -> TrainResult:
     """Run (or resume) DINO / SimCLR training; the result's model is the teacher (EMA), whose backbone is exported."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    rank, world, device = init_distributed()
-    run = RunDir(cfg.out)
-    if is_main():
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.write_config(cfg)
-    torch.manual_seed(cfg.seed)
+    run, rank, world, device = start_run(cfg)
     student, teacher = build(cfg)
     student.to(device)
     teacher.to(device)
@@ -321,18 +314,9 @@ def train_dino(cfg: DinoConfig, log=print, on_step=None) -> TrainResult:
     params_noreg = [p for n, p in student.named_parameters() if p.requires_grad and p.ndim <= 1]
     opt = torch.optim.AdamW([{"params": params_reg}, {"params": params_noreg, "weight_decay": 0.0}], lr=cfg.lr)
     loss_fn = DINOLoss(cfg.out_dim, 2, cfg.student_temp, cfg.center_momentum).to(device)
-    start = 0
-    state = run.load()
+    start, state = resume(run, {"student": student, "teacher": teacher, "opt": opt}, log)
     if state is not None:
-        student.load_state_dict(state["student"])
-        teacher.load_state_dict(state["teacher"])
-        opt.load_state_dict(state["opt"])
         loss_fn.center.copy_(state["center"])
-        set_rng_state(state["rng"])
-        start = int(state["step"])
-        if is_main():
-            run.truncate_curve(start)
-            log(f"resumed {run.path} at step {start}")
     model = student
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(student)
