@@ -78,15 +78,17 @@ class SVGConfig:
         return cls(**d)
 
 
+# The tiny decoders have tiny-vae's decoder (block channels 16, 32, 64, 64; 2 resnets per level;
+# attention in the mid block only), so that reconstructions compare latents, not decoder sizes.
+_TINY_DECODER = dict(decoder_ch=16, decoder_ch_mult=(1, 2, 4, 4), decoder_res_blocks=1,
+                     decoder_attn_resolutions=(), decoder_groups=16)
+
 PRESETS: dict[str, tuple[SVGConfig, str | None]] = {
     "svg-dinov3-vits16plus": (SVGConfig(), None),
     "tiny-svg": (SVGConfig(dino="tiny-ssl", resolution=64, residual_layers=2, residual_heads=4,
-                           residual_width=128, residual_mlp=512, align="sample", decoder_ch=32,
-                           decoder_ch_mult=(1, 2, 2, 4), decoder_res_blocks=1,
-                           decoder_attn_resolutions=(8,)), "tiny-svg.safetensors"),
-    "tiny-svg-dino-only": (SVGConfig(dino="tiny-ssl", resolution=64, residual=False, decoder_ch=32,
-                                     decoder_ch_mult=(1, 2, 2, 4), decoder_res_blocks=1,
-                                     decoder_attn_resolutions=(8,)), "tiny-svg-dino-only.safetensors"),
+                           residual_width=128, residual_mlp=512, align="sample", **_TINY_DECODER), "tiny-svg.safetensors"),
+    "tiny-svg-dino-only": (SVGConfig(dino="tiny-ssl", resolution=64, residual=False, **_TINY_DECODER),
+                           "tiny-svg-dino-only.safetensors"),
 }
 
 

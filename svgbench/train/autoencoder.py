@@ -49,10 +49,13 @@ class AEConfig:
     threads: int | None = None
 
 
+# The three tiny presets share every optimisation setting: one CPU-hour each (3000 steps of 32).
+_TINY = dict(steps=3000, lr=4e-4)
+
 PRESETS = {
-    "vae-tiny": AEConfig(model="vae", encoder="tiny-vae", out="runs/tiny-vae"),
-    "svg-tiny": AEConfig(),
-    "svg-tiny-dino-only": AEConfig(encoder="tiny-svg-dino-only", out="runs/tiny-svg-dino-only"),
+    "vae-tiny": AEConfig(model="vae", encoder="tiny-vae", out="runs/tiny-vae", **_TINY),
+    "svg-tiny": AEConfig(**_TINY),
+    "svg-tiny-dino-only": AEConfig(encoder="tiny-svg-dino-only", out="runs/tiny-svg-dino-only", **_TINY),
     "svg-imagenet": AEConfig(encoder="svg-dinov3-vits16plus", data="imagefolder", resolution=256,
                              train_images=0, steps=400_000, batch_size=64, lr=1e-4, perceptual="lpips",
                              disc_start=5001, eval_every=5000, out="runs/svg-vits16plus"),
