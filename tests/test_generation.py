@@ -2,6 +2,7 @@
 diffusion-training resume, and the task end to end with a tiny budget."""
 
 import dataclasses
+import json
 import os
 import socket
 
@@ -164,3 +165,27 @@ def test_generation_without_judge_is_na(tmp_path, monkeypatch):
     m = run_generation(create_encoder("tiny-vae", weights="random"), build_dataset(DataConfig(size=8)),
                        GenerationConfig())
     assert m["fid"] is None and "judge" in m["unavailable"]["fid"]
+
+
+def test_train_diffusion_export_ships_a_model_the_task_picks_up(tmp_path, judge_file, monkeypatch):
+    """`svgbench train diffusion --export`: fp16 weights + stats + curve + card; the task then loads them."""
+    import svgbench.tasks.generation as gen
+    import svgbench.train.cards as cards
+    from svgbench.checkpoints import read_safetensors_metadata
+    from svgbench.cli import main
+    from safetensors.torch import load_file
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(gen, "SHIPPED", tmp_path / "weights" / "diffusion")
+    monkeypatch.setattr(cards, "WEIGHTS_DIR", tmp_path / "weights")
+    main(["train", "diffusion", "--encoder", "tiny-vae", "--weights", "random", "--threads", "1", "--train-steps", "4",
+          "--eval-every", "2", "--curve-samples", "16", "--eval-samples", "24", "--train-size", "64",
+          "--batch-size", "8", "--train-batch", "8", "--sample-steps", "2", "--export"])
+    f = tmp_path / "weights" / "diffusion" / "tiny-vae.safetensors"
+    state, meta = load_file(f), read_safetensors_metadata(f)
+    assert state["stats.mean"].dtype == torch.float32
+    assert {v.dtype for k, v in state.items() if not k.startswith("stats.")} == {torch.float16}
+    assert [r["step"] for r in json.loads(meta["curve"])] == [2, 4] and meta["step"] == "4"
+    card = (tmp_path / "weights" / "diffusion" / "tiny-vae.md").read_text()
+    assert "shipped fp16 weights" in card and "--export" in card
+    assert (tmp_path / "weights" / "diffusion" / "tiny-vae.curve.png").stat().st_size > 0

@@ -37,7 +37,7 @@ PRESETS: dict[str, VAEPreset] = {
     "sd-vae-ft-mse": VAEPreset("stabilityai/sd-vae-ft-mse", 256, SD_VAE_CONFIG),
     # The SD-VAE design (downsampling 8, 4 channels) at the embedded default's size.
     "tiny-vae": VAEPreset(None, 64, dict(SD_VAE_CONFIG, block_out_channels=(16, 32, 64, 64), layers_per_block=1,
-                                         norm_num_groups=16, sample_size=64, scaling_factor=1.0),
+                                         norm_num_groups=4, sample_size=64, scaling_factor=1.0),
                           embedded="tiny-vae"),
 }
 

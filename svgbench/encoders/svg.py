@@ -79,9 +79,11 @@ class SVGConfig:
 
 
 # The tiny decoders have tiny-vae's decoder (block channels 16, 32, 64, 64; 2 resnets per level;
-# attention in the mid block only), so that reconstructions compare latents, not decoder sizes.
+# attention in the mid block only), so that reconstructions compare latents, not decoder sizes. Four
+# GroupNorm groups: with one channel per group (GroupNorm = InstanceNorm) every norm erases each image's
+# channel means, and a decoder this narrow then takes hundreds of steps to pass colour through at all.
 _TINY_DECODER = dict(decoder_ch=16, decoder_ch_mult=(1, 2, 4, 4), decoder_res_blocks=1,
-                     decoder_attn_resolutions=(), decoder_groups=16)
+                     decoder_attn_resolutions=(), decoder_groups=4)
 
 PRESETS: dict[str, tuple[SVGConfig, str | None]] = {
     "svg-dinov3-vits16plus": (SVGConfig(), None),

@@ -361,15 +361,12 @@ def silhouette(x: torch.Tensor, y: torch.Tensor, *, max_points: int = 2000, seed
 ##################################################################################################
 
 
-def pca_map(x: torch.Tensor, y: torch.Tensor | None, path: str | Path, *, title: str = "",
-            class_names: list[str] | None = None, max_points: int = 5000, seed: int = 0) -> dict:
-    """Scatter the first two principal components of standardised `x`, coloured by `y`, into a PNG at
-    `path` (written atomically). Returns {"path", "explained_variance"} (fraction held by the 2 axes)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def pca_projection(x: torch.Tensor, y: torch.Tensor | None = None, *, max_points: int = 5000,
+                   seed: int = 0) -> dict:
+    """The first two principal components of standardised `x` (N x D), on a seeded sample of at most
+    `max_points` rows. -> {"xy": M x 2 array, "labels": M int array or None, "explained_variance": fraction
+    of the variance the 2 axes hold}. With one feature dimension the second axis is 0."""
     from sklearn.decomposition import PCA
-
-    from ..checkpoints import atomic_write_bytes
 
     check_features(x, "features")
     (z,) = standardize(torch.as_tensor(x).double().cpu())
@@ -383,19 +380,43 @@ def pca_map(x: torch.Tensor, y: torch.Tensor | None, path: str | Path, *, title:
     pts = pca.transform(z)
     if pts.shape[1] == 1:
         pts = np.concatenate([pts, np.zeros_like(pts)], 1)
+    return {"xy": pts, "labels": labels, "explained_variance": float(pca.explained_variance_ratio_.sum())}
+
+
+def pca_points(projection: dict, max_points: int = 512, *, decimals: int = 4, seed: int = 0) -> dict:
+    """A JSON-ready excerpt of `pca_projection`'s output: at most `max_points` seeded rows, coordinates
+    rounded to `decimals`. -> {"xy": [[x, y], ...], "labels": [int, ...] or None, "explained_variance"}."""
+    xy, labels = np.asarray(projection["xy"]), projection["labels"]
+    rows = np.arange(len(xy))
+    if len(xy) > max_points:
+        rows = np.sort(np.random.default_rng(seed).choice(len(xy), size=max_points, replace=False))
+    return {"xy": [[round(float(a), decimals), round(float(b), decimals)] for a, b in xy[rows]],
+            "labels": None if labels is None else [int(v) for v in np.asarray(labels)[rows]],
+            "explained_variance": round(projection["explained_variance"], 6)}
+
+
+def pca_figure(projection: dict, path: str | Path, *, title: str = "", class_names: list[str] | None = None) -> dict:
+    """Scatter a `pca_projection`, coloured by its labels, into a PNG at `path` (written atomically).
+    Returns {"path", "explained_variance"}."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from ..checkpoints import atomic_write_bytes
+
+    pts, labels, ev = np.asarray(projection["xy"]), projection["labels"], projection["explained_variance"]
     fig = Figure(figsize=(5, 5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     if labels is None:
         ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.6)
     else:
+        labels = np.asarray(labels)
         for c in np.unique(labels):
             m = labels == c
             name = class_names[c] if class_names is not None and c < len(class_names) else str(c)
             ax.scatter(pts[m, 0], pts[m, 1], s=4, alpha=0.6, label=name)
         if len(np.unique(labels)) <= 20:
             ax.legend(markerscale=3, fontsize=7, loc="best")
-    ev = float(pca.explained_variance_ratio_.sum())
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_title(f"{title}\n(2 PCs hold {100 * ev:.1f}% of the variance)" if title else
@@ -404,3 +425,11 @@ def pca_map(x: torch.Tensor, y: torch.Tensor | None, path: str | Path, *, title:
     fig.savefig(buf, format="png", bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())
     return {"path": str(path), "explained_variance": ev}
+
+
+def pca_map(x: torch.Tensor, y: torch.Tensor | None, path: str | Path, *, title: str = "",
+            class_names: list[str] | None = None, max_points: int = 5000, seed: int = 0) -> dict:
+    """Scatter the first two principal components of standardised `x`, coloured by `y`, into a PNG at
+    `path` (written atomically). Returns {"path", "explained_variance"} (fraction held by the 2 axes)."""
+    return pca_figure(pca_projection(x, y, max_points=max_points, seed=seed), path, title=title,
+                      class_names=class_names)

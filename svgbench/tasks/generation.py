@@ -150,16 +150,21 @@ def diffusion_for(encoder: LatentEncoder, dataset, cfg: GenerationConfig, device
     from ..train.common import RunDir
 
     curve = [r for r in RunDir(run_dir).curve() if "fid" in r]
-    return result.model.eval(), result.extra["stats"], curve, {"diffusion_weights": f"trained:{run_dir}", "train_steps": cfg.train_steps}
+    return result.model.eval(), result.extra["stats"], curve, {"diffusion_weights": f"trained:{run_dir}",
+                                                               "train_steps": cfg.train_steps, "run_dir": str(run_dir),
+                                                               "diffusion_config": asdict(dcfg)}
 
 
 def export_diffusion(model, stats, encoder: LatentEncoder, latent_shape, dcfg, curve: list[dict], step: int,
                      dest: Path | None = None) -> Path:
-    """Ship a trained diffusion model for `encoder` (EMA weights + latent stats + its FID curve)."""
+    """Ship a trained diffusion model for `encoder` (EMA weights + latent stats + its FID curve).
+
+    The weights are stored in fp16 (loaded back into the fp32 model); the latent statistics stay fp32.
+    """
     from ..checkpoints import save_safetensors
 
     dest = dest or SHIPPED / f"{encoder.spec.name}.safetensors"
-    state = {k: v for k, v in model.state_dict().items()}
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     state["stats.mean"], state["stats.std"] = stats.mean, stats.std
     save_safetensors(state, dest, metadata={
         "format": "svgbench.diffusion", "encoder": encoder.spec.name, "encoder_weights_hash": encoder.weights_hash(),
@@ -243,7 +248,12 @@ def _sync(device):
 
 
 def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = GenerationConfig(), device: str = "cpu",
-                   progress=None) -> dict:
+                   progress=None, log=None, on_model=None) -> dict:
+    """Final FID/KID/precision/recall of the encoder's diffusion model (and its FID-vs-training-steps curve).
+
+    `log` receives training progress when a model is trained here; `on_model(model, stats, curve, provenance)`
+    sees the diffusion model before it is scored (`svgbench train diffusion --export` ships it from there).
+    """
     from ..diffusion.samplers import ODESampler
 
     if not encoder.spec.has_decoder:
@@ -267,10 +277,13 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
         return {"fid": round(score(curve_real, fake, extractor, weights, device, kid=False, prc=False)["fid"], 4)}
 
     try:
-        model, stats, curve, prov = diffusion_for(encoder, dataset, cfg, device, evaluate=evaluate)
+        model, stats, curve, prov = diffusion_for(encoder, dataset, cfg, device, evaluate=evaluate, log=log)
     except NoDiffusionModel as e:
         return {"fid": None, "kid": None, "precision": None, "recall": None,
                 "unavailable": {m: str(e) for m in ("fid", "kid", "precision", "recall")}}
+    if on_model is not None:
+        on_model(model, stats, curve, prov)
+    prov = {k: v for k, v in prov.items() if k in ("diffusion_weights", "train_steps")}
     sampler = ODESampler(cfg.sampler, cfg.sample_steps, cfg.shift)
     fake, timing = generate_all(model, stats, encoder, len(real), ncls, sampler, seed=cfg.seed, batch_size=cfg.batch_size,
                                 device=device)
@@ -301,6 +314,7 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
     try:
         gcfg = cfg.generation if not cfg.train else dataclasses.replace(cfg.generation, train=True)
         model, stats, _, prov = diffusion_for(encoder, dataset, gcfg, device)
+        prov = {k: v for k, v in prov.items() if k in ("diffusion_weights", "train_steps")}
     except NoDiffusionModel as e:
         return {"unavailable": {"fid": str(e)}}
     ncls = num_classes_of(dataset)

@@ -18,8 +18,8 @@ from pathlib import Path
 from ..cache import cached_features
 from ..data import build_dataset
 from ..encoders.base import LatentEncoder
-from ..metrics.probe import (DEFAULT_LRS, DEFAULT_WDS, degenerate_reason, knn_top1, linear_probe, pca_map,
-                             silhouette, sklearn_probe, standardize, variance_ratio)
+from ..metrics.probe import (DEFAULT_LRS, DEFAULT_WDS, degenerate_reason, knn_top1, linear_probe, pca_figure,
+                             pca_points, pca_projection, silhouette, sklearn_probe, standardize, variance_ratio)
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class KnnConfig:
     silhouette_points: int = 2000
     seed: int = 0
     figure_dir: str | None = None  # where the PCA map goes; None: no figure
+    pca_record_points: int = 512  # PCA coordinates of at most this many evaluation images go into the record
 
 
 def _splits(dataset, cfg):
@@ -126,17 +127,19 @@ def run_probe(encoder: LatentEncoder, dataset, cfg: ProbeConfig = ProbeConfig(),
 
 def run_knn(encoder: LatentEncoder, dataset, cfg: KnnConfig = KnnConfig(), device: str = "cpu",
             progress=None) -> dict:
-    """-> {knn_top1_k<k> for k in cfg.ks, silhouette, variance_ratio, pca_figure, num_train, num_test,
-    feature_dim, extract_s, features_cached, unavailable}.
+    """-> {knn_top1_k<k> for k in cfg.ks, silhouette, variance_ratio, pca_figure, pca_points, num_train,
+    num_test, feature_dim, extract_s, features_cached, unavailable}.
 
     kNN: cosine similarity to the training features (DINO's protocol). Silhouette and variance
     ratio: on the evaluation features standardised with the training mean/std. pca_figure: the
-    PNG written under cfg.figure_dir, or None.
+    PNG written under cfg.figure_dir, or None. pca_points: the first two principal components of
+    the evaluation features at up to cfg.pca_record_points images, {"xy": [[x, y], ...] (4 decimals),
+    "labels": [...], "classes": class names or None, "explained_variance"}, or None.
     """
     tr, te, test_ds, info = _features(encoder, dataset, cfg, device, progress)
     knn_keys = [f"knn_top1_k{k}" for k in cfg.ks]
     metrics = (*knn_keys, "silhouette", "variance_ratio")
-    out = {m: None for m in metrics} | {"pca_figure": None} | info
+    out = {m: None for m in metrics} | {"pca_figure": None, "pca_points": None} | info
     why = _degenerate(tr, te)
     if why:
         out["unavailable"] = {m: why for m in metrics}
@@ -152,11 +155,15 @@ def run_knn(encoder: LatentEncoder, dataset, cfg: KnnConfig = KnnConfig(), devic
     else:
         out["silhouette"] = silhouette(z, te.labels, max_points=cfg.silhouette_points, seed=cfg.seed)
         out["variance_ratio"] = variance_ratio(z, te.labels)
+        names = getattr(test_ds, "classes", None)
+        names = list(names) if names is not None else None
+        proj = pca_projection(te.features, te.labels, seed=cfg.seed)
+        if cfg.pca_record_points > 0:
+            out["pca_points"] = pca_points(proj, cfg.pca_record_points, seed=cfg.seed) | {"classes": names}
         if cfg.figure_dir is not None:
-            names = getattr(test_ds, "classes", None)
             path = Path(cfg.figure_dir) / f"pca-{encoder.spec.name}-{test_ds.data_config.key()}.png"
-            fig = pca_map(te.features, te.labels, path, title=f"{encoder.spec.name} on {test_ds.data_config.key()}",
-                          class_names=list(names) if names is not None else None, seed=cfg.seed)
+            fig = pca_figure(proj, path, title=f"{encoder.spec.name} on {test_ds.data_config.key()}",
+                             class_names=names)
             out["pca_figure"] = fig["path"]
     out["unavailable"] = unavailable
     return out

@@ -61,7 +61,7 @@ def write_card(name: str, run_dir: str | Path, weights: str | Path, *, descripti
         "", f"- weights: `{weights.name}` (sha256 {digest})", f"- command: `{command}`",
         f"- seed: {cfg.get('seed')}", f"- steps: {last['step']}, wall time {last.get('wall_s', '?')} s on this CPU",
         "", "## Config", "", "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", "",
-        "## Training curve", "", f"![curve]({name}.curve.png)", "", *table, "",
+        "## Training curve", "", f"![curve]({Path(name).name}.curve.png)", "", *table, "",
     ]
     if metrics:
         lines += ["## Measured", "", *[f"- {k}: {v}" for k, v in metrics.items()], ""]

@@ -103,3 +103,71 @@ def train_diffusion(latents: torch.Tensor, labels: torch.Tensor, cfg: DiffusionC
         if on_step is not None:
             on_step(done)
     return TrainResult(last, ema, {"stats": stats})
+
+
+def main(argv=None) -> None:
+    """`svgbench train diffusion --encoder NAME [--export]`: the generation task's diffusion model of one encoder.
+
+    Trains on the encoder's cached latents of the shapes training split with judge-FID evaluated along the
+    way (the generation task's own code, so its curve is the task's training-efficiency curve), scores the
+    final model, and with --export ships it to svgbench/weights/diffusion/<encoder>.safetensors with a card.
+    The shipped model is then re-scored from the file, and those are the card's numbers.
+    """
+    import argparse
+    import dataclasses
+    import json
+    import sys
+
+    from ..data import DataConfig, build_dataset
+    from ..encoders import create_encoder
+    from ..presets import get_preset
+    from ..runner import resolve_device
+    from ..tasks.generation import GenerationConfig, export_diffusion, run_generation
+    from .cards import write_card
+    from .common import add_config_args, config_from_args
+
+    p = argparse.ArgumentParser("svgbench train diffusion", description=main.__doc__)
+    p.add_argument("--encoder", required=True, help="a registered encoder with a decoder")
+    p.add_argument("--weights", help="the encoder's weights (default: its shipped ones)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--export", action="store_true", help="ship the model to svgbench/weights/diffusion/ with a card")
+    add_config_args(p, GenerationConfig)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = dataclasses.replace(config_from_args(GenerationConfig(), args), train=True, retrain=True)
+    device = resolve_device(args.device)
+    dataset = build_dataset(DataConfig(**get_preset("tiny")["data"]))
+    encoder = create_encoder(args.encoder, **({"weights": args.weights} if args.weights else {}))
+    say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    kept = {}
+    metrics = run_generation(encoder, dataset, cfg, device=device, log=say,
+                             on_model=lambda m, st, c, pr: kept.update(model=m, stats=st, curve=c, prov=pr))
+    say("trained model: " + json.dumps({k: metrics.get(k) for k in ("fid", "kid", "precision", "recall")}))
+    if not args.export:
+        return
+    if not kept:
+        raise SystemExit(f"svgbench train diffusion: no model for {args.encoder}: {metrics.get('unavailable')}")
+    model, prov = kept["model"], kept["prov"]
+    dcfg = DiffusionConfig(**prov["diffusion_config"])
+    shape = (model.in_channels, model.input_size, model.input_size)
+    dest = export_diffusion(model.cpu(), kept["stats"].to("cpu"), encoder, shape, dcfg, kept["curve"], dcfg.steps)
+    shipped = run_generation(encoder, dataset, dataclasses.replace(cfg, train=False, retrain=False), device=device)
+    if not str(shipped.get("diffusion_weights", "")).startswith("shipped:"):
+        raise RuntimeError(f"the exported {dest} was not picked up for {args.encoder}: {shipped}")
+    keys = ("fid", "kid", "precision", "recall")
+    label = shipped["feature_network"]
+    measured = {f"{k} ({label}), shipped fp16 weights, {shipped['num_samples']} samples": round(shipped[k], 4)
+                for k in keys}
+    measured |= {f"{k}, fp32 weights before export": round(metrics[k], 4) for k in keys}
+    command = (f"svgbench train diffusion --encoder {args.encoder} --train-steps {cfg.train_steps} "
+               f"--eval-every {cfg.eval_every} --export")
+    write_card(f"diffusion/{args.encoder}", prov["run_dir"], dest, command=command, curve_keys=["loss", "fid"],
+               metrics=measured,
+               description=(f"Flow-matching diffusion transformer ({dcfg.size}) on `{args.encoder}` latents "
+                            f"{'x'.join(map(str, shape))}, class-conditional, EMA weights; judge-FID along training "
+                            f"from {cfg.curve_samples} samples ({cfg.sampler}, {cfg.sample_steps} steps)."),
+               notes=f"Shipped in fp16 ({dest.stat().st_size / 1e6:.1f} MB); the encoder weights it was trained on: "
+                     f"{encoder.weights_hash()}. The generation task uses it only while that hash matches.")
+    say(f"exported {dest} and its card")
