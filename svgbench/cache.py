@@ -4,8 +4,9 @@ One entry per (encoder name, encoder spec, weights hash, dataset config key, kin
 `<cache_dir>/<encoder>/<data key>/<kind>-<digest>.npy` holds the features (N x D pooled, or
 N x T x D patch tokens), `.labels.npy` the dataset labels (when it has them) and `.json` a sidecar
 with shape, dtype and key parts. The sidecar is written last, so an entry without one was never
-finished. Files are written atomically (temporary file in the same folder + os.replace); an entry
-whose files disagree with its sidecar (truncated, wrong shape) is recomputed with a warning.
+finished. Files are written atomically (temporary file in the same folder + os.replace), the data
+files synced to disk before the sidecar is written; an entry whose files disagree with its sidecar
+(truncated, wrong shape) or whose sidecar is unreadable is recomputed with a warning.
 
 Values are stored as fp16 when that is safe (all finite, max |x| < 6e4, round-trip error small
 against the spread of the values), else as fp32; they are read memory-mapped and returned as
@@ -19,7 +20,9 @@ import json
 import math
 import os
 import re
+import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -27,7 +30,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from .checkpoints import atomic_write, atomic_write_bytes
+from .checkpoints import atomic_write
 
 # Bump when extraction changes what is stored (preprocessing, pooling, storage rules).
 CACHE_VERSION = "features-v1"
@@ -99,39 +102,72 @@ def _labels_path(path: Path) -> Path:
     return path.with_suffix(".labels.npy")
 
 
-def _row_chunks(x: np.ndarray, elements: int = 1 << 22):
-    rows = max(1, elements // max(1, int(np.prod(x.shape[1:], dtype=np.int64))))
-    for s in range(0, x.shape[0], rows):
-        yield slice(s, s + rows)
+# Elements per step of the fp16 check: a batch of features at a time, bounded so that float64
+# temporaries stay small for large patch arrays.
+_CHECK_CHUNK = 1 << 20
+
+
+class _Fp16Check:
+    """The fp16 storage decision, accumulated over row blocks as they are produced.
+
+    fp16 is safe when every value is finite with |x| < 6e4 and the rms rounding error is at most
+    FP16_MAX_REL_ERROR times the values' standard deviation. With `keep=True` the fp16 values are
+    kept (`half`), so an entry stored as fp16 is converted once, while its rows are still in the CPU
+    cache. The rounding error of fp32 -> fp16 is exact in fp32.
+    """
+
+    def __init__(self, shape: tuple[int, ...], keep: bool = True):
+        self.half = np.empty(shape, np.float16) if keep else None
+        self.ok = True
+        self.size = 0
+        self.sq_err = self.total = self.total_sq = 0.0
+
+    def add(self, start: int, rows: np.ndarray) -> None:
+        """Account for `rows` (float32 values), rows start.. of the whole array."""
+        if not self.ok or rows.size == 0:
+            return
+        flat = np.ascontiguousarray(rows).reshape(-1)
+        dest = None if self.half is None else self.half[start:start + rows.shape[0]].reshape(-1)
+        for s in range(0, flat.size, _CHECK_CHUNK):
+            c = flat[s:s + _CHECK_CHUNK]
+            if c.dtype != np.float32 or not c.flags.writeable:
+                c = np.array(c, dtype=np.float32)
+            t = torch.from_numpy(c)
+            lo, hi = (v.item() for v in torch.aminmax(t))  # NaN propagates
+            if not (math.isfinite(lo) and math.isfinite(hi)) or max(hi, -lo) >= FP16_MAX:
+                self.ok, self.half = False, None
+                return
+            if dest is None:
+                h = t.to(torch.float16)
+            else:
+                h = torch.from_numpy(dest[s:s + _CHECK_CHUNK])
+                h.copy_(t)  # torch's vectorised fp32 -> fp16, round to nearest even like numpy's
+            err = h.float().sub_(t)  # exact in fp32
+            self.sq_err += float(torch.dot(err, err))
+            self.total += float(c.sum(dtype=np.float64))
+            # fp32 accumulation (relative error ~1e-7) cannot flip the decision: fp16 passes only when
+            # |mean| < ~5 std, where E[x^2] - mean^2 loses at most ~25x that relative precision.
+            self.total_sq += float(np.dot(c, c))
+            self.size += c.size
+
+    def safe(self) -> bool:
+        if not self.ok or self.size == 0:
+            return False
+        if self.sq_err == 0.0:
+            return True
+        var = max(self.total_sq / self.size - (self.total / self.size) ** 2, 0.0)
+        return math.sqrt(self.sq_err / self.size) <= FP16_MAX_REL_ERROR * math.sqrt(var)
 
 
 def storage_dtype(x: np.ndarray) -> np.dtype:
     """float16 when `x` survives the round trip (finite, max |x| < 6e4, small error), else float32.
 
-    Works in row chunks, so large patch arrays need little extra memory.
+    Works in chunks, so large patch arrays need little extra memory.
     """
-    if x.size == 0:
-        return np.dtype(np.float32)
-    sq_err = total = total_sq = 0.0
-    for rows in _row_chunks(x):
-        c = x[rows].astype(np.float64)
-        if not np.isfinite(c).all() or np.abs(c).max() >= FP16_MAX:
-            return np.dtype(np.float32)
-        sq_err += float(np.square(c.astype(np.float16).astype(np.float64) - c).sum())
-        total += float(c.sum())
-        total_sq += float(np.square(c).sum())
-    if sq_err == 0.0:
-        return np.dtype(np.float16)
-    var = max(total_sq / x.size - (total / x.size) ** 2, 0.0)
-    return np.dtype(np.float16 if math.sqrt(sq_err / x.size) <= FP16_MAX_REL_ERROR * math.sqrt(var) else np.float32)
-
-
-def _round_trip_(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Round float32 `x` in place to the values `dtype` storage gives back."""
-    if dtype != x.dtype:
-        for rows in _row_chunks(x):
-            x[rows] = x[rows].astype(dtype)
-    return x
+    check = _Fp16Check(x.shape, keep=False)
+    if x.size:
+        check.add(0, x)
+    return np.dtype(np.float16 if check.safe() else np.float32)
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
@@ -181,55 +217,123 @@ def _load(path: Path, parts: dict) -> CachedFeatures | None:
         return None
 
 
-def _store(path: Path, parts: dict, feats: np.ndarray, labels: np.ndarray | None) -> np.dtype:
-    """Write one entry (sidecar last); returns the storage dtype."""
-    dtype = storage_dtype(feats)
-    _atomic_save_npy(path, feats.astype(dtype, copy=False))
-    if labels is not None:
-        _atomic_save_npy(_labels_path(path), labels)
+def _store(path: Path, parts: dict, feats: np.ndarray, labels: np.ndarray | None,
+           check: _Fp16Check | None = None) -> np.dtype:
+    """Write one entry (sidecar last); returns the storage dtype.
+
+    `feats` (float32) is rounded in place to the stored values, so the caller holds exactly what a
+    later cache hit returns. `check`: the fp16 decision already accumulated over `feats` (with its
+    fp16 values), else it is made here. The features file is written (and synced) on a helper thread
+    while the labels file is written and `feats` rounded; the sidecar follows both.
+    """
+    if check is None:
+        check = _Fp16Check(feats.shape)
+        if feats.size:
+            check.add(0, feats)
+    half = check.half if check.safe() else None
+    dtype = np.dtype(np.float16 if half is not None else np.float32)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="svgbench-cache") as helper:
+        written = helper.submit(_atomic_save_npy, path, feats if half is None else half)
+        if labels is not None:
+            _atomic_save_npy(_labels_path(path), labels)
+        if half is not None:
+            torch.from_numpy(feats).copy_(torch.from_numpy(half))  # the round trip, in place
+    written.result()  # re-raises the helper's error, if any
+    check.half = None
     meta = {"key": parts, "shape": list(feats.shape), "dtype": str(dtype), "has_labels": labels is not None}
-    atomic_write_bytes(_sidecar(path), (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode())
+    _write_sidecar(_sidecar(path), (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode())
     return dtype
+
+
+def _write_sidecar(path: Path, data: bytes) -> None:
+    """Atomically (temporary file + os.replace) but without fsync: the sidecar is the entry's commit
+    mark, written after the data files are synced, so a power cut can only lose or empty the sidecar,
+    and an entry without a readable sidecar is recomputed."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _collate(items: list[dict]) -> dict[str, torch.Tensor]:
+    """A batch of what feature extraction reads: the images and, when the dataset has them, the labels
+    (masks and other fields are left out rather than stacked for nothing)."""
+    batch = {"image": torch.stack([it["image"] for it in items])}
+    if "label" in items[0]:
+        batch["label"] = torch.as_tensor([int(it["label"]) for it in items], dtype=torch.int64)
+    return batch
+
+
+def _take_batch(out: dict[str, np.ndarray], checks: dict[str, _Fp16Check], start: int,
+                rows: dict[str, torch.Tensor]) -> None:
+    """Copy one batch's float32 rows of each kind into `out` and run them through the fp16 check."""
+    for k, r in rows.items():
+        dest = out[k][start:start + r.shape[0]]
+        torch.from_numpy(dest).copy_(r)
+        checks[k].add(start, dest)
 
 
 @torch.no_grad()
 def _extract(encoder, dataset, kinds: Iterable[str], batch_size: int, device: str,
-             progress: Callable[[int], object] | None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """One encoder forward per batch, filling every requested kind."""
+             progress: Callable[[int], object] | None
+             ) -> tuple[dict[str, np.ndarray], np.ndarray | None, dict[str, _Fp16Check]]:
+    """One encoder forward per batch, filling every requested kind.
+
+    Each batch's outputs are copied into the result arrays and run through the fp16 check (and
+    conversion) on a helper thread while the encoder computes the next batch: on a machine with a
+    spare core that bookkeeping costs no wall time, and the rows are checked while still in cache.
+    """
     kinds = tuple(kinds)
     n = len(dataset)
     if n == 0:
         raise CacheError("cannot extract features of an empty dataset")
     encoder = encoder.to(device).eval()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
+                                         collate_fn=_collate)
     out: dict[str, np.ndarray] = {}
+    checks: dict[str, _Fp16Check] = {}
     labels: list[np.ndarray] = []
     has_labels = None
     i = 0
-    for batch in loader:
-        images = batch["image"].to(device)
-        feats = encoder.features(images) if any(k != "latent" for k in kinds) else {}
-        if "latent" in kinds:
-            feats = dict(feats, latent=encoder.encode(images))
-        b = images.shape[0]
-        for k in kinds:
-            f = feats[k].float().cpu().numpy()
-            if f.shape[0] != b:
-                raise ValueError(f"encoder {encoder.spec.name!r} returned {k} features for {f.shape[0]} images "
-                                 f"from a batch of {b}")
-            if k not in out:
-                out[k] = np.empty((n,) + f.shape[1:], dtype=np.float32)
-            out[k][i:i + b] = f
-        if has_labels is None:
-            has_labels = "label" in batch
-        if has_labels:
-            labels.append(batch["label"].numpy().astype(np.int64).reshape(b))
-        i += b
-        if progress is not None:
-            progress(b)
+    pending = None  # the helper's job for the previous batch: at most one batch in flight
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="svgbench-cache") as helper:
+        for batch in loader:
+            images = batch["image"].to(device)
+            feats = encoder.features(images) if any(k != "latent" for k in kinds) else {}
+            if "latent" in kinds:
+                feats = dict(feats, latent=encoder.encode(images))
+            b = images.shape[0]
+            if i + b > n:
+                raise ValueError(f"dataset yielded more than its length of {n} images")
+            rows = {}
+            for k in kinds:
+                rows[k] = feats[k].float().cpu()
+                if rows[k].shape[0] != b:
+                    raise ValueError(f"encoder {encoder.spec.name!r} returned {k} features for {rows[k].shape[0]} "
+                                     f"images from a batch of {b}")
+                if k not in out:
+                    out[k] = np.empty((n,) + tuple(rows[k].shape[1:]), dtype=np.float32)
+                    checks[k] = _Fp16Check(out[k].shape)
+            if pending is not None:
+                pending.result()
+            pending = helper.submit(_take_batch, out, checks, i, rows)
+            if has_labels is None:
+                has_labels = "label" in batch
+            if has_labels:
+                labels.append(batch["label"].numpy().astype(np.int64).reshape(b))
+            i += b
+            if progress is not None:
+                progress(b)
+        if pending is not None:
+            pending.result()
     if i != n:
         raise ValueError(f"dataset yielded {i} images, but its length is {n}")
-    return out, (np.concatenate(labels) if has_labels else None)
+    return out, (np.concatenate(labels) if has_labels else None), checks
 
 
 def cached_features_all(encoder, dataset, *, kinds: Iterable[str] = ("pooled", "patch"), batch_size: int = 64,
@@ -252,11 +356,10 @@ def cached_features_all(encoder, dataset, *, kinds: Iterable[str] = ("pooled", "
         if progress is not None:
             progress(len(dataset))
         return result
-    arrays, labels = _extract(encoder, dataset, missing, batch_size, device, progress)
+    arrays, labels, checks = _extract(encoder, dataset, missing, batch_size, device, progress)
     for k in missing:
-        dtype = _store(paths[k], parts_of[k], arrays[k], labels)
-        # Return what a later hit would return: the values after the storage round trip.
-        result[k] = CachedFeatures(torch.from_numpy(_round_trip_(arrays[k], dtype)),
+        _store(paths[k], parts_of[k], arrays[k], labels, checks.pop(k))  # rounds arrays[k] as a hit would
+        result[k] = CachedFeatures(torch.from_numpy(arrays[k]),
                                    None if labels is None else torch.from_numpy(labels), paths[k], hit=False)
     return result
 

@@ -47,6 +47,14 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args) -> int:
+    """Ctrl-C ends the run with status 130 after saying which cell was in flight (no traceback)."""
+    try:
+        return _cmd_run(args)
+    except KeyboardInterrupt as e:
+        return _interrupted(e, args.results)
+
+
+def _cmd_run(args) -> int:
     from .data import DataConfig
     from .report import task_table, to_markdown, write_reports
     from .runner import EMBEDDED_ENCODERS, RunConfig, run_matrix
@@ -106,9 +114,32 @@ def cmd_run(args) -> int:
     return 0
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C
+
+
+def _interrupted(e: KeyboardInterrupt, results: str) -> int:
+    """Ctrl-C in `svgbench run` (a runner.RunInterrupted inside the matrix): say what was in flight and
+    how to resume."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C now ends the process at once
+    cell = getattr(e, "cell", None)
+    where = f"while computing cell {cell} (its partial work is discarded)" if cell else "(no cell was in flight)"
+    done = (f"{e.computed} {'cell' if e.computed == 1 else 'cells'} finished in this run and {e.skipped} reused"
+            if hasattr(e, "computed") else "every finished cell")
+    print(f"\nsvgbench run: interrupted {where}. {done}: records under {results}/records/. "
+          f"Rerun the same command to resume: finished cells are reused, the rest are computed.",
+          file=sys.stderr, flush=True)
+    return EXIT_INTERRUPTED
+
+
 def cmd_train(args) -> int:
     if args.recipe in ("dino", "ssl"):
         from .train.ssl import main as train_main
+
+        train_main(args.recipe_args)
+    elif args.recipe == "diffusion":
+        from .train.diffusion import main as train_main
 
         train_main(args.recipe_args)
     elif args.recipe == "judge":
@@ -162,9 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--train-diffusion", action="store_true",
                    help="generation/sampling: train a diffusion model where none is shipped for an encoder")
 
-    t = sub.add_parser("train", help="train with one of svgbench's recipes: dino (ssl), vae, svg, judge (see --help of each)",
+    t = sub.add_parser("train", help="train with one of svgbench's recipes: dino (ssl), vae, svg, diffusion, judge (see --help of each)",
                        add_help=False)
-    t.add_argument("recipe", choices=["dino", "ssl", "vae", "svg", "judge"])
+    t.add_argument("recipe", choices=["dino", "ssl", "vae", "svg", "diffusion", "judge"])
     t.add_argument("recipe_args", nargs=argparse.REMAINDER)
 
     rep = sub.add_parser("report", help="rebuild tables from the records under results/")

@@ -4,6 +4,10 @@ A cell is (task, encoder, dataset, config). Its record is one JSON file under
 results/records/<task>/, named by the cell's key, which hashes everything the numbers depend on:
 task config, dataset config, encoder name and build arguments, and the hash of the encoder's
 weights. A rerun skips cells whose record exists; a crash loses at most the cell in flight.
+
+Interrupting a run (Ctrl-C) raises RunInterrupted, which names the cell in flight; records and
+feature-cache entries are only ever replaced whole (temporary file + rename), so an interrupt or a
+kill at any moment leaves every finished cell reusable and nothing half-written under its name.
 """
 
 from __future__ import annotations
@@ -87,12 +91,42 @@ def load_records(results_dir: str | Path, task: str | None = None) -> list[dict]
     for p in sorted(root.glob(pattern)):
         try:
             rec = json.loads(p.read_text())
-            if rec.get("record_version") != RECORD_VERSION:
-                continue
-            out.append(rec)
-        except (json.JSONDecodeError, OSError) as e:
+        except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             print(f"warning: skipping unreadable record {p}: {e}", file=sys.stderr)
+            continue
+        if not isinstance(rec, dict):
+            print(f"warning: skipping {p}: it holds a JSON {type(rec).__name__}, not a record", file=sys.stderr)
+        elif rec.get("record_version") == RECORD_VERSION:
+            out.append(rec)
     return out
+
+
+def read_record(path: Path, key: str | None = None) -> dict:
+    """The record at `path`; raises ValueError saying what is wrong when it is not a finished record."""
+    try:
+        rec = json.loads(path.read_text())
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not text ({e.reason})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON (truncated or corrupt: {e.msg} at char {e.pos})") from None
+    if not isinstance(rec, dict):
+        raise ValueError(f"holds a JSON {type(rec).__name__}, not a record")
+    if rec.get("record_version") != RECORD_VERSION:
+        raise ValueError(f"record_version {rec.get('record_version')!r}, expected {RECORD_VERSION}")
+    if key is not None and rec.get("key") != key:
+        raise ValueError(f"its key {rec.get('key')!r} is not the cell's key {key!r}")
+    if not isinstance(rec.get("metrics"), dict):
+        raise ValueError("it has no metrics")
+    return rec
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during run_matrix. `cell` is what was in flight (e.g. "tiny-ssl / probe"), or None
+    between cells; `computed` / `skipped` count the cells finished (and saved) / reused before it."""
+
+    def __init__(self, cell: str | None, computed: int, skipped: int, results_dir: str):
+        super().__init__(cell)
+        self.cell, self.computed, self.skipped, self.results_dir = cell, computed, skipped, results_dir
 
 
 @dataclass
@@ -111,20 +145,33 @@ class RunSummary:
 
 
 def run_matrix(cfg: RunConfig, log=None) -> RunSummary:
-    """Run every (encoder, task) cell of `cfg`; return the records (new and reused) and the failures."""
+    """Run every (encoder, task) cell of `cfg`; return the records (new and reused) and the failures.
+
+    Ctrl-C raises RunInterrupted (a KeyboardInterrupt) naming the cell in flight; the cells finished
+    before it keep their records, so rerunning the same configuration resumes after them.
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    state = {"cell": None, "computed": 0, "skipped": 0}
+    try:
+        return _run_cells(cfg, log, state)
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise RunInterrupted(state["cell"], state["computed"], state["skipped"], cfg.results_dir) from None
+
+
+def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
     from tqdm.auto import tqdm
 
     from .encoders import create_encoder, encoder_spec
     from .tasks import get_task
 
-    log = log or (lambda msg: print(msg, file=sys.stderr))
     device = resolve_device(cfg.device)
     tasks = [get_task(t) for t in cfg.tasks]
     for name in cfg.encoders:
         encoder_spec(name)  # unknown names fail before any work, with the list of known ones
     dataset = build_dataset(cfg.data)
     records, failures = [], []
-    computed = skipped = 0
     for name in cfg.encoders:
         kwargs = cfg.encoder_kwargs.get(name, {})
         try:
@@ -137,6 +184,7 @@ def run_matrix(cfg: RunConfig, log=None) -> RunSummary:
             continue
         weights_hash = encoder.weights_hash()
         for task in tasks:
+            state["cell"] = None
             if task.needs_decoder and not encoder.spec.has_decoder:
                 log(f"[{name}] {task.name}: n/a (no pixel decoder)")
                 continue
@@ -152,28 +200,26 @@ def run_matrix(cfg: RunConfig, log=None) -> RunSummary:
             path = record_path(cfg.results_dir, task.name, name, key)
             if cfg.skip_existing and path.exists():
                 try:
-                    records.append(json.loads(path.read_text()))
-                    skipped += 1
+                    records.append(read_record(path, key))
+                    state["skipped"] += 1
                     log(f"[{name}] {task.name}: cached ({path.name})")
                     continue
-                except json.JSONDecodeError:
-                    log(f"[{name}] {task.name}: unreadable record {path}, recomputing")
+                except (ValueError, OSError) as e:
+                    log(f"[{name}] {task.name}: record {path} is unusable ({e}); recomputing the cell")
+            state["cell"] = f"{name} / {task.name}"
             torch.manual_seed(cfg.seed)
             n = len(dataset) if getattr(tcfg, "num_images", None) is None else min(tcfg.num_images, len(dataset))
             bar = tqdm(total=n, desc=f"{name} / {task.name}", unit="img", leave=False, file=sys.stderr)
             t0 = time.perf_counter()
             try:
                 metrics = task.function()(encoder, dataset, tcfg, device=device, progress=bar.update)
-            except KeyboardInterrupt:
-                bar.close()
-                raise
             except Exception as e:
-                bar.close()
                 failures.append(CellFailure(task.name, name, f"{type(e).__name__}: {e}"))
                 log(f"[{name}] {task.name} FAILED: {type(e).__name__}: {e}")
                 log(traceback.format_exc(limit=3))
                 continue
-            bar.close()
+            finally:
+                bar.close()
             record = {
                 "record_version": RECORD_VERSION,
                 "key": key,
@@ -193,6 +239,7 @@ def run_matrix(cfg: RunConfig, log=None) -> RunSummary:
             }
             write_record(path, record)
             records.append(record)
-            computed += 1
+            state["computed"] += 1
             log(f"[{name}] {task.name}: done in {record['wall_s']:.1f}s")
-    return RunSummary(records, failures, computed, skipped)
+    state["cell"] = None
+    return RunSummary(records, failures, state["computed"], state["skipped"])

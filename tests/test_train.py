@@ -169,3 +169,17 @@ def test_two_process_gloo_ddp(in_tmp, dino_file):
                                       out=str(in_tmp / "solo"), dino_weights=dino_file, mask_prob=0.0),
                              **QUIET).model.state_dict()
     assert not torch.allclose(solo["decoder.conv_out.weight"], r0["decoder.conv_out.weight"])
+
+
+def test_shipped_weights_stay_small_and_carry_cards():
+    """Every shipped model (diffusion ones included) fits in 50 MB together, and each has its card."""
+    from svgbench.train.cards import WEIGHTS_DIR
+
+    files = [f for f in WEIGHTS_DIR.rglob("*") if f.is_file()]
+    total = sum(f.stat().st_size for f in files)
+    assert total < 50e6, f"svgbench/weights holds {total / 1e6:.1f} MB"
+    models = [f for f in files if f.suffix == ".safetensors" and f.parent.name != "tiny-vae"]
+    models += [WEIGHTS_DIR / "tiny-vae"] if (WEIGHTS_DIR / "tiny-vae").is_dir() else []
+    for m in models:
+        card = m.with_suffix(".md") if m.suffix else m.parent / f"{m.name}.md"
+        assert card.exists(), f"{m} has no model card {card.name}"

@@ -33,10 +33,10 @@ class GenerationConfig:
     train_size: int = 20_000
     eval_samples: int = 1000
     size: str = "tiny"
-    train_steps: int = 4000
+    train_steps: int = 1500
     train_batch: int = 64
     lr: float = 3e-4
-    eval_every: int = 500
+    eval_every: int = 300
     curve_samples: int = 500
     sample_steps: int = 25
     sampler: str = "euler"

@@ -89,10 +89,12 @@ def train_diffusion(latents: torch.Tensor, labels: torch.Tensor, cfg: DiffusionC
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.mul_(cfg.ema).add_(pm.detach(), alpha=1 - cfg.ema)
         done = step + 1
+        evaluated = {}
+        if evaluate is not None and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+            evaluated = evaluate(ema, stats, done)  # on every rank: sampling is sharded over the processes
         if is_main():
             row = {"step": done, "loss": round(loss.item(), 5), "wall_s": round(time.perf_counter() - t0, 1)}
-            if evaluate is not None and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
-                row |= evaluate(ema, stats, done)
+            row |= evaluated
             if done % 20 == 0 or len(row) > 3:
                 run.log(row)
                 log(" ".join(f"{k}={v}" for k, v in row.items()))
@@ -124,11 +126,13 @@ def main(argv=None) -> None:
     from ..runner import resolve_device
     from ..tasks.generation import GenerationConfig, export_diffusion, run_generation
     from .cards import write_card
-    from .common import add_config_args, config_from_args
+    from .common import add_config_args, config_from_args, init_distributed
 
     p = argparse.ArgumentParser("svgbench train diffusion", description=main.__doc__)
     p.add_argument("--encoder", required=True, help="a registered encoder with a decoder")
     p.add_argument("--weights", help="the encoder's weights (default: its shipped ones)")
+    p.add_argument("--preset", default="tiny", help="data and task sizes: tiny (shapes) or imagenet256")
+    p.add_argument("--data-root", help="ImageNet-layout folder (imagenet256)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int)
     p.add_argument("--export", action="store_true", help="ship the model to svgbench/weights/diffusion/ with a card")
@@ -136,16 +140,20 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = dataclasses.replace(config_from_args(GenerationConfig(), args), train=True, retrain=True)
-    device = resolve_device(args.device)
-    dataset = build_dataset(DataConfig(**get_preset("tiny")["data"]))
+    preset = get_preset(args.preset)
+    base = GenerationConfig(**preset["tasks"].get("generation", {}))
+    cfg = dataclasses.replace(config_from_args(base, args), train=True, retrain=True)
+    _, _, dev = init_distributed()  # under torchrun: this rank's GPU
+    device = str(dev) if args.device == "auto" else resolve_device(args.device)
+    data = DataConfig(**(preset["data"] | ({"root": args.data_root} if args.data_root else {})))
+    dataset = build_dataset(data)
     encoder = create_encoder(args.encoder, **({"weights": args.weights} if args.weights else {}))
     say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     kept = {}
     metrics = run_generation(encoder, dataset, cfg, device=device, log=say,
                              on_model=lambda m, st, c, pr: kept.update(model=m, stats=st, curve=c, prov=pr))
     say("trained model: " + json.dumps({k: metrics.get(k) for k in ("fid", "kid", "precision", "recall")}))
-    if not args.export:
+    if not args.export or not is_main():
         return
     if not kept:
         raise SystemExit(f"svgbench train diffusion: no model for {args.encoder}: {metrics.get('unavailable')}")

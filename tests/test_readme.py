@@ -1,0 +1,38 @@
+"""The README's add-an-encoder example is the file examples/my_encoder.py, and following it puts the
+encoder into every table, the scorecard and every plot."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "my_encoder.py"
+
+
+def test_readme_shows_the_example_file_verbatim_and_short():
+    text = EXAMPLE.read_text()
+    assert len(text.splitlines()) < 60
+    assert text.strip() in (ROOT / "README.md").read_text(), "README's example differs from examples/my_encoder.py"
+
+
+@pytest.mark.parametrize("tasks", ["reconstruction,probe,knn,seg,generation,sampling"])
+def test_example_encoder_reaches_every_table_and_plot(tmp_path, tasks):
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", SVGBENCH_CACHE=str(tmp_path / "cache"))
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "svgbench.cli", "--plugin", str(EXAMPLE), "run", "--encoders", "pixel-shuffle",
+           "--tasks", tasks, "--num-images", "48", "--results", str(results)]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for task in tasks.split(","):
+        df = pd.read_csv(results / f"{task}.csv")
+        assert "pixel-shuffle" in set(df["encoder"]), task
+    rec = pd.read_csv(results / "reconstruction.csv")
+    assert rec.loc[rec.encoder == "pixel-shuffle", "PSNR (dB)"].item() > 60  # an exact inverse, up to uint8
+    score = pd.read_csv(results / "scorecard.csv")
+    assert "pixel-shuffle" in set(score.loc[score["kind"] == "measured", "encoder"])
+    for png in ("understanding", "reconstruction", "discriminability", "overview"):
+        assert (results / f"{png}.png").stat().st_size > 0, png
