@@ -143,12 +143,14 @@ def test_generation_task_end_to_end(tmp_path, judge_file, monkeypatch):
     enc = create_encoder("tiny-vae", weights="random")
     ds = build_dataset(DataConfig(size=24))
     cfg = GenerationConfig(train_size=64, eval_samples=24, curve_samples=16, train_steps=4, eval_every=2,
-                           train_batch=8, batch_size=8, sample_steps=2, fid_target=1e9, train=True)
+                           train_batch=8, batch_size=8, sample_steps=2, fid_target=1e9, train=True,
+                           samples_npz=str(tmp_path / "samples.npz"))
     assert "train-diffusion" in run_generation(enc, ds, dataclasses.replace(cfg, train=False))["unavailable"]["fid"]
     m = run_generation(enc, ds, cfg)
     assert m["feature_network"].startswith("judge") and m["num_samples"] == 24
     assert m["fid"] > 0 and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1 and m["kid"] is not None
     assert [s for s, _ in m["fid_curve"]] == [2, 4] and m["steps_to_fid_target"] == 2
+    assert np.load(tmp_path / "samples.npz")["arr_0"].shape == (24, 64, 64, 3)
     # the same run reused: the trained run directory is resumed, not retrained
     again = run_generation(enc, ds, cfg)
     assert again["fid"] == m["fid"]
@@ -189,3 +191,23 @@ def test_train_diffusion_export_ships_a_model_the_task_picks_up(tmp_path, judge_
     card = (tmp_path / "weights" / "diffusion" / "tiny-vae.md").read_text()
     assert "shipped fp16 weights" in card and "--export" in card
     assert (tmp_path / "weights" / "diffusion" / "tiny-vae.curve.png").stat().st_size > 0
+
+
+def test_adm_npz_layout(tmp_path):
+    from svgbench.tasks.generation import save_adm_npz
+
+    imgs = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
+    f = save_adm_npz(imgs, torch.arange(5) % 3, tmp_path / "samples.npz")
+    z = np.load(f)
+    assert z["arr_0"].shape == (5, 8, 8, 3) and z["arr_0"].dtype == np.uint8
+    assert np.array_equal(z["arr_0"], imgs.permute(0, 2, 3, 1).numpy()) and list(z["arr_1"]) == [0, 1, 2, 0, 1]
+    with pytest.raises(ValueError, match="uint8"):
+        save_adm_npz(imgs.float(), torch.arange(5), tmp_path / "bad.npz")
+
+
+def test_fd_dinov2_needs_local_weights(tmp_path, monkeypatch):
+    from svgbench.metrics.fidelity import dinov2_available
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    ok, why = dinov2_available()
+    assert not ok and "dinov2_vitl14_pretrain.pth" in why

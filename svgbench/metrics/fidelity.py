@@ -38,3 +38,19 @@ def fidelity_metrics(real: torch.Tensor, fake: torch.Tensor, *, feature_extracto
         feature_extractor=feature_extractor, cuda=str(device).startswith("cuda"), batch_size=batch_size,
         verbose=False, save_cpu_ram=True, cache=False, **kw)
     return {k: float(v) for k, v in out.items()}
+
+
+DINOV2_EXTRACTOR = "dinov2-vit-l-14"  # FD_DINOv2 (Stein et al., 2023): ViT-L/14 CLS features at 224 px
+DINOV2_FILES = ("facebookresearch_dinov2_main", "checkpoints/dinov2_vitl14_pretrain.pth")
+
+
+def dinov2_available() -> tuple[bool, str]:
+    """torch-fidelity's DINOv2 extractor loads through torch.hub: usable offline once its repo and weights
+    are in the hub cache ($TORCH_HOME/hub). -> (available, reason when not)."""
+    from pathlib import Path
+
+    hub = Path(torch.hub.get_dir())
+    missing = [str(hub / f) for f in DINOV2_FILES if not (hub / f).exists()]
+    if missing:
+        return False, f"FD_DINOv2 needs DINOv2 ViT-L/14 in the torch hub cache (missing: {', '.join(missing)})"
+    return True, ""

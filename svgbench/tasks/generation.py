@@ -43,6 +43,8 @@ class GenerationConfig:
     shift: float = 0.15
     guidance: float = 1.0
     fid_target: float | None = None  # report the first training step whose judge-FID is at or below this
+    fd_dinov2: bool = True  # real data: also FD on DINOv2 ViT-L/14 features where those weights are local
+    samples_npz: str | None = None  # write the scored samples here as an ADM-evaluator .npz (arr_0: N x H x W x 3)
     seed: int = 0
     train: bool = False  # train a diffusion model here when no shipped one matches the encoder (CPU: hours)
     retrain: bool = False  # ignore shipped diffusion weights and train here
@@ -242,6 +244,23 @@ def score(real: torch.Tensor, fake: torch.Tensor, extractor: str, weights: str |
     return out
 
 
+def save_adm_npz(images: torch.Tensor, labels: torch.Tensor, path: str | Path) -> Path:
+    """Samples as the ADM evaluator (guided-diffusion's evaluations/evaluator.py) reads them: arr_0 = N x H x W x 3
+    uint8, arr_1 = class labels. Written atomically."""
+    import io
+
+    import numpy as np
+
+    from ..checkpoints import atomic_write_bytes
+
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"ADM .npz takes N x 3 x H x W uint8 samples, got {tuple(images.shape)} {images.dtype}")
+    buf = io.BytesIO()
+    np.savez(buf, images.permute(0, 2, 3, 1).contiguous().numpy(), labels.numpy().astype(np.int64))
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
 def _sync(device):
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
@@ -290,6 +309,18 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
     if progress is not None:
         progress(len(real))
     out = score(real, fake, extractor, weights, device)
+    if cfg.samples_npz:
+        save_adm_npz(fake, torch.arange(len(fake)) % ncls, cfg.samples_npz)
+    if cfg.fd_dinov2 and dataset.data_config.name != "shapes":
+        from ..metrics.fidelity import DINOV2_EXTRACTOR, dinov2_available, fidelity_metrics
+
+        ok, why = dinov2_available()
+        if ok:
+            out["fd_dinov2"] = fidelity_metrics(real, fake, feature_extractor=DINOV2_EXTRACTOR,
+                                                device=device)["frechet_inception_distance"]
+        else:
+            out["fd_dinov2"] = None
+            out.setdefault("unavailable", {})["fd_dinov2"] = why
     out |= timing | prov
     out["feature_network"] = label
     out["fid_curve"] = [[r["step"], r["fid"]] for r in curve]
