@@ -334,3 +334,16 @@ def test_raw_pixel_linear_probe_is_weak(train_arrays, test_arrays):
         clf = LogisticRegression(C=c, max_iter=1000).fit(x_train, train_arrays["labels"])
         best = max(best, clf.score(x_test, test_arrays["labels"]))
     assert best < 0.35, f"raw-pixel linear probe reaches {best:.3f}"
+
+
+def test_large_split_items_come_from_the_array_cache_unchanged(tmp_path, monkeypatch):
+    """A split of MATERIALIZE_MIN+ items is rendered once into the array cache; its items equal render_item."""
+    monkeypatch.setenv("SVGBENCH_DATA_CACHE", str(tmp_path))
+    monkeypatch.setattr(ShapesDataset, "MATERIALIZE_MIN", 64)
+    ds = ShapesDataset(resolution=32, split="val", size=80)
+    for i in (0, 37, 79):
+        img, label, mask = render_item(ds.cfg, i)
+        item = ds[i]
+        assert torch.equal(item["image"], torch.from_numpy(img).permute(2, 0, 1).float().div(127.5).sub(1.0))
+        assert item["label"].item() == label and torch.equal(item["mask"], torch.from_numpy(mask.astype(np.int64)))
+    assert len(list(tmp_path.glob("shapes-32px-*.npz"))) == 1

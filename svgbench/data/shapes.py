@@ -507,12 +507,18 @@ class ShapesDataset(Dataset):
     indices count from the end, as for sequences.
     """
 
+    # Splits at least this large are rendered once as whole arrays (2 processes) and kept on disk under
+    # $SVGBENCH_DATA_CACHE (default .cache/shapes), so that every encoder reads the same pixels instead
+    # of rendering them again; the items are identical to rendering each index.
+    MATERIALIZE_MIN = 2048
+
     def __init__(self, cfg: ShapesConfig | None = None, **overrides: Any) -> None:
         if cfg is None:
             cfg = ShapesConfig(**overrides)
         elif overrides:
             cfg = dataclasses.replace(cfg, **overrides)
         self.cfg = cfg
+        self._arrays: dict[str, np.ndarray] | None = None
         self.classes = SHAPE_CLASSES
         self.num_classes = len(SHAPE_CLASSES)
         self.num_seg_classes = NUM_SEG_CLASSES
@@ -522,7 +528,14 @@ class ShapesDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         i = _check_index(index, self.cfg.size, f"ShapesDataset(split={self.cfg.split!r})")
-        image, label, mask = render_item(self.cfg, i)
+        if self.cfg.size >= self.MATERIALIZE_MIN:
+            if self._arrays is None:
+                self._arrays = shapes_arrays(self.cfg, workers=2,
+                                             cache_dir=os.environ.get("SVGBENCH_DATA_CACHE", ".cache/shapes"))
+            a = self._arrays
+            image, label, mask = a["images"][i], int(a["labels"][i]), a["masks"][i]
+        else:
+            image, label, mask = render_item(self.cfg, i)
         img = torch.from_numpy(image).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
         return {
             "image": img.contiguous(),
