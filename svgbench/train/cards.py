@@ -51,6 +51,10 @@ def write_card(name: str, run_dir: str | Path, weights: str | Path, *, descripti
     digest = file_sha256(weights / "diffusion_pytorch_model.safetensors" if weights.is_dir() else weights, 12)
     plot_curve(rows, curve_keys, WEIGHTS_DIR / f"{name}.curve.png", name)
     last = rows[-1]
+    # wall_s restarts in a resumed process: the run's wall time is the sum over its segments
+    walls = [r["wall_s"] for r in rows if "wall_s" in r]
+    segments = sum(1 for a, b in zip(walls, walls[1:]) if b < a) + 1 if walls else 0
+    total_wall = sum(a for a, b in zip(walls, walls[1:] + [-1.0]) if b < a) if walls else None
     table = ["| step | " + " | ".join(curve_keys) + " |", "|---|" + "---|" * len(curve_keys)]
     for r in rows:
         if any(k in r for k in curve_keys if k not in ("loss", "l1")) or r is last:
@@ -59,7 +63,8 @@ def write_card(name: str, run_dir: str | Path, weights: str | Path, *, descripti
         f"# {name}", "", description, "",
         "Trained by svgbench on its procedural `shapes` data. Numbers here are shapes numbers, not ImageNet numbers.",
         "", f"- weights: `{weights.name}` (sha256 {digest})", f"- command: `{command}`",
-        f"- seed: {cfg.get('seed')}", f"- steps: {last['step']}, wall time {last.get('wall_s', '?')} s on this CPU",
+        f"- seed: {cfg.get('seed')}", f"- steps: {last['step']}, wall time {round(total_wall, 1) if walls else '?'} s on this CPU"
+        + (f" (in {segments} processes: resumed from checkpoints)" if segments > 1 else ""),
         "", "## Config", "", "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", "",
         "## Training curve", "", f"![curve]({Path(name).name}.curve.png)", "", *table, "",
     ]
