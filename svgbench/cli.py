@@ -210,5 +210,22 @@ def main(argv=None) -> int:
     return {"list": cmd_list, "run": cmd_run, "train": cmd_train, "report": cmd_report}[args.command](args)
 
 
+def entry() -> int:
+    """The `svgbench` console command: main(), and after a Ctrl-C the exit status 130 as said.
+
+    Every finished cell is saved and the message printed by then, so the process ends here, before
+    interpreter shutdown, which was seen to turn an interrupt landing between two cells into a death by
+    SIGINT (status -2) instead of the 130 the message promises.
+    """
+    rc = main()
+    if rc == EXIT_INTERRUPTED:
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())
