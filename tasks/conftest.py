@@ -9,6 +9,7 @@ import os
 import pytest
 
 from svgbench.data import DataConfig
+from svgbench.presets import get_preset
 from svgbench.runner import EMBEDDED_ENCODERS
 
 QUICK_IMAGES = 32
@@ -48,6 +49,9 @@ def run_options(request, full, data_config):
         "data": data_config,
         "device": request.config.getoption("--device"),
         "results_dir": request.config.getoption("--results") if full else None,
+        # full size: the preset's task sizes, so `pytest tasks/ --benchmark` and `svgbench run --preset P`
+        # compute (and share) the same cells
+        "tasks": get_preset(request.config.getoption("--preset"))["tasks"] if full else {},
     }
 
 

@@ -34,7 +34,7 @@ def _skip_unless(request, task, encoder_name):
 def _run(task, encoder_name, run_options, full, tmp_path, quick):
     from svgbench.tasks.generation import SamplingConfig  # noqa: F401  (import check)
 
-    overrides = {} if full else {task: quick}
+    overrides = {task: dict(run_options["tasks"].get(task, {}))} if full else {task: quick}
     if not full and task == "sampling":
         from svgbench.tasks.generation import GenerationConfig
 

@@ -19,11 +19,12 @@ def test_probe(encoder_name, run_options, full, feature_cache, tmp_path, request
         pytest.skip("task not selected (--tasks)")
     cfg = RunConfig(encoders=(encoder_name,), tasks=("probe",), data=run_options["data"],
                     device=run_options["device"], results_dir=run_options["results_dir"] or str(tmp_path),
-                    task_overrides={} if full else {"probe": QUICK})
+                    task_overrides={"probe": run_options["tasks"].get("probe", {}) if full else QUICK})
     summary = run_matrix(cfg, log=lambda m: None)
     assert not summary.failures, summary.failures
     m = summary.records[0]["metrics"]
-    assert m["num_train"] == (ProbeConfig().train_size if full else QUICK["train_size"])
+    sizes = run_options["tasks"].get("probe", {}) if full else QUICK
+    assert m["num_train"] == sizes.get("train_size", ProbeConfig().train_size)
     for key in ("probe_top1", "probe_top5", "probe_top1_sklearn"):
         assert (m[key] is None) == (key in m["unavailable"]), (key, m)
         assert m[key] is None or 0.0 <= m[key] <= 100.0

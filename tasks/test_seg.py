@@ -25,7 +25,8 @@ def test_seg(encoder_name, run_options, full, tmp_path, request, monkeypatch):
         data = data.replace(size=QUICK_EVAL_IMAGES)
     cfg = RunConfig(encoders=(encoder_name,), tasks=("seg",), data=data, device=run_options["device"],
                     results_dir=run_options["results_dir"] or str(tmp_path),
-                    task_overrides={} if full else {"seg": dict(QUICK_OVERRIDES)})
+                    task_overrides={"seg": dict(run_options["tasks"].get("seg", {}))} if full
+                    else {"seg": dict(QUICK_OVERRIDES)})
     summary = run_matrix(cfg, log=lambda m: None)
     assert not summary.failures, summary.failures
     m = summary.records[0]["metrics"]
