@@ -12,12 +12,7 @@ from svgbench.diffusion.samplers import (Guidance, cfg_velocity, euler, heun, in
 from svgbench.diffusion.transport import LatentStats, RectifiedFlow, rae_alpha, rae_shift, time_shift
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

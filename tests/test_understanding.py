@@ -17,12 +17,7 @@ from svgbench.metrics.probe import (DegenerateFeaturesError, check_features, knn
 from svgbench.runner import RunConfig, run_matrix
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def blobs(sep=0.35, seed=0, d=64, k=10, n_train=2000, n_test=1000):

@@ -531,7 +531,7 @@ class ShapesDataset(Dataset):
         if self.cfg.size >= self.MATERIALIZE_MIN:
             if self._arrays is None:
                 self._arrays = shapes_arrays(self.cfg, workers=2,
-                                             cache_dir=os.environ.get("SVGBENCH_DATA_CACHE", ".cache/shapes"))
+                                             cache_dir=data_cache_dir())
             a = self._arrays
             image, label, mask = a["images"][i], int(a["labels"][i]), a["masks"][i]
         else:
@@ -583,6 +583,11 @@ def _generate(cfg: ShapesConfig, workers: int) -> dict[str, np.ndarray]:
             stop = start + len(lb)
             images[start:stop], labels[start:stop], masks[start:stop] = im, lb, mk
     return {"images": images, "labels": labels, "masks": masks}
+
+
+def data_cache_dir() -> str:
+    """Where whole splits are cached as arrays: $SVGBENCH_DATA_CACHE, default .cache/shapes."""
+    return os.environ.get("SVGBENCH_DATA_CACHE", ".cache/shapes")
 
 
 def cache_path(cfg: ShapesConfig, cache_dir: str | os.PathLike) -> Path:

@@ -124,12 +124,12 @@ class JudgeConfig:
 
 
 def train_judge(cfg: JudgeConfig, log=print, on_step=None):
-    from ..data.shapes import ShapesConfig, shapes_arrays
+    from ..data.shapes import ShapesConfig, data_cache_dir, shapes_arrays
     from ..train.common import TrainResult, cosine, resume, rng_state, start_run, step_generator
 
     run, _, _, _ = start_run(cfg)
     tr = shapes_arrays(ShapesConfig(resolution=cfg.resolution, split="judge-train", size=cfg.train_images,
-                                    seed=cfg.seed), workers=2, cache_dir=".cache/shapes")
+                                    seed=cfg.seed), workers=2, cache_dir=data_cache_dir())
     va = shapes_arrays(ShapesConfig(resolution=cfg.resolution, split="val", size=cfg.eval_images))
     X, Y = torch.from_numpy(tr["images"]).permute(0, 3, 1, 2), torch.from_numpy(tr["labels"])
     Xv, Yv = torch.from_numpy(va["images"]).permute(0, 3, 1, 2), torch.from_numpy(va["labels"])

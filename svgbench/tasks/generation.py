@@ -157,6 +157,11 @@ def diffusion_for(encoder: LatentEncoder, dataset, cfg: GenerationConfig, device
                                                                "diffusion_config": asdict(dcfg)}
 
 
+def recorded_provenance(prov: dict) -> dict:
+    """What of diffusion_for's provenance goes into a result record (not the run's paths or config)."""
+    return {k: prov[k] for k in ("diffusion_weights", "train_steps") if k in prov}
+
+
 def export_diffusion(model, stats, encoder: LatentEncoder, latent_shape, dcfg, curve: list[dict], step: int,
                      dest: Path | None = None) -> Path:
     """Ship a trained diffusion model for `encoder` (EMA weights + latent stats + its FID curve).
@@ -302,7 +307,7 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
                 "unavailable": {m: str(e) for m in ("fid", "kid", "precision", "recall")}}
     if on_model is not None:
         on_model(model, stats, curve, prov)
-    prov = {k: v for k, v in prov.items() if k in ("diffusion_weights", "train_steps")}
+    prov = recorded_provenance(prov)
     sampler = ODESampler(cfg.sampler, cfg.sample_steps, cfg.shift)
     fake, timing = generate_all(model, stats, encoder, len(real), ncls, sampler, seed=cfg.seed, batch_size=cfg.batch_size,
                                 device=device)
@@ -345,7 +350,7 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
     try:
         gcfg = cfg.generation if not cfg.train else dataclasses.replace(cfg.generation, train=True)
         model, stats, _, prov = diffusion_for(encoder, dataset, gcfg, device)
-        prov = {k: v for k, v in prov.items() if k in ("diffusion_weights", "train_steps")}
+        prov = recorded_provenance(prov)
     except NoDiffusionModel as e:
         return {"unavailable": {"fid": str(e)}}
     ncls = num_classes_of(dataset)

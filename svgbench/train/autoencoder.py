@@ -110,13 +110,13 @@ def last_layer(model, cfg):
 
 
 class ImageSource:
-    def __init__(self, cfg: AEConfig, cache_dir: str = ".cache/shapes"):
+    def __init__(self, cfg: AEConfig, cache_dir: str | None = None):
         self.cfg = cfg
         if cfg.data == "shapes":
-            from ..data.shapes import ShapesConfig, shapes_arrays
+            from ..data.shapes import ShapesConfig, data_cache_dir, shapes_arrays
 
             arr = shapes_arrays(ShapesConfig(resolution=cfg.resolution, split="train", size=cfg.train_images,
-                                             seed=cfg.seed), workers=2, cache_dir=cache_dir)
+                                             seed=cfg.seed), workers=2, cache_dir=cache_dir or data_cache_dir())
             self.images = torch.from_numpy(arr["images"]).permute(0, 3, 1, 2)
             val = shapes_arrays(ShapesConfig(resolution=cfg.resolution, split="val", size=cfg.eval_images))
             self.val = torch.from_numpy(val["images"]).permute(0, 3, 1, 2).float() / 127.5 - 1
