@@ -46,6 +46,31 @@ def cmd_list(args) -> int:
     return 0
 
 
+def parse_task_setting(item: str) -> tuple[str, str, object]:
+    """'TASK.FIELD=VALUE' -> (task, field, value), VALUE read as JSON (lists become tuples) or else as text;
+    the task and its config field must exist."""
+    import dataclasses
+    import json
+
+    from .tasks import TASKS
+
+    target, sep, text = item.partition("=")
+    task, dot, field = target.partition(".")
+    if not sep or not dot or not field:
+        raise SystemExit(f"svgbench run: --set takes TASK.FIELD=VALUE, got {item!r}")
+    if task not in TASKS:
+        raise SystemExit(f"svgbench run: --set {item!r}: unknown task {task!r}; tasks: {', '.join(TASKS)}")
+    fields = [f.name for f in dataclasses.fields(TASKS[task].config_class())]
+    if field not in fields:
+        raise SystemExit(f"svgbench run: --set {item!r}: {task} has no config field {field!r}; "
+                         f"fields: {', '.join(fields)}")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    return task, field, tuple(value) if isinstance(value, list) else value
+
+
 def cmd_run(args) -> int:
     """Ctrl-C ends the run with status 130 after saying which cell was in flight (no traceback)."""
     try:
@@ -91,6 +116,9 @@ def _cmd_run(args) -> int:
     if args.train_diffusion:
         for task in ("generation", "sampling"):
             overrides.setdefault(task, {})["train"] = True
+    for item in args.set:
+        task, field, value = parse_task_setting(item)
+        overrides.setdefault(task, {})[field] = value
     cfg = RunConfig(encoders=args.encoders or EMBEDDED_ENCODERS, tasks=args.tasks or tuple(TASKS), data=data,
                     device=args.device, results_dir=args.results, batch_size=args.batch_size,
                     skip_existing=not args.force, encoder_kwargs=encoder_kwargs, task_overrides=overrides,
@@ -192,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="recompute cells that already have a record")
     r.add_argument("--train-diffusion", action="store_true",
                    help="generation/sampling: train a diffusion model where none is shipped for an encoder")
+    r.add_argument("--set", action="append", default=[], metavar="TASK.FIELD=VALUE",
+                   help="override one field of a task's config, e.g. sampling.heun_max_steps=50 or "
+                        "sampling.steps=[1,2,4] (JSON values; repeatable)")
 
     t = sub.add_parser("train", help="train with one of svgbench's recipes: dino (ssl), vae, svg, diffusion, judge (see --help of each)",
                        add_help=False)

@@ -16,8 +16,8 @@ PRESETS: dict[str, dict] = {
             "probe": {"train_size": 10_000, "epochs": 100},
             "knn": {"train_size": 10_000},
             "seg": {"train_size": 500, "epochs": 10, "train_batch_size": 32},
-            # Heun costs two evaluations a step: on the tiny preset its curve stops at 16 steps (time budget)
-            "sampling": {"heun_max_steps": 16},
+            # training efficiency: the first curve step at or below each judge-FID level
+            "generation": {"fid_targets": (60, 50, 40)},
         },
     },
     "imagenet256": {
@@ -26,7 +26,7 @@ PRESETS: dict[str, dict] = {
             "probe": {"train_size": 100_000},
             "knn": {"train_size": 100_000},
             "generation": {"eval_samples": 50_000, "size": "XL", "sample_steps": 25},
-            "sampling": {"eval_samples": 10_000, "heun_max_steps": 50},
+            "sampling": {"eval_samples": 10_000},
         },
     },
 }

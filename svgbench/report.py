@@ -86,6 +86,11 @@ def task_table(records: list[dict], task: str) -> pd.DataFrame:
             if task == "generation" and key in NETWORK_METRICS:
                 title = f"{feature_network_prefix(r)}-{title}"
             row[title] = r["metrics"].get(key)
+        if task == "generation":  # steps to reach each FID level; "> N": not within the N-step curve
+            curve = r["metrics"].get("fid_curve") or []
+            for target, step in (r["metrics"].get("steps_to_fid") or {}).items():
+                row[f"steps to {feature_network_prefix(r)}-FID <= {target}"] = (
+                    step if step is not None else (f"> {curve[-1][0]}" if curve else None))
         if not COLUMNS.get(task):
             row.update({k: v for k, v in r["metrics"].items() if isinstance(v, (int, float))})
         rows.append(row)
@@ -109,6 +114,7 @@ def to_markdown(df: pd.DataFrame, task: str, formats: dict[str, str] | None = No
         formats = {title: fmt for _, title, fmt in COLUMNS.get(task, [])}
         if task == "sampling":
             formats |= {c: "{:.2f}" for c in df.columns if str(c).endswith((" step", " steps"))}
+        formats |= {c: "{:d}" for c in df.columns if str(c).startswith("steps to ")}
     fmts = formats
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]

@@ -66,26 +66,34 @@ def test_sampling(encoder_name, run_options, full, tmp_path, request):
     assert all(r["fid"] > 0 and r["sample_s_per_image"] > 0 for r in m["curve"])
 
 
-def test_sampler_step_vs_forward(benchmark, run_options):
+# (model size, latent C x h x w, batch): the tiny shapes model everywhere; SVG-XL's shape (392 x 16 x 16) on GPU
+STEP_CASES = [("tiny", (136, 8, 8), 64), ("XL", (392, 16, 16), 64)]
+
+
+@pytest.mark.parametrize("size,latent,batch", STEP_CASES, ids=[c[0] for c in STEP_CASES])
+def test_sampler_step_vs_forward(benchmark, run_options, size, latent, batch):
     """Time per Euler step against one model forward on the same batch (goal: within 10%)."""
     import time
 
     from svgbench.diffusion.samplers import euler
+    from svgbench.runner import device_name
     from svgbench.train.diffusion import DiffusionConfig, build_diffusion_model
 
     device = resolve_device(run_options["device"])
+    if size != "tiny" and not device.startswith("cuda"):
+        pytest.skip(f"the {size} model is timed on GPU only")
     torch.manual_seed(0)
-    model = build_diffusion_model(DiffusionConfig(), (136, 8, 8), 10).to(device).eval()
-    x = torch.randn(64, 136, 8, 8, device=device)
-    y = torch.arange(64, device=device) % 10
-    t = torch.full((64,), 0.5, device=device)
+    model = build_diffusion_model(DiffusionConfig(size=size), latent, 10).to(device).eval()
+    x = torch.randn(batch, *latent, device=device)
+    y = torch.arange(batch, device=device) % 10
+    t = torch.full((batch,), 0.5, device=device)
 
     def sync():
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
     with torch.no_grad():
-        for _ in range(2):
+        for _ in range(3):
             model(x, t, y)
         sync()
         t0 = time.perf_counter()
@@ -103,6 +111,7 @@ def test_sampler_step_vs_forward(benchmark, run_options):
 
     benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
     per_step = benchmark.stats.stats.mean / steps
-    benchmark.extra_info.update({"device": device, "forward_s": forward_s, "step_s": per_step,
-                                 "step_over_forward": per_step / forward_s, "batch": 64, "latent": "136x8x8"})
+    benchmark.extra_info.update({"device": device, "device_name": device_name(device), "model": size,
+                                 "forward_s": forward_s, "step_s": per_step, "step_over_forward": per_step / forward_s,
+                                 "batch": batch, "latent": "x".join(map(str, latent))})
     assert per_step > 0

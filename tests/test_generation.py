@@ -143,13 +143,13 @@ def test_generation_task_end_to_end(tmp_path, judge_file, monkeypatch):
     enc = create_encoder("tiny-vae", weights="random")
     ds = build_dataset(DataConfig(size=24))
     cfg = GenerationConfig(train_size=64, eval_samples=24, curve_samples=16, train_steps=4, eval_every=2,
-                           train_batch=8, batch_size=8, sample_steps=2, fid_target=1e9, train=True,
+                           train_batch=8, batch_size=8, sample_steps=2, fid_targets=(1e9, -1.0), train=True,
                            samples_npz=str(tmp_path / "samples.npz"))
     assert "train-diffusion" in run_generation(enc, ds, dataclasses.replace(cfg, train=False))["unavailable"]["fid"]
     m = run_generation(enc, ds, cfg)
     assert m["feature_network"].startswith("judge") and m["num_samples"] == 24
     assert m["fid"] > 0 and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1 and m["kid"] is not None
-    assert [s for s, _ in m["fid_curve"]] == [2, 4] and m["steps_to_fid_target"] == 2
+    assert [s for s, _ in m["fid_curve"]] == [2, 4] and m["steps_to_fid"] == {"1e+09": 2, "-1": None}
     assert np.load(tmp_path / "samples.npz")["arr_0"].shape == (24, 64, 64, 3)
     # the same run reused: the trained run directory is resumed, not retrained
     again = run_generation(enc, ds, cfg)

@@ -129,3 +129,24 @@ def test_corrupt_image_folder_names_file(tmp_path):
     assert out.returncode != 0
     assert "b.jpg" in out.stderr or "c.png" in out.stderr
     assert not list(Path(tmp_path / "res").rglob("*.json"))
+
+
+def test_cli_set_overrides_a_task_field(tmp_path):
+    from svgbench.cli import parse_task_setting
+
+    assert parse_task_setting("sampling.steps=[1,2,4]") == ("sampling", "steps", (1, 2, 4))
+    assert parse_task_setting("sampling.heun_max_steps=50") == ("sampling", "heun_max_steps", 50)
+    assert parse_task_setting("generation.sampler=heun") == ("generation", "sampler", "heun")
+    for bad, words in (("sampling.nope=1", "no config field 'nope'"), ("nope.steps=1", "unknown task 'nope'"),
+                       ("sampling=1", "TASK.FIELD=VALUE")):
+        with pytest.raises(SystemExit, match=words):
+            parse_task_setting(bad)
+    out = _cli("run", "--encoders", "tiny-vae", "--tasks", "reconstruction", "--num-images", "8",
+               "--set", "reconstruction.nope=3", "--results", "res", cwd=tmp_path)
+    assert out.returncode != 0 and "no config field 'nope'" in out.stderr
+    out = _cli("run", "--encoders", "tiny-vae", "--tasks", "reconstruction", "--num-images", "8",
+               "--set", "reconstruction.num_images=4", "--set", "reconstruction.rfid=false", "--results", "res",
+               cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (record,) = json.loads((tmp_path / "res" / "reconstruction.json").read_text())
+    assert record["images"] == 4 and record["rFID"] is None

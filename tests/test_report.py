@@ -282,3 +282,18 @@ def test_knn_record_carries_pca_points_to_the_plot(tmp_path, monkeypatch):
     assert len(table) == 30 and set(table["class"]) <= set(pts["classes"])
     out = plots.write_plots(tmp_path / "results", frames(summary.records))
     assert out["discriminability"].read_bytes()[:8] == PNG
+
+
+def test_generation_table_steps_to_fid_levels():
+    from svgbench.report import task_table, to_markdown
+
+    curve = [[800, 66.7], [1600, 52.0], [2400, 44.0]]
+    records = [_record("generation", "tiny-svg", {"fid": 44.0, "feature_network": JUDGE, "fid_curve": curve,
+                                                  "steps_to_fid": {"60": 1600, "50": 2400, "40": None}}),
+               _record("generation", "tiny-vae", {"fid": 70.0, "feature_network": JUDGE, "fid_curve": curve[:1]})]
+    df = task_table(records, "generation")
+    row = df.set_index("encoder").loc["tiny-svg"]
+    assert (row["steps to judge-FID <= 60"], row["steps to judge-FID <= 50"]) == (1600, 2400)
+    assert row["steps to judge-FID <= 40"] == "> 2400"  # not reached within the curve
+    md = to_markdown(df, "generation")
+    assert "| 1600 | 2400 | > 2400 |" in md and "| n/a | n/a | n/a |" in md  # tiny-vae: no levels asked

@@ -41,7 +41,8 @@ def plot_curve(rows: list[dict], keys: list[str], path: Path, title: str) -> Non
 
 
 def write_card(name: str, run_dir: str | Path, weights: str | Path, *, description: str, command: str,
-               curve_keys: list[str], metrics: dict | None = None, notes: str = "") -> Path:
+               curve_keys: list[str], metrics: dict | None = None, notes: str = "",
+               hardware: str = "this CPU") -> Path:
     run = RunDir(run_dir)
     cfg = json.loads((run.path / "config.json").read_text())
     rows = run.curve()
@@ -63,7 +64,7 @@ def write_card(name: str, run_dir: str | Path, weights: str | Path, *, descripti
         f"# {name}", "", description, "",
         "Trained by svgbench on its procedural `shapes` data. Numbers here are shapes numbers, not ImageNet numbers.",
         "", f"- weights: `{weights.name}` (sha256 {digest})", f"- command: `{command}`",
-        f"- seed: {cfg.get('seed')}", f"- steps: {last['step']}, wall time {round(total_wall, 1) if walls else '?'} s on this CPU"
+        f"- seed: {cfg.get('seed')}", f"- steps: {last['step']}, wall time {round(total_wall, 1) if walls else '?'} s on {hardware}"
         + (f" (in {segments} processes: resumed from checkpoints)" if segments > 1 else ""),
         "", "## Config", "", "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", "",
         "## Training curve", "", f"![curve]({Path(name).name}.curve.png)", "", *table, "",

@@ -19,6 +19,9 @@ import torch
 from .common import (TrainResult, is_main, resume, rng_state, start_run, step_generator)
 
 
+ON_DEVICE_BYTES = 8 << 30  # latent sets up to this size are moved to the GPU once instead of per batch
+
+
 @dataclass
 class DiffusionConfig:
     size: str = "tiny"
@@ -68,11 +71,14 @@ def train_diffusion(latents: torch.Tensor, labels: torch.Tensor, cfg: DiffusionC
     stats = stats.to(device)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     data = stats.normalize(latents.float())  # normalised once; batches index into it
+    if device.type == "cuda" and data.numel() * 4 <= ON_DEVICE_BYTES:  # small latent sets live on the GPU
+        data, labels = data.to(device), labels.to(device)
+    ema_params, model_params = list(ema.parameters()), list(model.parameters())
     t0 = time.perf_counter()
     last = {}
     for step in range(start, cfg.steps):
         g = step_generator(cfg.seed, step, rank)
-        idx = torch.randint(0, data.shape[0], (cfg.batch_size,), generator=g)
+        idx = torch.randint(0, data.shape[0], (cfg.batch_size,), generator=g).to(data.device)
         x, y = data[idx].to(device), labels[idx].to(device)
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
@@ -86,8 +92,7 @@ def train_diffusion(latents: torch.Tensor, labels: torch.Tensor, cfg: DiffusionC
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.mul_(cfg.ema).add_(pm.detach(), alpha=1 - cfg.ema)
+            torch._foreach_lerp_(ema_params, model_params, 1 - cfg.ema)  # ema += (1 - decay) (model - ema)
         done = step + 1
         evaluated = {}
         if evaluate is not None and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
@@ -171,8 +176,12 @@ def main(argv=None) -> None:
     measured |= {f"{k}, fp32 weights before export": round(metrics[k], 4) for k in keys}
     command = (f"svgbench train diffusion --encoder {args.encoder} --train-steps {cfg.train_steps} "
                f"--eval-every {cfg.eval_every} --export")
+    from ..runner import device_name
+
+    train_device = torch.device(device)
+    hardware = "this CPU" if train_device.type == "cpu" else f"one {device_name(str(train_device))}"
     write_card(f"diffusion/{args.encoder}", prov["run_dir"], dest, command=command, curve_keys=["loss", "fid"],
-               metrics=measured,
+               metrics=measured, hardware=hardware,
                description=(f"Flow-matching diffusion transformer ({dcfg.size}) on `{args.encoder}` latents "
                             f"{'x'.join(map(str, shape))}, class-conditional, EMA weights; judge-FID along training "
                             f"from {cfg.curve_samples} samples ({cfg.sampler}, {cfg.sample_steps} steps)."),
