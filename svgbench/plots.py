@@ -9,6 +9,7 @@ Frames (columns):
   sampling_curve  encoder, data, metric, method, steps, nfe, fid, ...
   scorecard       encoder, data, PSNR (dB), SSIM, probe top-1 (%), kNN k=20 top-1 (%), seg mIoU (%), judge-FID, ...
   pca_points      encoder, data, x, y, label, class, explained_variance
+  samples         encoder, data, metric, fid, png_base64, classes
 """
 
 from __future__ import annotations
@@ -314,6 +315,39 @@ def overview(frames: dict[str, pd.DataFrame]):
     return fig
 
 
+def samples(strips: pd.DataFrame):
+    """One row per encoder: the first scored samples of its diffusion model (one per class), with its FID."""
+    if _empty(strips, "encoder", "png_base64"):
+        fig = new_figure(6, 2)
+        no_data(fig.add_subplot(1, 1, 1), "generated samples", "no sample strips in the generation records")
+        return fig
+    import base64
+
+    from PIL import Image
+
+    df = strips.copy()
+    df["series"] = series_labels(df)
+    images = [np.asarray(Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB")) for b in df["png_base64"]]
+    width = max(im.shape[1] for im in images)
+    fig = new_figure(min(16, 1.2 + width / 50), 0.9 + 1.25 * len(images))
+    for i, (im, row) in enumerate(zip(images, df.itertuples())):
+        ax = fig.add_subplot(len(images), 1, i + 1)
+        ax.imshow(im, interpolation="nearest")
+        fid = f"{row.metric} {row.fid:.1f}" if _finite(row.fid) else "FID n/a"
+        ax.set_ylabel(f"{row.series}\n{fid}", rotation=0, ha="right", va="center", fontsize=9)
+        classes, n = list(row.classes or []), len(row.classes or [])
+        ax.set_yticks([])
+        if n and i == 0:
+            step = im.shape[1] / n
+            ax.xaxis.tick_top()
+            ax.set_xticks([step * (k + 0.5) for k in range(n)], classes, fontsize=8)
+        else:
+            ax.set_xticks([])
+    fig.suptitle("generated samples (sample i has class i; judge-FID over all scored samples)", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return fig
+
+
 # file name -> figure function of the frames
 PLOTS = {
     "fid_vs_train_steps": lambda f: fid_vs_train_steps(f.get("fid_curve")),
@@ -321,6 +355,7 @@ PLOTS = {
     "understanding": lambda f: understanding(f.get("scorecard")),
     "reconstruction": lambda f: reconstruction(f.get("scorecard")),
     "discriminability": lambda f: discriminability(f.get("pca_points")),
+    "samples": lambda f: samples(f.get("samples")),
     "overview": overview,
 }
 

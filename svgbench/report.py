@@ -521,11 +521,24 @@ def pca_points_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["encoder", "data", "x", "y", "label", "class", "explained_variance"])
 
 
+def samples_table(records: list[dict]) -> pd.DataFrame:
+    """encoder, data, metric, fid, png_base64, classes: each generation record's strip of scored samples."""
+    rows = []
+    for (enc, data), r in sorted(latest_records(records, "generation").items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        strip = r["metrics"].get("samples") or {}
+        if strip.get("png_base64"):
+            rows.append({"encoder": enc, "data": data, "metric": f"{feature_network_prefix(r)}-FID",
+                         "fid": r["metrics"].get("fid"), "png_base64": strip["png_base64"],
+                         "classes": list(strip.get("classes") or [])})
+    return pd.DataFrame(rows, columns=["encoder", "data", "metric", "fid", "png_base64", "classes"])
+
+
 def frames(records: list[dict]) -> dict[str, pd.DataFrame]:
     """Every frame the plots and the notebook use, from the records."""
     return {"scorecard": scorecard_table(records), "published": published_table(),
             "sampling": sampling_table(records), "sampling_curve": sampling_curve_table(records),
-            "fid_curve": fid_curve_table(records), "pca_points": pca_points_table(records)}
+            "fid_curve": fid_curve_table(records), "pca_points": pca_points_table(records),
+            "samples": samples_table(records)}
 
 
 # ---------------------------------------------------------------------------------------------

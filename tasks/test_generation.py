@@ -54,6 +54,7 @@ def test_generation(encoder_name, run_options, full, tmp_path, request):
         return
     assert m["fid"] > 0 and m["kid"] is not None and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1
     assert all(f > 0 for _, f in m["fid_curve"])
+    assert m["samples"]["count"] == min(10, m["num_samples"]) and m["samples"]["png_base64"]
 
 
 def test_sampling(encoder_name, run_options, full, tmp_path, request):

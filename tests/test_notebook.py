@@ -15,7 +15,7 @@ from test_report import write_synthetic_results  # tests/ is on sys.path under p
 from svgbench.report import write_reports
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "results.ipynb"
-FIGURE_CELLS = 6  # training curve, sampler steps, understanding, reconstruction, discriminability, overview
+FIGURE_CELLS = 7  # training curve, sampler steps, samples, understanding, reconstruction, discriminability, overview
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -16,7 +17,7 @@ from svgbench.report import (frames, sampling_table, scorecard_table, scorecard_
 from svgbench.runner import RECORD_VERSION, RunConfig, run_matrix, write_record
 
 PLOT_FILES = ("fid_vs_train_steps", "fid_vs_sampler_steps", "understanding", "reconstruction", "discriminability",
-              "overview")
+              "samples", "overview")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -297,3 +298,29 @@ def test_generation_table_steps_to_fid_levels():
     assert row["steps to judge-FID <= 40"] == "> 2400"  # not reached within the curve
     md = to_markdown(df, "generation")
     assert "| 1600 | 2400 | > 2400 |" in md and "| n/a | n/a | n/a |" in md  # tiny-vae: no levels asked
+
+
+def test_sample_strip_round_trips_to_the_samples_plot(tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from svgbench.report import samples_table
+    from svgbench.tasks.generation import sample_strip
+
+    g = torch.Generator().manual_seed(0)
+    fake = torch.randint(0, 256, (12, 3, 64, 64), dtype=torch.uint8, generator=g)
+    strip = sample_strip(fake, CLASSES)
+    assert strip["count"] == 10 and strip["classes"] == (CLASSES * 3)[:10]
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(strip["png_base64"]))))
+    assert pixels.shape == (64, 640, 3)  # lossless: sample i is the i-th 64 px tile
+    assert all(np.array_equal(pixels[:, 64 * i:64 * (i + 1)], fake[i].permute(1, 2, 0).numpy()) for i in range(10))
+    big = sample_strip(torch.zeros(3, 3, 256, 256, dtype=torch.uint8), CLASSES)  # thumbnails at most 64 px
+    assert np.asarray(Image.open(io.BytesIO(base64.b64decode(big["png_base64"])))).shape == (64, 192, 3)
+    records = [_record("generation", "tiny-svg", {"fid": 30.0, "feature_network": JUDGE, "samples": strip}),
+               _record("generation", "tiny-vae", {"fid": None, "feature_network": JUDGE})]
+    df = samples_table(records)
+    assert list(df["encoder"]) == ["tiny-svg"] and df["metric"].iloc[0] == "judge-FID"
+    path = plots.save_png(plots.samples(df), tmp_path / "samples.png")
+    assert path.read_bytes().startswith(PNG)

@@ -99,6 +99,33 @@ def num_classes_of(dataset) -> int:
     return len(SHAPE_CLASSES)
 
 
+def class_names(dataset) -> list[str]:
+    if getattr(dataset, "classes", None):
+        return [str(c) for c in dataset.classes]
+    from ..data.shapes import SHAPE_CLASSES
+
+    return list(SHAPE_CLASSES)
+
+
+def sample_strip(samples: torch.Tensor, classes: list[str], n: int = 10, size: int = 64) -> dict:
+    """The first n samples (labels 0..n-1) as one PNG strip of thumbnails at most `size` px, base64, for the
+    record: what the scored samples look like, drawn by the report as results/samples.png."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    x = samples[:n]
+    if x.shape[-1] > size:
+        x = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True)
+        x = x.round().clamp(0, 255).to(torch.uint8)
+    strip = torch.cat(list(x), dim=2).permute(1, 2, 0).contiguous().numpy()  # H x (n W) x 3
+    buf = io.BytesIO()
+    Image.fromarray(strip).save(buf, format="PNG", optimize=True)
+    return {"png_base64": base64.b64encode(buf.getvalue()).decode("ascii"), "count": len(x),
+            "classes": [classes[i % len(classes)] for i in range(len(x))]}
+
+
 class NoDiffusionModel(LookupError):
     """No shipped diffusion model for this encoder, and training was not asked for."""
 
@@ -314,6 +341,7 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
     if progress is not None:
         progress(len(real))
     out = score(real, fake, extractor, weights, device)
+    out["samples"] = sample_strip(fake, class_names(dataset))
     if cfg.samples_npz:
         save_adm_npz(fake, torch.arange(len(fake)) % ncls, cfg.samples_npz)
     if cfg.fd_dinov2 and dataset.data_config.name != "shapes":
