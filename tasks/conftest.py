@@ -21,9 +21,16 @@ def selected_encoders(config) -> tuple[str, ...]:
     return tuple(e.strip() for e in opt.split(",") if e.strip()) if opt else EMBEDDED_ENCODERS
 
 
+SAMPLER_STEPS = (1, 2, 4, 8, 16, 25, 50)  # the few-step table's step counts
+QUICK_SAMPLER_STEPS = (1, 4)
+
+
 def pytest_generate_tests(metafunc):
     if "encoder_name" in metafunc.fixturenames:
         metafunc.parametrize("encoder_name", selected_encoders(metafunc.config))
+    if "sampler_steps" in metafunc.fixturenames:
+        full = metafunc.config.getoption("--benchmark")
+        metafunc.parametrize("sampler_steps", SAMPLER_STEPS if full else QUICK_SAMPLER_STEPS)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,8 @@ Quick mode trains a few diffusion steps per encoder (real training and scoring, 
 on the CLI trains them).
 """
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -72,7 +74,7 @@ STEP_CASES = [("tiny", (136, 8, 8), 64), ("XL", (392, 16, 16), 64)]
 
 
 @pytest.mark.parametrize("size,latent,batch", STEP_CASES, ids=[c[0] for c in STEP_CASES])
-def test_sampler_step_vs_forward(benchmark, run_options, size, latent, batch):
+def test_sampler_step_vs_forward(benchmark, run_options, size, latent, batch, speed_rows):
     """Time per Euler step against one model forward on the same batch (goal: within 10%)."""
     import time
 
@@ -115,4 +117,99 @@ def test_sampler_step_vs_forward(benchmark, run_options, size, latent, batch):
     benchmark.extra_info.update({"device": device, "device_name": device_name(device), "model": size,
                                  "forward_s": forward_s, "step_s": per_step, "step_over_forward": per_step / forward_s,
                                  "batch": batch, "latent": "x".join(map(str, latent))})
+    speed_rows.append({"benchmark": "step_vs_forward", **benchmark.extra_info})
     assert per_step > 0
+
+
+@pytest.fixture(scope="module")
+def speed_rows(full, request):
+    """Rows of this module's timing benchmarks; with --benchmark written to <results>/sampling_speed.{md,csv}."""
+    rows: list[dict] = []
+    yield rows
+    if full and rows:
+        write_speed_tables(Path(request.config.getoption("--results")), rows)
+
+
+def write_speed_tables(results_dir: Path, rows: list[dict]) -> None:
+    import platform
+
+    import pandas as pd
+
+    from svgbench.checkpoints import atomic_write_bytes
+
+    devices = "; ".join(sorted({r["device_name"] for r in rows}))
+    md = ["# sampling speed", "", f"pytest-benchmark means on {devices}, torch {torch.__version__}, Python "
+          f"{platform.python_version()}; GPU synchronised before each clock read. They vary from run to run.", ""]
+    speed = pd.DataFrame([r for r in rows if r["benchmark"] == "sampling"])
+    if not speed.empty:
+        speed["ms/img"] = speed["s_per_image"] * 1e3
+        table = speed.pivot_table(index=["encoder", "method"], columns="steps", values="ms/img").reset_index()
+        table.columns = [c if isinstance(c, str) else f"{c} step{'s' if c > 1 else ''}" for c in table.columns]
+        md += ["## sampling + decoding, milliseconds per image", "",
+               f"The encoder's shipped diffusion model, batch {int(speed['batch'].iloc[0])}: sampler (Heun: 2 model "
+               "evaluations a step) then the encoder's decoder.", "",
+               "| " + " | ".join(table.columns) + " |", "|---" * len(table.columns) + "|"]
+        md += ["| " + " | ".join(v if isinstance(v, str) else f"{v:.3f}" for v in row) + " |"
+               for row in table.itertuples(index=False)]
+        md.append("")
+    step = [r for r in rows if r["benchmark"] == "step_vs_forward"]
+    if step:
+        md += ["## one Euler step vs one model forward", "", "| model | latent | batch | forward (ms) | step (ms) "
+               "| step / forward |", "|---|---|---|---|---|---|"]
+        md += [f"| {r['model']} | {r['latent']} | {r['batch']} | {r['forward_s'] * 1e3:.3f} | {r['step_s'] * 1e3:.3f} "
+               f"| {r['step_over_forward']:.3f} |" for r in step]
+        md.append("")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(results_dir / "sampling_speed.md", "\n".join(md).encode())
+    atomic_write_bytes(results_dir / "sampling_speed.csv", pd.DataFrame(rows).to_csv(index=False).encode())
+
+
+@pytest.fixture(scope="module")
+def shipped_models():
+    """encoder name -> (encoder, diffusion model, latent stats) on the run's device, loaded once per module."""
+    return {}
+
+
+@pytest.mark.parametrize("method", ["euler", "heun"])
+def test_sampling_speed(benchmark, encoder_name, method, sampler_steps, run_options, full, request, shipped_models,
+                        speed_rows):
+    """Wall time per image of sampling + decoding with the encoder's shipped diffusion model at each step
+    count (quick mode: 1 and 4 steps, batch 8; --benchmark: 1-50 steps, batch 64, 3 rounds), GPU synchronised."""
+    from svgbench.data import build_dataset
+    from svgbench.diffusion.samplers import ODESampler, noise_for_indices
+    from svgbench.encoders import create_encoder
+    from svgbench.runner import device_name
+    from svgbench.tasks.generation import GenerationConfig, NoDiffusionModel, diffusion_for, num_classes_of
+
+    _skip_unless(request, "sampling", encoder_name)
+    device = resolve_device(run_options["device"])
+    if encoder_name not in shipped_models:
+        encoder = create_encoder(encoder_name).to(device).eval()
+        dataset = build_dataset(run_options["data"])
+        try:
+            model, stats, _, _ = diffusion_for(encoder, dataset, GenerationConfig(), device)
+        except NoDiffusionModel as e:
+            shipped_models[encoder_name] = str(e)
+        else:
+            shipped_models[encoder_name] = (encoder, model, stats, num_classes_of(dataset))
+    if isinstance(shipped_models[encoder_name], str):
+        pytest.skip(shipped_models[encoder_name])
+    encoder, model, stats, ncls = shipped_models[encoder_name]
+    batch = 64 if full else 8
+    noise = noise_for_indices(range(batch), (model.in_channels, model.input_size, model.input_size), 0, device=device)
+    labels = torch.arange(batch, device=device) % ncls
+    sampler = ODESampler(method, sampler_steps, shift=GenerationConfig().shift)
+
+    @torch.no_grad()
+    def run():
+        images = encoder.decode(stats.denormalize(sampler(model, noise, labels)))
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return images
+
+    images = benchmark.pedantic(run, rounds=3 if full else 1, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update({"device": device, "device_name": device_name(device), "encoder": encoder_name,
+                                 "method": method, "steps": sampler_steps, "nfe": sampler.nfe, "batch": batch,
+                                 "s_per_image": benchmark.stats.stats.mean / batch})
+    speed_rows.append({"benchmark": "sampling", **benchmark.extra_info})
+    assert images.shape[0] == batch and torch.isfinite(images).all()
