@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The generation tasks on one GPU, in one go:
-#   1. the sampler-step vs forward benchmark (tiny model and SVG-XL's latent shape), pytest-benchmark JSON;
-#   2. the shipped diffusion models retrained with `svgbench train diffusion --export`, one per encoder with a
+#   1. the shipped diffusion models retrained with `svgbench train diffusion --export`, one per encoder with a
 #      decoder, in parallel; the number of steps fills TRAIN_SECONDS at the speed a short probe run measures;
-#   3. `svgbench run --tasks generation,sampling` on the GPU with Heun to 50 steps: FID and time per image
-#      at 1..50 sampler steps, with the device named in every record.
+#   2. `svgbench run --tasks generation,sampling` on the GPU with Heun to 50 steps: FID and time per image
+#      at 1..50 sampler steps, with the device named in every record;
+#   3. the timing benchmarks (pytest-benchmark): sampling + decoding per encoder, sampler and step count, and one
+#      sampler step against one model forward (tiny model, and SVG-XL's latent shape), as gpu-results/sampling_speed.md.
 # Usage: bash tasks/gpu_run.sh OUT_DIR [TRAIN_SECONDS]   (OUT_DIR receives logs, JSON, tables and tarballs)
 # Knobs for a quick rehearsal on CPU: PROBE_STEPS, MAX_STEPS, MIN_STEPS, TRAIN_ARGS (extra `svgbench train
 # diffusion` flags), RUN_ARGS (extra `svgbench run` flags). It overwrites svgbench/weights/diffusion/: rehearse in a copy.
@@ -30,12 +31,7 @@ stamp "environment"
 } > "$LOG/device.txt" 2>&1
 cat "$LOG/device.txt"
 
-stamp "1. sampler step vs forward"
-$py -m pytest tasks/test_generation.py -k step_vs_forward -p no:cacheprovider -q \
-    --benchmark-json "$LOG/step_vs_forward.json" > "$LOG/step_vs_forward.log" 2>&1
-tail -n 15 "$LOG/step_vs_forward.log"
-
-stamp "2a. training-speed probe ($PROBE_STEPS steps per encoder, in parallel)"
+stamp "1a. training-speed probe ($PROBE_STEPS steps per encoder, in parallel)"
 for e in $ENCODERS; do
   svgbench train diffusion --encoder "$e" --train-steps "$PROBE_STEPS" --eval-every 0 --runs-dir /tmp/svgbench-probe $TRAIN_ARGS \
       > "$LOG/probe-$e.log" 2>&1 &
@@ -52,7 +48,7 @@ EOF
 stamp "probe: $STEPS steps fit ${TRAIN_SECONDS}s"
 
 if [ "$STEPS" -gt 0 ]; then
-  stamp "2b. training $STEPS steps per encoder, judge-FID every $((STEPS / 10)) steps"
+  stamp "1b. training $STEPS steps per encoder, judge-FID every $((STEPS / 10)) steps"
   for e in $ENCODERS; do
     ( svgbench train diffusion --encoder "$e" --train-steps "$STEPS" --eval-every $((STEPS / 10)) --export $TRAIN_ARGS \
           > "$LOG/train-$e.log" 2>&1
@@ -64,12 +60,18 @@ if [ "$STEPS" -gt 0 ]; then
   tail -n 3 "$LOG"/train-*.log
 fi
 
-stamp "3. generation and few-step sampling tables"
+stamp "2. generation and few-step sampling tables"
 # shellcheck disable=SC2086
 svgbench run --device "${DEVICE:-auto}" --tasks generation,sampling --results gpu-results \
     --set sampling.heun_max_steps=50 $RUN_ARGS > "$LOG/run.log" 2>&1
 echo "exit $?" >> "$LOG/run.log"
 tail -n 40 "$LOG/run.log"
+
+stamp "3. sampling-speed and step-vs-forward benchmarks"
+$py -m pytest tasks/test_generation.py --benchmark -k "sampling_speed or step_vs_forward" -p no:cacheprovider -q \
+    --results gpu-results --benchmark-json gpu-results/sampling_speed_benchmark.json > "$LOG/speed.log" 2>&1
+echo "exit $?" >> "$LOG/speed.log"
+cat gpu-results/sampling_speed.md
 tar czf "$OUT/gpu-results.tgz" gpu-results
 stamp "done"
 tar czf "$OUT/logs.tgz" -C "$OUT" logs && rm -r "$LOG"
