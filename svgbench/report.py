@@ -145,12 +145,13 @@ def _unavailable(records: list[dict], task: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 def latest_records(records: list[dict], task: str) -> dict[tuple[str, str], dict]:
-    """(encoder, data label) -> the record of `task` that the task table shows (the last one, as in task_table)."""
+    """(encoder, data label) -> the record of `task` that the task table shows (the last one, as in task_table),
+    ordered by data label, then encoder."""
     out = {}
     for r in records:
         if r["task"] == task:
             out[(r["encoder"], _data_label(r["data"]))] = r
-    return out
+    return dict(sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][0])))
 
 
 def _num(value):
@@ -416,7 +417,7 @@ def steps_title(n: int) -> str:
 def sampling_curve_table(records: list[dict]) -> pd.DataFrame:
     """Long form of every sampling curve: encoder, data, metric, method, steps, nfe, fid, sample/decode s per image."""
     rows = []
-    for (enc, data), r in sorted(latest_records(records, "sampling").items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (enc, data), r in latest_records(records, "sampling").items():
         metric = f"{feature_network_prefix(r)}-FID"
         for c in r["metrics"].get("curve") or []:
             rows.append({"encoder": enc, "data": data, "metric": metric, "method": c.get("method"),
@@ -429,7 +430,7 @@ def sampling_curve_table(records: list[dict]) -> pd.DataFrame:
 
 def _sampling(records: list[dict]) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
     latest = latest_records(records, "sampling")
-    keys = sorted(latest, key=lambda k: (k[1], k[0]))
+    keys = list(latest)
     names = _row_names(keys)
     steps_all = set()
     for r in latest.values():
@@ -498,7 +499,7 @@ def sampling_timings(records: list[dict]) -> pd.DataFrame:
 def fid_curve_table(records: list[dict]) -> pd.DataFrame:
     """encoder, data, metric, step, fid: each generation record's FID along diffusion training."""
     rows = []
-    for (enc, data), r in sorted(latest_records(records, "generation").items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (enc, data), r in latest_records(records, "generation").items():
         metric = f"{feature_network_prefix(r)}-FID"
         for point in r["metrics"].get("fid_curve") or []:
             if len(point) >= 2 and _num(point[1]) is not None:
@@ -509,7 +510,7 @@ def fid_curve_table(records: list[dict]) -> pd.DataFrame:
 def pca_points_table(records: list[dict]) -> pd.DataFrame:
     """encoder, data, x, y, label, class, explained_variance: the knn task's 2-D PCA points of each encoder."""
     rows = []
-    for (enc, data), r in sorted(latest_records(records, "knn").items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (enc, data), r in latest_records(records, "knn").items():
         pts = r["metrics"].get("pca_points") or {}
         xy, labels = pts.get("xy") or [], pts.get("labels")
         classes = pts.get("classes") or []
@@ -524,7 +525,7 @@ def pca_points_table(records: list[dict]) -> pd.DataFrame:
 def samples_table(records: list[dict]) -> pd.DataFrame:
     """encoder, data, metric, fid, png_base64, classes: each generation record's strip of scored samples."""
     rows = []
-    for (enc, data), r in sorted(latest_records(records, "generation").items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (enc, data), r in latest_records(records, "generation").items():
         strip = r["metrics"].get("samples") or {}
         if strip.get("png_base64"):
             rows.append({"encoder": enc, "data": data, "metric": f"{feature_network_prefix(r)}-FID",

@@ -5,6 +5,7 @@
 """
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -71,6 +72,20 @@ def feature_cache(full, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SVGBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "feature-cache"))
         yield os.environ["SVGBENCH_CACHE"]
+
+
+def rows_written_by(write):
+    """A module-scoped fixture: the list a module's benchmarks append their rows to; with --benchmark,
+    `write(<results dir>, rows)` at the end of the module."""
+
+    @pytest.fixture(scope="module")
+    def rows(full, request):
+        collected: list[dict] = []
+        yield collected
+        if full and collected:
+            write(Path(request.config.getoption("--results")), collected)
+
+    return rows
 
 
 def wants_task(config, task: str) -> bool:

@@ -13,7 +13,7 @@ import torch
 from svgbench.encoders import encoder_spec
 from svgbench.runner import RunConfig, resolve_device, run_matrix
 
-from .conftest import wants_task
+from .conftest import rows_written_by, wants_task
 
 QUICK_GEN = {"train": True, "train_size": 256, "eval_samples": 64, "curve_samples": 32, "train_steps": 6,
              "eval_every": 3, "train_batch": 16, "sample_steps": 4}
@@ -121,15 +121,6 @@ def test_sampler_step_vs_forward(benchmark, run_options, size, latent, batch, sp
     assert per_step > 0
 
 
-@pytest.fixture(scope="module")
-def speed_rows(full, request):
-    """Rows of this module's timing benchmarks; with --benchmark written to <results>/sampling_speed.{md,csv}."""
-    rows: list[dict] = []
-    yield rows
-    if full and rows:
-        write_speed_tables(Path(request.config.getoption("--results")), rows)
-
-
 def write_speed_tables(results_dir: Path, rows: list[dict]) -> None:
     import platform
 
@@ -163,6 +154,10 @@ def write_speed_tables(results_dir: Path, rows: list[dict]) -> None:
     atomic_write_bytes(results_dir / "sampling_speed.md", "\n".join(md).encode())
     atomic_write_bytes(results_dir / "sampling_speed.csv", pd.DataFrame(rows).to_csv(index=False).encode())
 
+
+
+# rows of this module's timing benchmarks; with --benchmark written to <results>/sampling_speed.{md,csv}
+speed_rows = rows_written_by(write_speed_tables)
 
 @pytest.fixture(scope="module")
 def shipped_models():

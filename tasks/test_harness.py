@@ -47,7 +47,7 @@ from svgbench.data import DataConfig, build_dataset
 from svgbench.encoders import create_encoder
 from svgbench.runner import RunConfig, device_name, resolve_device
 
-from .conftest import FULL_IMAGES, QUICK_IMAGES, selected_encoders
+from .conftest import FULL_IMAGES, QUICK_IMAGES, rows_written_by, selected_encoders
 
 HARNESS_ENCODERS = ("tiny-ssl", "tiny-vae", "tiny-svg")
 KINDS = ("pooled", "patch", "latent")
@@ -62,15 +62,6 @@ FID_CASES = {"fid": 250, "fid+kid+prc": 1000}
 CSV_FIELDS = ("benchmark", "subject", "kind", "weights", "images", "batch_size", "rounds", "baseline",
               "baseline_s", "harness_s", "baseline_img_per_s", "harness_img_per_s", "ratio", "goal", "meets_goal",
               "warm_s", "warm_img_per_s", "warm_over_bare", "values_equal", "device")
-
-
-@pytest.fixture(scope="module")
-def harness_rows(full, request):
-    """Rows measured by this module; with --benchmark they are written to <results>/harness.{md,csv}."""
-    rows: list[dict] = []
-    yield rows
-    if full and rows:
-        write_harness_tables(Path(request.config.getoption("--results")), rows)
 
 
 @pytest.fixture(scope="module")
@@ -330,3 +321,7 @@ def write_harness_tables(results_dir: Path, rows: list[dict]) -> None:
     writer.writerows(rows)
     atomic_write_bytes(results_dir / "harness.md", "\n".join(md).encode())
     atomic_write_bytes(results_dir / "harness.csv", buf.getvalue().encode())
+
+
+# rows measured by this module; with --benchmark they are written to <results>/harness.{md,csv}
+harness_rows = rows_written_by(write_harness_tables)

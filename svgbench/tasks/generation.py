@@ -91,20 +91,16 @@ def real_images(dataset, n: int) -> torch.Tensor:
     return ((imgs.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def num_classes_of(dataset) -> int:
-    if getattr(dataset, "classes", None):
-        return len(dataset.classes)
-    from ..data.shapes import SHAPE_CLASSES
-
-    return len(SHAPE_CLASSES)
-
-
 def class_names(dataset) -> list[str]:
     if getattr(dataset, "classes", None):
         return [str(c) for c in dataset.classes]
     from ..data.shapes import SHAPE_CLASSES
 
     return list(SHAPE_CLASSES)
+
+
+def num_classes_of(dataset) -> int:
+    return len(class_names(dataset))
 
 
 def sample_strip(samples: torch.Tensor, classes: list[str], n: int = 10, size: int = 64) -> dict:
