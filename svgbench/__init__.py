@@ -1,7 +1,40 @@
 """svgbench: is this latent space good for diffusion, and does it still understand images?
 
-Heavy dependencies (timm, diffusers, torch-fidelity, mmseg) are imported where they are used,
-so importing the package and `svgbench --help` stay fast.
+The public API is what `__all__` names; each name is imported on first use (PEP 562), so `import svgbench`
+and `svgbench --help` stay fast and heavy dependencies (timm, diffusers, torch-fidelity, mmseg) are
+imported only where they are used.
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+_API = {
+    # encoders
+    "LatentEncoder": "svgbench.encoders", "EncoderSpec": "svgbench.encoders",
+    "register_encoder": "svgbench.encoders", "create_encoder": "svgbench.encoders",
+    "list_encoders": "svgbench.encoders",
+    # tasks
+    "register_task": "svgbench.tasks", "MetricSpec": "svgbench.tasks", "CurveSpec": "svgbench.tasks",
+    "TaskSpec": "svgbench.tasks", "list_tasks": "svgbench.tasks",
+    # running a matrix
+    "DataConfig": "svgbench.data", "RunConfig": "svgbench.runner", "run_matrix": "svgbench.runner",
+    # records and reports
+    "Record": "svgbench.records", "load_records": "svgbench.records", "write_reports": "svgbench.report",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'svgbench' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -14,7 +14,8 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def load_plugin(spec: str) -> None:
-    """Import a user file or module that registers encoders (register_encoder calls at import)."""
+    """Import a user file or module that registers encoders or tasks (register_encoder / register_task calls at
+    import)."""
     path = Path(spec)
     if path.suffix == ".py" or path.exists():
         if not path.is_file():
@@ -39,28 +40,39 @@ def cmd_list(args) -> int:
                          f"{s.resolution}px", s.weights))
         except Exception as e:  # a broken third-party entry must not hide the others
             rows.append((name, "?", "?", "?", "?", "?", f"error: {e}"))
-    head = ("encoder", "family", "latent (CxHxW)", "channels", "decoder", "native", "weights")
+    _print_rows(("encoder", "family", "latent (CxHxW)", "channels", "decoder", "native", "weights"), rows)
+    from .tasks import get_task, list_tasks
+
+    print()
+    trows = []
+    for name in list_tasks():
+        t = get_task(name)
+        heads = ", ".join(m.headline_title for m in t.headline_metrics()) or "-"
+        trows.append((name, ", ".join(sorted(t.needs)) or "-", heads, t.source, t.description))
+    _print_rows(("task", "needs", "scorecard", "source", "what"), trows)
+    return 0
+
+
+def _print_rows(head: tuple, rows: list[tuple]) -> None:
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     for r in [head] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-    return 0
 
 
 def parse_task_setting(item: str) -> tuple[str, str, object]:
     """'TASK.FIELD=VALUE' -> (task, field, value), VALUE read as JSON (lists become tuples) or else as text;
     the task and its config field must exist."""
-    import dataclasses
     import json
 
-    from .tasks import TASKS
+    from .tasks import get_task, list_tasks
 
     target, sep, text = item.partition("=")
     task, dot, field = target.partition(".")
     if not sep or not dot or not field:
         raise SystemExit(f"svgbench run: --set takes TASK.FIELD=VALUE, got {item!r}")
-    if task not in TASKS:
-        raise SystemExit(f"svgbench run: --set {item!r}: unknown task {task!r}; tasks: {', '.join(TASKS)}")
-    fields = [f.name for f in dataclasses.fields(TASKS[task].config_class())]
+    if task not in list_tasks():
+        raise SystemExit(f"svgbench run: --set {item!r}: unknown task {task!r}; tasks: {', '.join(list_tasks())}")
+    fields = get_task(task).config_fields()
     if field not in fields:
         raise SystemExit(f"svgbench run: --set {item!r}: {task} has no config field {field!r}; "
                          f"fields: {', '.join(fields)}")
@@ -82,10 +94,9 @@ def cmd_run(args) -> int:
 def _cmd_run(args) -> int:
     from .data import DataConfig
     from .report import task_table, to_markdown, write_reports
-    from .runner import EMBEDDED_ENCODERS, RunConfig, run_matrix
-    from .tasks import TASKS
-
-    from .presets import get_preset
+    from .presets import EMBEDDED_ENCODERS, get_preset
+    from .runner import RunConfig, run_matrix
+    from .tasks import list_tasks
 
     try:
         preset = get_preset(args.preset)
@@ -119,7 +130,7 @@ def _cmd_run(args) -> int:
     for item in args.set:
         task, field, value = parse_task_setting(item)
         overrides.setdefault(task, {})[field] = value
-    cfg = RunConfig(encoders=args.encoders or EMBEDDED_ENCODERS, tasks=args.tasks or tuple(TASKS), data=data,
+    cfg = RunConfig(encoders=args.encoders or EMBEDDED_ENCODERS, tasks=args.tasks or tuple(list_tasks()), data=data,
                     device=args.device, results_dir=args.results, batch_size=args.batch_size,
                     skip_existing=not args.force, encoder_kwargs=encoder_kwargs, task_overrides=overrides,
                     seed=args.seed or 0)
@@ -162,22 +173,14 @@ def _interrupted(e: KeyboardInterrupt, results: str) -> int:
 
 
 def cmd_train(args) -> int:
-    if args.recipe in ("dino", "ssl"):
-        from .train.ssl import main as train_main
+    from .cli_train import RECIPES, run_recipe
 
-        train_main(args.recipe_args)
-    elif args.recipe == "diffusion":
-        from .train.diffusion import main as train_main
-
-        train_main(args.recipe_args)
-    elif args.recipe == "judge":
-        from .metrics.judge import main as train_main
-
-        train_main(args.recipe_args)
-    else:
-        from .train.autoencoder import main as train_main
-
-        train_main(args.recipe_args, recipe=args.recipe)
+    if args.recipe is None:
+        print("usage: svgbench train RECIPE [options]   (svgbench train RECIPE --help: its options)\n\nrecipes:")
+        for name, (_, what) in RECIPES.items():
+            print(f"  {name:<10} {what}")
+        return 0
+    run_recipe(args.recipe, args.recipe_args)
     return 0
 
 
@@ -196,10 +199,10 @@ def cmd_report(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="svgbench", description=__doc__)
     p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
-                   help="import a file/module that registers encoders (repeatable)")
+                   help="import a file/module that registers encoders or tasks (repeatable)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("list", help="list registered encoders")
+    sub.add_parser("list", help="list registered encoders and tasks")
 
     r = sub.add_parser("run", help="run the encoder x task matrix and write tables under results/")
     r.add_argument("--encoders", type=_csv, help="comma-separated encoder names (default: the embedded tiny ones)")
@@ -224,9 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one field of a task's config, e.g. sampling.heun_max_steps=50 or "
                         "sampling.steps=[1,2,4] (JSON values; repeatable)")
 
-    t = sub.add_parser("train", help="train with one of svgbench's recipes: dino (ssl), vae, svg, diffusion, judge (see --help of each)",
+    t = sub.add_parser("train", help="train with one of svgbench's recipes: dino (ssl), vae, svg, diffusion, judge "
+                                     "(svgbench train: the list; svgbench train RECIPE --help: its options)",
                        add_help=False)
-    t.add_argument("recipe", choices=["dino", "ssl", "vae", "svg", "diffusion", "judge"])
+    t.add_argument("recipe", nargs="?", choices=["dino", "ssl", "vae", "svg", "diffusion", "judge"])
     t.add_argument("recipe_args", nargs=argparse.REMAINDER)
 
     rep = sub.add_parser("report", help="rebuild tables from the records under results/")
@@ -235,7 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `svgbench train --help` (no recipe): the recipe list; everything else unknown is an error as usual
+    if extra and not (args.command == "train" and args.recipe is None and set(extra) <= {"-h", "--help"}):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     for plugin in args.plugin:
         load_plugin(plugin)
     return {"list": cmd_list, "run": cmd_run, "train": cmd_train, "report": cmd_report}[args.command](args)

@@ -24,16 +24,19 @@ import numpy as np
 import pandas as pd
 
 from .checkpoints import atomic_write_bytes
-
-PSNR, SSIM = "PSNR (dB)", "SSIM"
-UNDERSTANDING = [("probe top-1 (%)", "linear probe top-1"), ("kNN k=20 top-1 (%)", "kNN top-1 (k=20)"),
-                 ("seg mIoU (%)", "seg mIoU")]
+from .tasks import get_task, list_tasks
 LINESTYLES = {"euler": "-", "heun": "--"}
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+
+def plot_metrics(group: str) -> list[tuple[str, str]]:
+    """(scorecard column, label) of every headline metric drawn in figure panel `group`, from the task registry."""
+    return [(m.headline_title, m.label or m.headline_title) for name in list_tasks()
+            for m in get_task(name).headline_metrics() if m.plot == group]
+
 
 def new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -178,7 +181,7 @@ def _bars(ax, names, groups, ylabel: str, title: str) -> None:
 def draw_understanding(ax, scorecard: pd.DataFrame) -> None:
     """Grouped bars per encoder: linear-probe top-1, kNN top-1 (k=20), segmentation mIoU."""
     title = "understanding"
-    cols = [(c, label) for c, label in UNDERSTANDING if not _empty(scorecard, c)]
+    cols = [(c, label) for c, label in plot_metrics("understanding") if not _empty(scorecard, c)]
     if _empty(scorecard, "encoder") or not cols or not any(scorecard[c].map(_finite).any() for c, _ in cols):
         return no_data(ax, title, "no probe / knn / seg records")
     names = list(series_labels(scorecard))
@@ -217,7 +220,7 @@ def draw_fid_vs_probe(ax, scorecard: pd.DataFrame) -> None:
     """Generation FID against linear-probe top-1, one point per encoder: a latent good at both sits bottom right."""
     title = "generation vs understanding"
     fid = None if _empty(scorecard) else generation_fid_column(scorecard)
-    probe = UNDERSTANDING[0][0]
+    probe = plot_metrics("understanding")[0][0]
     if fid is None or _empty(scorecard, "encoder", probe):
         return no_data(ax, title, "needs generation FID and probe top-1")
     ok = scorecard[fid].map(_finite) & scorecard[probe].map(_finite)
@@ -259,8 +262,9 @@ def understanding(scorecard: pd.DataFrame):
 
 def reconstruction(scorecard: pd.DataFrame):
     fig = new_figure(9, 3.8)
-    draw_metric_bars(fig.add_subplot(1, 2, 1), scorecard, PSNR, "reconstruction PSNR", "PSNR (dB)")
-    draw_metric_bars(fig.add_subplot(1, 2, 2), scorecard, SSIM, "reconstruction SSIM", "SSIM")
+    panels = plot_metrics("reconstruction")
+    for i, (col, label) in enumerate(panels):
+        draw_metric_bars(fig.add_subplot(1, len(panels), i + 1), scorecard, col, label, col)
     return fig
 
 
@@ -301,8 +305,8 @@ def overview(frames: dict[str, pd.DataFrame]):
     draw_fid_vs_sampler_steps(fig.add_subplot(2, 3, 2), frames.get("sampling_curve"))
     draw_fid_vs_probe(fig.add_subplot(2, 3, 3), sc)
     draw_understanding(fig.add_subplot(2, 3, 4), sc)
-    draw_metric_bars(fig.add_subplot(2, 3, 5), sc, PSNR, "reconstruction PSNR", "PSNR (dB)")
-    draw_metric_bars(fig.add_subplot(2, 3, 6), sc, SSIM, "reconstruction SSIM", "SSIM")
+    for i, (col, label) in enumerate(plot_metrics("reconstruction")[:2]):
+        draw_metric_bars(fig.add_subplot(2, 3, 5 + i), sc, col, label, col)
     datas = set()
     for f in frames.values():
         if f is not None and "data" in getattr(f, "columns", []):

@@ -7,7 +7,10 @@ shape for real checkpoints on an ImageNet-layout folder (and ADE20K for segmenta
 
 from __future__ import annotations
 
-PRESETS: dict[str, dict] = {
+# the embedded default's encoders, in run order (each a registered built-in: svgbench.encoders.registry)
+EMBEDDED_ENCODERS = ("tiny-svg", "tiny-svg-dino-only", "tiny-vae", "tiny-ssl", "pixels")
+
+RUN_PRESETS: dict[str, dict] = {
     "tiny": {
         "data": {"name": "shapes", "split": "val", "resolution": 64, "size": 512},
         "tasks": {
@@ -33,6 +36,6 @@ PRESETS: dict[str, dict] = {
 
 
 def get_preset(name: str) -> dict:
-    if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
-    return PRESETS[name]
+    if name not in RUN_PRESETS:
+        raise KeyError(f"unknown preset {name!r}; presets: {', '.join(RUN_PRESETS)}")
+    return RUN_PRESETS[name]

@@ -14,33 +14,24 @@ from pathlib import Path
 import pandas as pd
 
 from .checkpoints import atomic_write_bytes
-from .runner import load_records
+from .records import data_label as _data_label
+from .records import feature_network_prefix, finite_number as _num, latest_records, load_records
+from .tasks import get_task, list_tasks
 
-# per task: (metric key, column title, format); n/a cells stay visible as "n/a"
-COLUMNS = {
-    "reconstruction": [("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("lpips", "LPIPS", "{:.4f}"),
-                       ("rfid", "rFID", "{:.2f}"), ("num_images", "images", "{:d}"),
-                       ("encode_ips", "encode img/s", "{:.1f}"), ("decode_ips", "decode img/s", "{:.1f}")],
-    "seg": [("miou", "mIoU (%)", "{:.2f}"), ("macc", "mAcc (%)", "{:.2f}"), ("aacc", "aAcc (%)", "{:.2f}"),
-            ("num_images", "images", "{:d}"), ("train_images", "train images", "{:d}"),
-            ("train_s", "head train s", "{:.1f}")],
-    "probe": [("probe_top1", "linear top-1 (%)", "{:.2f}"), ("probe_top5", "linear top-5 (%)", "{:.2f}"),
-              ("probe_top1_sklearn", "logreg top-1 (%)", "{:.2f}"), ("num_train", "train images", "{:d}"),
-              ("num_test", "test images", "{:d}"), ("feature_dim", "dim", "{:d}"),
-              ("probe_fit_s", "probe fit (s)", "{:.2f}")],
-    "knn": [("knn_top1_k10", "kNN k=10 top-1 (%)", "{:.2f}"), ("knn_top1_k20", "kNN k=20 top-1 (%)", "{:.2f}"),
-            ("silhouette", "silhouette", "{:.4f}"), ("variance_ratio", "between/within variance", "{:.4f}"),
-            ("num_train", "train images", "{:d}"), ("num_test", "test images", "{:d}")],
-    # generation metrics are titled after their feature network: judge-FID, Inception-FID, ...
-    "generation": [("fid", "FID", "{:.2f}"), ("kid", "KID", "{:.4f}"), ("precision", "precision", "{:.3f}"),
-                   ("recall", "recall", "{:.3f}"), ("train_steps", "diffusion steps", "{:d}"),
-                   ("feature_network", "feature network", "{}"), ("num_samples", "samples", "{:d}"),
-                   ("sample_s_per_image", "sample s/img", "{:.4f}")],
-    "sampling": [("num_samples", "samples", "{:d}")],  # plus one column per sampler step count
-}
-# columns that are timings: reported, but kept out of the deterministic comparison
-TIMING_COLUMNS = {"encode img/s", "decode img/s", "head train s", "probe fit (s)", "sample s/img"}
-NETWORK_METRICS = {"fid", "kid", "precision", "recall"}  # titled "<network>-<title>"
+
+def _spec(task: str):
+    """The registered spec of `task`, or None for records of a task that is not registered in this process."""
+    try:
+        return get_task(task)
+    except KeyError:
+        return None
+
+
+def metric_title(spec, metric, record: dict | None) -> str:
+    """A metric's column title; network metrics are titled after the record's feature network."""
+    if metric.network and record is not None:
+        return f"{feature_network_prefix(record)}-{metric.title}"
+    return metric.title
 
 
 def _fmt(value, fmt: str) -> str:
@@ -54,50 +45,54 @@ def _fmt(value, fmt: str) -> str:
         return str(value)
 
 
-def feature_network_prefix(record: dict) -> str:
-    """The name that prefixes a generation metric of `record`: "judge" (svgbench's shapes judge) or "Inception"."""
-    label = str(record.get("metrics", {}).get("feature_network") or "").lower()
-    if label.startswith("judge"):
-        return "judge"
-    if label.startswith("inception"):
-        return "Inception"
-    return "judge" if record["data"]["name"] == "shapes" else "Inception"
-
-
-def _data_label(data: dict) -> str:
-    if data["name"] == "shapes":
-        return f"shapes/{data['split']} (embedded, procedural) {data['resolution']}px"
-    return f"{data['name']}:{data.get('root')}/{data['split']} {data['resolution']}px"
-
-
 def task_table(records: list[dict], task: str) -> pd.DataFrame:
-    """One row per (encoder, dataset) from the newest record of each; values as numbers. For `sampling`: the
-    pivot of `sampling_table`."""
-    if task == "sampling":
-        return sampling_table(records)
+    """One row per (encoder, dataset) from the newest record of each; values as numbers. For a task with a
+    curve (`sampling`): the pivot of `curve_table`."""
+    spec = _spec(task)
+    if spec is not None and spec.curve is not None:
+        return curve_table(records, task)
+    extra = spec.extra_columns_fn() if spec is not None else None
     rows = []
     for r in records:
         if r["task"] != task:
             continue
-        spec = r["spec"]
+        rspec = r["spec"]
         row = {"encoder": r["encoder"], "data": _data_label(r["data"]),
-               "latent": "x".join(str(s) for s in spec["latent_shape"]), "weights": spec["weights"]}
-        for key, title, _ in COLUMNS.get(task, []):
-            if task == "generation" and key in NETWORK_METRICS:
-                title = f"{feature_network_prefix(r)}-{title}"
-            row[title] = r["metrics"].get(key)
-        if task == "generation":  # steps to reach each FID level; "> N": not within the N-step curve
-            curve = r["metrics"].get("fid_curve") or []
-            for target, step in (r["metrics"].get("steps_to_fid") or {}).items():
-                row[f"steps to {feature_network_prefix(r)}-FID <= {target}"] = (
-                    step if step is not None else (f"> {curve[-1][0]}" if curve else None))
-        if not COLUMNS.get(task):
+               "latent": "x".join(str(s) for s in rspec["latent_shape"]), "weights": rspec["weights"]}
+        for m in (spec.metrics if spec is not None else ()):
+            row[metric_title(spec, m, r)] = r["metrics"].get(m.key)
+        if extra is not None:
+            row.update(extra(r))
+        if spec is None or not spec.metrics:
             row.update({k: v for k, v in r["metrics"].items() if isinstance(v, (int, float))})
         rows.append(row)
     df = pd.DataFrame(rows)
     if not df.empty:
         df = df.drop_duplicates(subset=["encoder", "data"], keep="last").sort_values(["data", "encoder"])
     return df.reset_index(drop=True)
+
+
+def task_formats(task: str, df: pd.DataFrame | None = None) -> dict[str, str]:
+    """Column title -> format of `task`'s table (network metrics under their bare title)."""
+    spec = _spec(task)
+    if spec is None:
+        return {}
+    fmts = {m.title: m.fmt for m in spec.metrics}
+    if spec.curve is not None and df is not None:
+        fmts |= {c: spec.curve.fmt for c in df.columns if _is_x_column(spec.curve, c)}
+    if spec.extra_columns is not None and df is not None:
+        fmts |= {c: spec.extra_columns_fmt for c in df.columns
+                 if _format_of(c, fmts) is None and c not in ID_COLUMNS + ["latent"]}
+    return fmts
+
+
+def timing_titles(task: str) -> set[str]:
+    spec = _spec(task)
+    return {m.title for m in spec.metrics if m.timing} if spec is not None else set()
+
+
+def _is_x_column(curve, col) -> bool:
+    return str(col).endswith((f" {curve.x_unit}", f" {curve.x_unit}s"))
 
 
 def _format_of(col: str, fmts: dict[str, str]) -> str | None:
@@ -111,10 +106,7 @@ def _format_of(col: str, fmts: dict[str, str]) -> str | None:
 
 def to_markdown(df: pd.DataFrame, task: str, formats: dict[str, str] | None = None) -> str:
     if formats is None:
-        formats = {title: fmt for _, title, fmt in COLUMNS.get(task, [])}
-        if task == "sampling":
-            formats |= {c: "{:.2f}" for c in df.columns if str(c).endswith((" step", " steps"))}
-        formats |= {c: "{:d}" for c in df.columns if str(c).startswith("steps to ")}
+        formats = task_formats(task, df)
     fmts = formats
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
@@ -143,23 +135,6 @@ def _unavailable(records: list[dict], task: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # shared helpers
 # ---------------------------------------------------------------------------------------------
-
-def latest_records(records: list[dict], task: str) -> dict[tuple[str, str], dict]:
-    """(encoder, data label) -> the record of `task` that the task table shows (the last one, as in task_table),
-    ordered by data label, then encoder."""
-    out = {}
-    for r in records:
-        if r["task"] == task:
-            out[(r["encoder"], _data_label(r["data"]))] = r
-    return dict(sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][0])))
-
-
-def _num(value):
-    """A finite number, or None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
 
 def _row_names(keys) -> dict[tuple[str, str], str]:
     """(encoder, data) -> how n/a notes name the row: the encoder alone when every row is on one dataset."""
@@ -205,53 +180,54 @@ def _dumps(obj) -> bytes:
 # scorecard: one row per (encoder, dataset), the headline measurement of every task
 # ---------------------------------------------------------------------------------------------
 
-# (task, metric key, column title, format)
-SCORECARD = [
-    ("reconstruction", "psnr", "PSNR (dB)", "{:.2f}"),
-    ("reconstruction", "ssim", "SSIM", "{:.4f}"),
-    ("reconstruction", "rfid", "rFID", "{:.2f}"),
-    ("probe", "probe_top1", "probe top-1 (%)", "{:.2f}"),
-    ("knn", "knn_top1_k20", "kNN k=20 top-1 (%)", "{:.2f}"),
-    ("knn", "silhouette", "silhouette", "{:.4f}"),
-    ("knn", "variance_ratio", "variance ratio", "{:.4f}"),
-    ("seg", "miou", "seg mIoU (%)", "{:.2f}"),
-]
-GENERATION_HEADLINE = [("fid", "FID", "{:.2f}"), ("kid", "KID", "{:.4f}"), ("precision", "precision", "{:.3f}"),
-                       ("recall", "recall", "{:.3f}")]
-FEW_STEP_MAX = 4
-DECODER_TASKS = {"reconstruction", "generation", "sampling"}
 ID_COLUMNS = ["kind", "encoder", "data", "weights"]
 PUBLISHED_COLUMNS = ["group", "model", "latent", "training_epochs", "sampling_steps", "guidance", "metric", "value",
                      "dataset", "protocol", "source"]
 
 
-def few_step_title(prefix: str) -> str:
-    return f"few-step {prefix}-FID (<={FEW_STEP_MAX} steps)"
+def curve_headline_title(curve, network: str) -> str:
+    return curve.headline_title.format(network=network, max_x=curve.headline_max_x)
 
 
 def scorecard_formats() -> dict[str, str]:
-    fmts = {title: fmt for _, _, title, fmt in SCORECARD}
-    fmts.update({title: fmt for _, title, fmt in GENERATION_HEADLINE})
-    for prefix in ("judge", "Inception"):
-        fmts[few_step_title(prefix)] = "{:.2f}"
+    """Scorecard column title -> format (network metrics under their bare title), from the task registry."""
+    fmts = {}
+    for spec in _scorecard_tasks():
+        fmts.update({m.headline_title: m.fmt for m in spec.headline_metrics()})
+        if spec.curve is not None and spec.curve.headline_max_x is not None:
+            for prefix in ("judge", "Inception"):
+                fmts[curve_headline_title(spec.curve, prefix)] = spec.curve.fmt
     return fmts
 
 
+def _scorecard_tasks() -> list:
+    """Tasks with a scorecard column: a headline metric, or a curve headline; in registry order."""
+    out = []
+    for name in list_tasks():
+        spec = get_task(name)
+        if spec.headline_metrics() or (spec.curve is not None and spec.curve.headline_max_x is not None):
+            out.append(spec)
+    return out
+
+
 def _missing_reason(task: str, spec: dict | None) -> str:
-    if task in DECODER_TASKS and spec is not None and not spec.get("has_decoder", True):
+    tspec = _spec(task)
+    if tspec is not None and "decoder" in tspec.needs and spec is not None and not spec.get("has_decoder", True):
         return f"no pixel decoder: `{task}` needs one"
     return f"no `{task}` record"
 
 
 def _scorecard(records: list[dict]) -> tuple[pd.DataFrame, list[tuple[str, str, str]], list[str]]:
     """-> (measured rows, n/a items (row name, column, reason), notes on mixed weights)."""
-    tasks = {t: latest_records(records, t) for t in
-             ("reconstruction", "probe", "knn", "seg", "generation", "sampling")}
+    specs = _scorecard_tasks()
+    tasks = {t.name: latest_records(records, t.name) for t in specs}
     keys = sorted({k for per in tasks.values() for k in per}, key=lambda k: (k[1], k[0]))
     names = _row_names(keys)
+    network_tasks = [t.name for t in specs if any(m.network for m in t.metrics) or t.curve is not None]
     prefixes = {}
     for k in keys:
-        r = tasks["generation"].get(k) or tasks["sampling"].get(k) or next(per[k] for per in tasks.values() if k in per)
+        r = next((tasks[t][k] for t in network_tasks if k in tasks[t]), None)
+        r = r or next(per[k] for per in tasks.values() if k in per)
         prefixes[k] = feature_network_prefix(r)
     nets = sorted(set(prefixes.values()), key=lambda p: (p != "judge", p))
     rows, na, mixed = [], [], []
@@ -274,44 +250,58 @@ def _scorecard(records: list[dict]) -> tuple[pd.DataFrame, list[tuple[str, str, 
                     why = (rec["metrics"].get("unavailable") or {}).get(key) or f"`{task}` reported no {key}"
                 na.append((name, title, why))
 
-        for task, key, title, _ in SCORECARD:
-            put(task, key, title, tasks[task].get(k))
-        gen = tasks["generation"].get(k)
-        for net in nets:
-            for key, title, _ in GENERATION_HEADLINE:
-                col = f"{net}-{title}"
-                if net == prefixes[k]:
-                    put("generation", key, col, gen)
-                else:
-                    row[col] = None
-                    na.append((names[k], col, f"this dataset is scored with the {prefixes[k]} network"))
-        samp = tasks["sampling"].get(k)
-        for net in nets:
-            col, at = few_step_title(net), ("few-step sampler" if len(nets) == 1 else f"few-step sampler ({net})")
-            row[col], row[at] = None, None
-            if net != prefixes[k]:
-                na.append((names[k], col, f"this dataset is scored with the {prefixes[k]} network"))
+        for t in specs:  # plain headline metrics first, in registry order
+            for m in t.headline_metrics():
+                if not m.network:
+                    put(t.name, m.key, m.headline_title, tasks[t.name].get(k))
+        for t in specs:  # then the feature-network metrics, one column per network
+            for net in nets:
+                for m in t.headline_metrics():
+                    if not m.network:
+                        continue
+                    col = f"{net}-{m.headline_title}"
+                    if net == prefixes[k]:
+                        put(t.name, m.key, col, tasks[t.name].get(k))
+                    else:
+                        row[col] = None
+                        na.append((names[k], col, f"this dataset is scored with the {prefixes[k]} network"))
+        for t in specs:  # then curve headlines: the best value at x <= headline_max_x
+            if t.curve is None or t.curve.headline_max_x is None:
                 continue
-            if samp is None:
-                na.append((names[k], col, _missing_reason("sampling", spec)))
-                continue
-            cands = [c for c in samp["metrics"].get("curve") or []
-                     if _num(c.get("steps")) is not None and c["steps"] <= FEW_STEP_MAX
-                     and _num(c.get("fid")) is not None]
-            if not cands:
-                why = (samp["metrics"].get("unavailable") or {}).get("fid") or f"no sampler run at <={FEW_STEP_MAX} steps"
-                na.append((names[k], col, why))
-                continue
-            best = min(cands, key=lambda c: (c["fid"], c["steps"], c["method"]))
-            row[col] = best["fid"]
-            row[at] = f"{best['method']}, {steps_title(best['steps'])}"
+            _curve_headline(t, tasks[t.name].get(k), nets, prefixes[k], row, na, names[k], spec)
         rows.append(row)
     df = pd.DataFrame(rows)
     if not df.empty:
-        # the sampler column only where some row has a few-step value
-        drop = [c for c in df.columns if c.startswith("few-step sampler") and df[c].isna().all()]
+        # the "at" column only where some row has a value
+        ats = {t.curve.headline_at_title for t in specs if t.curve is not None}
+        drop = [c for c in df.columns if any(c.startswith(a) for a in ats) and df[c].isna().all()]
         df = df.drop(columns=drop)
     return df, na, mixed
+
+
+def _curve_headline(t, rec, nets, prefix, row, na, name, spec) -> None:
+    c = t.curve
+    for net in nets:
+        col = curve_headline_title(c, net)
+        at = c.headline_at_title if len(nets) == 1 else f"{c.headline_at_title} ({net})"
+        row[col], row[at] = None, None
+        if net != prefix:
+            na.append((name, col, f"this dataset is scored with the {prefix} network"))
+            continue
+        if rec is None:
+            na.append((name, col, _missing_reason(t.name, spec)))
+            continue
+        cands = [p for p in rec["metrics"].get(c.key) or []
+                 if _num(p.get(c.x)) is not None and p[c.x] <= c.headline_max_x and _num(p.get(c.value)) is not None]
+        if not cands:
+            why = ((rec["metrics"].get("unavailable") or {}).get(c.value)
+                   or f"no sampler run at <={c.headline_max_x} steps")
+            na.append((name, col, why))
+            continue
+        sign = -1 if c.higher_is_better else 1
+        best = min(cands, key=lambda p: (sign * p[c.value], p[c.x], p[c.series]))
+        row[col] = best[c.value]
+        row[at] = f"{best[c.series]}, {c.x_title(best[c.x])}"
 
 
 def scorecard_table(records: list[dict]) -> pd.DataFrame:
@@ -407,17 +397,14 @@ def write_scorecard(results_dir: str | Path, records: list[dict], published: pd.
 # sampling: judge-FID per (encoder, method) x sampler steps; timings go to efficiency
 # ---------------------------------------------------------------------------------------------
 
-DEFAULT_SAMPLER_STEPS = (1, 2, 4, 8, 16, 25, 50)
-
-
 def steps_title(n: int) -> str:
     return f"{n} step" if n == 1 else f"{n} steps"
 
 
-def sampling_curve_table(records: list[dict]) -> pd.DataFrame:
+def sampling_curve_table(records: list[dict], task: str = "sampling") -> pd.DataFrame:
     """Long form of every sampling curve: encoder, data, metric, method, steps, nfe, fid, sample/decode s per image."""
     rows = []
-    for (enc, data), r in latest_records(records, "sampling").items():
+    for (enc, data), r in latest_records(records, task).items():
         metric = f"{feature_network_prefix(r)}-FID"
         for c in r["metrics"].get("curve") or []:
             rows.append({"encoder": enc, "data": data, "metric": metric, "method": c.get("method"),
@@ -428,66 +415,72 @@ def sampling_curve_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def _sampling(records: list[dict]) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
-    latest = latest_records(records, "sampling")
+def _curve(records: list[dict], task: str) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
+    """The pivot of a curve task: rows (encoder, data, series value), one column per x value; n/a items."""
+    spec = get_task(task)
+    c = spec.curve
+    why_missing = spec.missing_reason_fn()
+    latest = latest_records(records, task)
     keys = list(latest)
     names = _row_names(keys)
-    steps_all = set()
+    xs_all = set()
     for r in latest.values():
-        steps_all |= set((r.get("config") or {}).get("steps") or [])
-        steps_all |= {c["steps"] for c in r["metrics"].get("curve") or [] if _num(c.get("steps")) is not None}
-    steps_all = sorted(steps_all or DEFAULT_SAMPLER_STEPS)
+        xs_all |= set((r.get("config") or {}).get(c.x) or [])
+        xs_all |= {p[c.x] for p in r["metrics"].get(c.key) or [] if _num(p.get(c.x)) is not None}
+    xs_all = sorted(xs_all)
+    count_metrics = [m for m in spec.table_metrics()]
     rows, missing = [], {}
     for k in keys:
         r = latest[k]
         cfg, m = r.get("config") or {}, r["metrics"]
-        curve = m.get("curve") or []
-        methods = list(cfg.get("methods") or []) or sorted({c["method"] for c in curve}) or ["euler", "heun"]
-        by = {(c.get("method"), c.get("steps")): _num(c.get("fid")) for c in curve}
-        metric = f"{feature_network_prefix(r)}-FID"
-        run_steps = set(cfg.get("steps") or steps_all)
-        heun_max = cfg.get("heun_max_steps")
-        for method in sorted(methods):
-            row = {"encoder": k[0], "data": k[1], "method": method, "metric": metric}
-            for n in steps_all:
-                value = by.get((method, n))
-                row[steps_title(n)] = value
+        points = m.get(c.key) or []
+        series = list(cfg.get(f"{c.series}s") or []) or sorted({p[c.series] for p in points})
+        by = {(p.get(c.series), p.get(c.x)): _num(p.get(c.value)) for p in points}
+        metric = f"{feature_network_prefix(r)}-{c.value_title}"
+        run_xs = set(cfg.get(c.x) or xs_all)
+        for s_value in sorted(series):
+            row = {"encoder": k[0], "data": k[1], c.series: s_value, "metric": metric}
+            for n in xs_all:
+                value = by.get((s_value, n))
+                row[c.x_title(n)] = value
                 if value is not None:
                     continue
-                if (m.get("unavailable") or {}).get("fid"):
-                    why = m["unavailable"]["fid"]
-                elif method == "heun" and heun_max is not None and n > heun_max:
-                    why = f"Heun (2 model evaluations a step) runs up to {heun_max} steps"
-                elif n not in run_steps:
-                    why = "sampler steps not in this run"
-                else:
-                    why = "not reported"
-                missing.setdefault((names[k], method, why), []).append(n)
-            row["samples"] = m.get("num_samples")
+                why = (m.get("unavailable") or {}).get(c.value)
+                why = why or (why_missing(r, s_value, n) if why_missing is not None else None)
+                if not why:
+                    why = f"{c.x_unit}s not in this run" if n not in run_xs else "not reported"
+                    why = "sampler steps not in this run" if n not in run_xs and c.x_unit == "step" else why
+                missing.setdefault((names[k], s_value, why), []).append(n)
+            for mspec in count_metrics:
+                row[mspec.title] = m.get(mspec.key)
             rows.append(row)
     na = []
-    for (name, method, why), steps in missing.items():
-        what = (f"{method} (all steps)" if steps == steps_all else
-                f"{method} at {', '.join(str(n) for n in steps)} steps")
+    for (name, s_value, why), xs in missing.items():
+        what = (f"{s_value} (all {c.x_unit}s)" if xs == xs_all else
+                f"{s_value} at {', '.join(str(n) for n in xs)} {c.x_unit}s")
         na.append((name, what, why))
     return pd.DataFrame(rows), na
 
 
+def curve_table(records: list[dict], task: str = "sampling") -> pd.DataFrame:
+    """Rows (encoder, data, series), one column per x value (sampling: FID under the row's `metric` per sampler
+    step count; judge-FID on shapes). Timings are not here: they go to efficiency."""
+    return _curve(records, task)[0]
+
+
 def sampling_table(records: list[dict]) -> pd.DataFrame:
-    """Rows (encoder, data, method), one column per sampler step count: FID under the row's `metric` (judge-FID
-    on shapes). Timings are not here: they go to efficiency."""
-    return _sampling(records)[0]
+    return curve_table(records, "sampling")
 
 
-def sampling_timings(records: list[dict]) -> pd.DataFrame:
+def curve_timings(records: list[dict], task: str = "sampling") -> pd.DataFrame:
     """task, encoder, data, measure, value rows: seconds per image of each (method, steps) sampling run."""
-    curve = sampling_curve_table(records)
+    curve = sampling_curve_table(records, task)
     rows = []
     for c in curve.itertuples():
         for col, what in (("sample_s_per_image", "sample s/img"), ("decode_s_per_image", "decode s/img")):
             value = getattr(c, col)
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
-                rows.append({"task": "sampling", "encoder": c.encoder, "data": c.data,
+                rows.append({"task": task, "encoder": c.encoder, "data": c.data,
                              "measure": f"{c.method} {steps_title(c.steps)}: {what}", "value": value})
     return pd.DataFrame(rows, columns=["task", "encoder", "data", "measure", "value"])
 
@@ -546,11 +539,6 @@ def frames(records: list[dict]) -> dict[str, pd.DataFrame]:
 # everything
 # ---------------------------------------------------------------------------------------------
 
-SAMPLING_NOTE = ("Rows: (encoder, sampler); columns: sampler steps; cells: FID of the encoder's diffusion model "
-                 "under the feature network named in `metric` (judge-FID: svgbench's shapes judge, not Inception). "
-                 "Time per image is in efficiency.md.")
-
-
 def write_reports(results_dir: str | Path = "results", records: list[dict] | None = None,
                   plots: bool = True) -> dict[str, Path]:
     """Rebuild every task table, the scorecard and (with `plots`) the figures from the records; returns
@@ -564,21 +552,23 @@ def write_reports(results_dir: str | Path = "results", records: list[dict] | Non
     records = load_records(results_dir) if records is None else records
     out, timing_frames = {}, []
     for task in sorted({r["task"] for r in records}):
-        if task == "sampling":
-            df, na = _sampling(records)
-            t = sampling_timings(records)
+        spec = _spec(task)
+        note = [spec.note, ""] if spec is not None and spec.note else []
+        if spec is not None and spec.curve is not None:
+            df, na = _curve(records, task)
+            t = curve_timings(records, task)
             if not t.empty:
                 timing_frames.append(t)
-            md = [f"# {task}", "", NOTE, "", SAMPLING_NOTE, "", to_markdown(df, task), "", *_reason_lines(na)]
+            md = [f"# {task}", "", NOTE, "", *note, to_markdown(df, task), "", *_reason_lines(na)]
         else:
             full = task_table(records, task)
-            timing = [c for c in full.columns if c in TIMING_COLUMNS]
+            timing = [c for c in full.columns if c in timing_titles(task)]
             df = full.drop(columns=timing)
             if timing:
                 t = full[["encoder", "data"] + timing].melt(id_vars=["encoder", "data"], var_name="measure")
                 t.insert(0, "task", task)
                 timing_frames.append(t)
-            md = [f"# {task}", "", NOTE, "", to_markdown(df, task), ""]
+            md = [f"# {task}", "", NOTE, "", *note, to_markdown(df, task), ""]
             md += _unavailable(records, task)
         md_path = results_dir / f"{task}.md"
         atomic_write_bytes(md_path, ("\n".join(md).rstrip() + "\n").encode())

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import atomic_write_bytes
 from .data import DataConfig, build_dataset
+from .presets import EMBEDDED_ENCODERS
+from .records import Record, load_records, read_record, record_path, write_record
 
-EMBEDDED_ENCODERS = ("tiny-svg", "tiny-svg-dino-only", "tiny-vae", "tiny-ssl", "pixels")
-RECORD_VERSION = 1
+__all__ = ["CellFailure", "RunConfig", "RunInterrupted", "RunSummary", "load_records", "read_record", "record_path",
+           "resolve_device", "run_matrix", "write_record"]
 
 
 @dataclass
@@ -73,51 +74,6 @@ def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def record_path(results_dir: str | Path, task: str, encoder: str, key: str) -> Path:
-    return Path(results_dir) / "records" / task / f"{encoder}__{key}.json"
-
-
-def write_record(path: Path, record: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode())
-
-
-def load_records(results_dir: str | Path, task: str | None = None) -> list[dict]:
-    """Every readable record (a malformed file is skipped with a warning, never half-read)."""
-    root = Path(results_dir) / "records"
-    pattern = f"{task}/*.json" if task else "*/*.json"
-    out = []
-    for p in sorted(root.glob(pattern)):
-        try:
-            rec = json.loads(p.read_text())
-        except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            print(f"warning: skipping unreadable record {p}: {e}", file=sys.stderr)
-            continue
-        if not isinstance(rec, dict):
-            print(f"warning: skipping {p}: it holds a JSON {type(rec).__name__}, not a record", file=sys.stderr)
-        elif rec.get("record_version") == RECORD_VERSION:
-            out.append(rec)
-    return out
-
-
-def read_record(path: Path, key: str | None = None) -> dict:
-    """The record at `path`; raises ValueError saying what is wrong when it is not a finished record."""
-    try:
-        rec = json.loads(path.read_text())
-    except UnicodeDecodeError as e:
-        raise ValueError(f"not text ({e.reason})") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"not valid JSON (truncated or corrupt: {e.msg} at char {e.pos})") from None
-    if not isinstance(rec, dict):
-        raise ValueError(f"holds a JSON {type(rec).__name__}, not a record")
-    if rec.get("record_version") != RECORD_VERSION:
-        raise ValueError(f"record_version {rec.get('record_version')!r}, expected {RECORD_VERSION}")
-    if key is not None and rec.get("key") != key:
-        raise ValueError(f"its key {rec.get('key')!r} is not the cell's key {key!r}")
-    if not isinstance(rec.get("metrics"), dict):
-        raise ValueError("it has no metrics")
-    return rec
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -168,6 +124,11 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
 
     device = resolve_device(cfg.device)
     tasks = [get_task(t) for t in cfg.tasks]
+    configs = {t.name: task_config(t, cfg) for t in tasks}  # strict: an unknown field fails here, before any work
+    unknown = sorted(set(cfg.task_overrides) - {t.name for t in tasks} - set(_known_task_names()))
+    if unknown:
+        raise ValueError(f"run config: settings for unknown task(s) {', '.join(unknown)}; "
+                         f"tasks: {', '.join(_known_task_names())}")
     for name in cfg.encoders:
         encoder_spec(name)  # unknown names fail before any work, with the list of known ones
     dataset = build_dataset(cfg.data)
@@ -185,14 +146,10 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
         weights_hash = encoder.weights_hash()
         for task in tasks:
             state["cell"] = None
-            if task.needs_decoder and not encoder.spec.has_decoder:
+            if "decoder" in task.needs and not encoder.spec.has_decoder:
                 log(f"[{name}] {task.name}: n/a (no pixel decoder)")
                 continue
-            overrides = dict(cfg.task_overrides.get(task.name, {}))
-            overrides.setdefault("batch_size", cfg.batch_size)
-            tcfg_cls = task.config_class()
-            fields = {f.name for f in dataclasses.fields(tcfg_cls)}
-            tcfg = tcfg_cls(**{k: v for k, v in overrides.items() if k in fields})
+            tcfg = configs[task.name]
             tcfg_dict = dataclasses.asdict(tcfg)
             tcfg_key = {k: v for k, v in tcfg_dict.items() if k != "batch_size"}  # batch size: speed only
             key = _hash({"task": task.name, "config": tcfg_key, "data": cfg.data.key(), "encoder": name,
@@ -212,7 +169,7 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
             bar = tqdm(total=n, desc=f"{name} / {task.name}", unit="img", leave=False, file=sys.stderr)
             t0 = time.perf_counter()
             try:
-                metrics = task.function()(encoder, dataset, tcfg, device=device, progress=bar.update)
+                metrics = task.run()(encoder, dataset, tcfg, device=device, progress=bar.update)
             except Exception as e:
                 failures.append(CellFailure(task.name, name, f"{type(e).__name__}: {e}"))
                 log(f"[{name}] {task.name} FAILED: {type(e).__name__}: {e}")
@@ -220,26 +177,29 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
                 continue
             finally:
                 bar.close()
-            record = {
-                "record_version": RECORD_VERSION,
-                "key": key,
-                "task": task.name,
-                "encoder": name,
-                "encoder_kwargs": kwargs,
-                "spec": encoder.spec.as_dict(),
-                "weights_hash": weights_hash,
-                "data": cfg.data.as_dict() | {"key": cfg.data.key()},
-                "config": tcfg_dict,
-                "seed": cfg.seed,
-                "metrics": metrics,
-                "device": device,
-                "device_name": device_name(device),
-                "wall_s": round(time.perf_counter() - t0, 3),
-                "versions": versions(),
-            }
+            record = Record(
+                key=key, task=task.name, encoder=name, encoder_kwargs=kwargs, spec=encoder.spec.as_dict(),
+                weights_hash=weights_hash, data=cfg.data.as_dict() | {"key": cfg.data.key()}, config=tcfg_dict,
+                seed=cfg.seed, metrics=metrics, device=device, device_name=device_name(device),
+                wall_s=round(time.perf_counter() - t0, 3), versions=versions())
             write_record(path, record)
-            records.append(record)
+            records.append(record.as_dict())
             state["computed"] += 1
-            log(f"[{name}] {task.name}: done in {record['wall_s']:.1f}s")
+            log(f"[{name}] {task.name}: done in {record.wall_s:.1f}s")
     state["cell"] = None
     return RunSummary(records, failures, state["computed"], state["skipped"])
+
+
+def task_config(task, cfg: RunConfig):
+    """The config of `task` in run `cfg`: its overrides, with the run's batch size where the task has one.
+    An unknown field is a ValueError listing the valid ones."""
+    overrides = dict(cfg.task_overrides.get(task.name, {}))
+    if "batch_size" in task.config_fields():
+        overrides.setdefault("batch_size", cfg.batch_size)
+    return task.make_config(overrides, where="run config")
+
+
+def _known_task_names() -> list[str]:
+    from .tasks import list_tasks
+
+    return list_tasks()

@@ -11,7 +11,7 @@ import pytest
 
 from svgbench.data import DataConfig
 from svgbench.presets import get_preset
-from svgbench.runner import EMBEDDED_ENCODERS
+from svgbench.presets import EMBEDDED_ENCODERS
 
 QUICK_IMAGES = 32
 FULL_IMAGES = 512
@@ -91,3 +91,23 @@ def rows_written_by(write):
 def wants_task(config, task: str) -> bool:
     opt = config.getoption("--tasks")
     return not opt or task in [t.strip() for t in opt.split(",")]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With --benchmark, after every task module has run (whatever their file names): rebuild every table under
+    results/ from the records."""
+    config = session.config
+    if not config.getoption("--benchmark") or getattr(config, "workerinput", None) is not None:
+        return
+    from svgbench.report import write_reports
+
+    results = config.getoption("--results")
+    paths = write_reports(results)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    if not paths:
+        reporter.write_line(f"svgbench: no records under {results}/records: no tables written", red=True)
+        session.exitstatus = 1
+        return
+    reporter.write_line(f"svgbench: tables rebuilt from the records: {', '.join(str(p) for p in paths.values())}")

@@ -80,7 +80,7 @@ def test_sampler_step_vs_forward(benchmark, run_options, size, latent, batch, sp
 
     from svgbench.diffusion.samplers import euler
     from svgbench.runner import device_name
-    from svgbench.train.diffusion import DiffusionConfig, build_diffusion_model
+    from svgbench.diffusion.store import DiffusionConfig, build_diffusion_model
 
     device = resolve_device(run_options["device"])
     if size != "tiny" and not device.startswith("cuda"):

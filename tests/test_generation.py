@@ -18,7 +18,8 @@ from svgbench.encoders import create_encoder
 from svgbench.metrics import judge as judge_mod
 from svgbench.metrics.fidelity import fidelity_metrics
 from svgbench.train.common import RunDir
-from svgbench.train.diffusion import DiffusionConfig, train_diffusion
+from svgbench.diffusion.store import DiffusionConfig
+from svgbench.train.diffusion import train_diffusion
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def _tiny_setup():
     torch.manual_seed(0)
     enc = create_encoder("tiny-vae", weights="random")
     from svgbench.diffusion.transport import LatentStats
-    from svgbench.train.diffusion import build_diffusion_model
+    from svgbench.diffusion.store import build_diffusion_model
 
     model = build_diffusion_model(DiffusionConfig(), (4, 8, 8), 10).eval()
     return enc, model, LatentStats(torch.zeros(4), torch.ones(4))
@@ -65,7 +66,7 @@ def _tiny_setup():
 def test_samples_do_not_depend_on_batch_size():
     """Noise and labels are per index; only float rounding in batched kernels may move a pixel by one level."""
     from svgbench.diffusion.samplers import euler
-    from svgbench.tasks.generation import generate
+    from svgbench.diffusion.generate import generate
 
     torch.set_num_threads(1)
     enc, model, stats = _tiny_setup()
@@ -89,7 +90,7 @@ def _gen_worker(rank, world, port, out):
     import torch.distributed as dist
 
     from svgbench.diffusion.samplers import euler
-    from svgbench.tasks.generation import generate_all
+    from svgbench.diffusion.generate import generate_all
 
     dist.init_process_group("gloo")
     enc, model, stats = _tiny_setup()
@@ -102,7 +103,7 @@ def _gen_worker(rank, world, port, out):
 
 def test_two_processes_sample_the_same_set(tmp_path):
     from svgbench.diffusion.samplers import euler
-    from svgbench.tasks.generation import generate_all
+    from svgbench.diffusion.generate import generate_all
 
     out = str(tmp_path / "two.pt")
     mp.spawn(_gen_worker, args=(2, _port(), out), nprocs=2, join=True)
@@ -171,14 +172,14 @@ def test_generation_without_judge_is_na(tmp_path, monkeypatch):
 
 def test_train_diffusion_export_ships_a_model_the_task_picks_up(tmp_path, judge_file, monkeypatch):
     """`svgbench train diffusion --export`: fp16 weights + stats + curve + card; the task then loads them."""
-    import svgbench.tasks.generation as gen
+    import svgbench.diffusion.store as store
     import svgbench.train.cards as cards
     from svgbench.checkpoints import read_safetensors_metadata
     from svgbench.cli import main
     from safetensors.torch import load_file
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(gen, "SHIPPED", tmp_path / "weights" / "diffusion")
+    monkeypatch.setattr(store, "SHIPPED", tmp_path / "weights" / "diffusion")
     monkeypatch.setattr(cards, "WEIGHTS_DIR", tmp_path / "weights")
     main(["train", "diffusion", "--encoder", "tiny-vae", "--weights", "random", "--threads", "1", "--train-steps", "4",
           "--eval-every", "2", "--curve-samples", "16", "--eval-samples", "24", "--train-size", "64",
@@ -194,7 +195,7 @@ def test_train_diffusion_export_ships_a_model_the_task_picks_up(tmp_path, judge_
 
 
 def test_adm_npz_layout(tmp_path):
-    from svgbench.tasks.generation import save_adm_npz
+    from svgbench.diffusion.generate import save_adm_npz
 
     imgs = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
     f = save_adm_npz(imgs, torch.arange(5) % 3, tmp_path / "samples.npz")
@@ -219,7 +220,7 @@ def _ddp_train_worker(rank, world, port, out_dir):
     import torch.distributed as dist
 
     from svgbench.diffusion.samplers import euler
-    from svgbench.tasks.generation import generate_all
+    from svgbench.diffusion.generate import generate_all
 
     enc, _, _ = _tiny_setup()
     g = torch.Generator().manual_seed(0)

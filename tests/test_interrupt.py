@@ -92,7 +92,7 @@ def _interrupt(root: Path, sig: signal.Signals) -> subprocess.CompletedProcess:
 
 def _check_on_disk(root: Path, *, temp_files_allowed: bool) -> None:
     """(a): records and cache entries on disk are whole; temporary files are only ever temporary files."""
-    from svgbench.runner import RECORD_VERSION
+    from svgbench.records import SCHEMA_VERSION as RECORD_VERSION
 
     results, cache = root / "results", root / "cache"
     for p in (results / "records").glob("*/*.json"):

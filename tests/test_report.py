@@ -14,7 +14,9 @@ from svgbench import plots
 from svgbench.data import DataConfig
 from svgbench.report import (frames, sampling_table, scorecard_table, scorecard_unavailable, write_reports,
                              write_scorecard)
-from svgbench.runner import RECORD_VERSION, RunConfig, run_matrix, write_record
+from svgbench.records import SCHEMA_VERSION as RECORD_VERSION
+from svgbench.records import Record, write_record
+from svgbench.runner import RunConfig, run_matrix
 
 PLOT_FILES = ("fid_vs_train_steps", "fid_vs_sampler_steps", "understanding", "reconstruction", "discriminability",
               "samples", "overview")
@@ -97,7 +99,7 @@ def synthetic_records() -> list[dict]:
 def write_synthetic_results(results: Path, records=None) -> Path:
     """results/records/<task>/*.json from `synthetic_records()`, as the runner lays them out."""
     for r in records or synthetic_records():
-        write_record(results / "records" / r["task"] / f"{r['encoder']}__{r['key']}.json", r)
+        write_record(results / "records" / r["task"] / f"{r['encoder']}__{r['key']}.json", Record.from_dict(r))
     return results
 
 
@@ -307,7 +309,7 @@ def test_sample_strip_round_trips_to_the_samples_plot(tmp_path):
     from PIL import Image
 
     from svgbench.report import samples_table
-    from svgbench.tasks.generation import sample_strip
+    from svgbench.diffusion.generate import sample_strip
 
     g = torch.Generator().manual_seed(0)
     fake = torch.randint(0, 256, (12, 3, 64, 64), dtype=torch.uint8, generator=g)

@@ -15,16 +15,14 @@ size or the number of processes.
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..diffusion.generate import generate_all, sample_strip, save_adm_npz
+from ..diffusion.store import DiffusionConfig, NoDiffusionModel, load_shipped
 from ..encoders.base import LatentEncoder
-
-SHIPPED = Path(__file__).resolve().parent.parent / "weights" / "diffusion"
 
 
 @dataclass(frozen=True)
@@ -103,29 +101,6 @@ def num_classes_of(dataset) -> int:
     return len(class_names(dataset))
 
 
-def sample_strip(samples: torch.Tensor, classes: list[str], n: int = 10, size: int = 64) -> dict:
-    """The first n samples (labels 0..n-1) as one PNG strip of thumbnails at most `size` px, base64, for the
-    record: what the scored samples look like, drawn by the report as results/samples.png."""
-    import base64
-    import io
-
-    from PIL import Image
-
-    x = samples[:n]
-    if x.shape[-1] > size:
-        x = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True)
-        x = x.round().clamp(0, 255).to(torch.uint8)
-    strip = torch.cat(list(x), dim=2).permute(1, 2, 0).contiguous().numpy()  # H x (n W) x 3
-    buf = io.BytesIO()
-    Image.fromarray(strip).save(buf, format="PNG", optimize=True)
-    return {"png_base64": base64.b64encode(buf.getvalue()).decode("ascii"), "count": len(x),
-            "classes": [classes[i % len(classes)] for i in range(len(x))]}
-
-
-class NoDiffusionModel(LookupError):
-    """No shipped diffusion model for this encoder, and training was not asked for."""
-
-
 # ---------------------------------------------------------------------------------------------
 # the diffusion model of an encoder: shipped, or trained here
 # ---------------------------------------------------------------------------------------------
@@ -144,24 +119,14 @@ def _latents(encoder, dataset, cfg, device, progress=None):
 
 def diffusion_for(encoder: LatentEncoder, dataset, cfg: GenerationConfig, device: str, evaluate=None, log=None):
     """-> (EMA model, latent stats, curve rows, provenance dict)."""
-    from ..checkpoints import load_state_dict, read_safetensors_metadata
-    from ..diffusion.transport import LatentStats
-    from ..train.diffusion import DiffusionConfig, build_diffusion_model, train_diffusion
+    from ..train.diffusion import train_diffusion
 
     name, whash = encoder.spec.name, encoder.weights_hash()
-    shipped = SHIPPED / f"{name}.safetensors"
     ncls = num_classes_of(dataset)
-    if shipped.exists() and not cfg.retrain and dataset.data_config.name == "shapes":
-        meta = read_safetensors_metadata(shipped)
-        if meta.get("encoder_weights_hash") == whash:
-            dcfg = DiffusionConfig(**json.loads(meta["diffusion_config"]))
-            model = build_diffusion_model(dcfg, tuple(json.loads(meta["latent_shape"])), ncls)
-            state = load_state_dict(shipped)
-            stats = LatentStats(state.pop("stats.mean"), state.pop("stats.std"))
-            model.load_state_dict(state)
-            model.eval().to(device)
-            curve = json.loads(meta.get("curve", "[]"))
-            return model, stats.to(device), curve, {"diffusion_weights": f"shipped:{shipped.name}", "train_steps": int(meta["step"])}
+    if not cfg.retrain:
+        shipped = load_shipped(encoder, dataset.data_config.name, ncls, device)
+        if shipped is not None:
+            return shipped
     if not (cfg.train or cfg.retrain):
         raise NoDiffusionModel(
             f"no shipped diffusion model matches encoder {name!r} (weights {whash}) on "
@@ -185,77 +150,28 @@ def recorded_provenance(prov: dict) -> dict:
     return {k: prov[k] for k in ("diffusion_weights", "train_steps") if k in prov}
 
 
-def export_diffusion(model, stats, encoder: LatentEncoder, latent_shape, dcfg, curve: list[dict], step: int,
-                     dest: Path | None = None) -> Path:
-    """Ship a trained diffusion model for `encoder` (EMA weights + latent stats + its FID curve).
-
-    The weights are stored in fp16 (loaded back into the fp32 model); the latent statistics stay fp32.
-    """
-    from ..checkpoints import save_safetensors
-
-    dest = dest or SHIPPED / f"{encoder.spec.name}.safetensors"
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    state["stats.mean"], state["stats.std"] = stats.mean, stats.std
-    save_safetensors(state, dest, metadata={
-        "format": "svgbench.diffusion", "encoder": encoder.spec.name, "encoder_weights_hash": encoder.weights_hash(),
-        "latent_shape": json.dumps(list(latent_shape)), "diffusion_config": json.dumps(asdict(dcfg)),
-        "curve": json.dumps(curve), "step": str(step)})
-    return dest
-
-
 # ---------------------------------------------------------------------------------------------
 # sampling and scoring
 # ---------------------------------------------------------------------------------------------
 
-def shard(n: int, rank: int, world: int) -> list[int]:
-    """The global sample indices rank `rank` of `world` generates (contiguous shards)."""
-    per = -(-n // world)
-    return list(range(rank * per, min(n, (rank + 1) * per)))
+def steps_to_fid_columns(record: dict) -> dict:
+    """The generation table's training-efficiency columns: steps to reach each FID level ("> N": not within the
+    N-step curve)."""
+    from ..records import feature_network_prefix
+
+    m = record["metrics"]
+    curve = m.get("fid_curve") or []
+    return {f"steps to {feature_network_prefix(record)}-FID <= {target}": (
+        step if step is not None else (f"> {curve[-1][0]}" if curve else None))
+        for target, step in (m.get("steps_to_fid") or {}).items()}
 
 
-@torch.no_grad()
-def generate(model, stats, encoder: LatentEncoder, indices, num_classes: int, sampler, *, seed: int, batch_size: int,
-             device: str) -> tuple[torch.Tensor, dict]:
-    """Samples of the given global indices (uint8 N x 3 x H x W).
-
-    Sample i has label i mod num_classes and noise from (seed, i) alone, so any split of the indices over
-    batches or processes gives the same images.
-    """
-    from ..diffusion.samplers import noise_for_indices
-
-    indices = list(indices)
-    c, h, w = model.in_channels, model.input_size, model.input_size
-    out, t_sample, t_decode = [], 0.0, 0.0
-    for i in range(0, len(indices), batch_size):
-        idx = indices[i:i + batch_size]
-        noise = noise_for_indices(idx, (c, h, w), seed, device=device)
-        labels = torch.tensor(idx, device=device) % num_classes
-        t0 = time.perf_counter()
-        z = sampler(model, noise, labels)
-        _sync(device)
-        t1 = time.perf_counter()
-        x = encoder.decode(stats.denormalize(z))
-        _sync(device)
-        t_sample += t1 - t0
-        t_decode += time.perf_counter() - t1
-        out.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
-    n = max(1, len(indices))
-    return torch.cat(out), {"sample_s_per_image": t_sample / n, "decode_s_per_image": t_decode / n}
-
-
-def generate_all(model, stats, encoder, n, num_classes, sampler, *, seed, batch_size, device) -> tuple[torch.Tensor, dict]:
-    """All n samples; under torch.distributed each rank makes its shard and all ranks receive the whole set."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return generate(model, stats, encoder, range(n), num_classes, sampler, seed=seed, batch_size=batch_size,
-                        device=device)
-    rank, world = dist.get_rank(), dist.get_world_size()
-    mine, timing = generate(model, stats, encoder, shard(n, rank, world), num_classes, sampler, seed=seed,
-                            batch_size=batch_size, device=device)
-    parts = [None] * world
-    dist.all_gather_object(parts, mine)
-    return torch.cat([p for p in parts if p is not None and len(p)]), timing
+def sampling_missing_reason(record: dict, method: str, steps: int) -> str | None:
+    """Why the sampling table has no value for (method, steps) of `record`, where the task knows."""
+    heun_max = (record.get("config") or {}).get("heun_max_steps")
+    if method == "heun" and heun_max is not None and steps > heun_max:
+        return f"Heun (2 model evaluations a step) runs up to {heun_max} steps"
+    return None
 
 
 def score(real: torch.Tensor, fake: torch.Tensor, extractor: str, weights: str | None, device: str,
@@ -270,28 +186,6 @@ def score(real: torch.Tensor, fake: torch.Tensor, extractor: str, weights: str |
     if prc:
         out["precision"], out["recall"] = m["precision"], m["recall"]
     return out
-
-
-def save_adm_npz(images: torch.Tensor, labels: torch.Tensor, path: str | Path) -> Path:
-    """Samples as the ADM evaluator (guided-diffusion's evaluations/evaluator.py) reads them: arr_0 = N x H x W x 3
-    uint8, arr_1 = class labels. Written atomically."""
-    import io
-
-    import numpy as np
-
-    from ..checkpoints import atomic_write_bytes
-
-    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"ADM .npz takes N x 3 x H x W uint8 samples, got {tuple(images.shape)} {images.dtype}")
-    buf = io.BytesIO()
-    np.savez(buf, images.permute(0, 2, 3, 1).contiguous().numpy(), labels.numpy().astype(np.int64))
-    atomic_write_bytes(Path(path), buf.getvalue())
-    return Path(path)
-
-
-def _sync(device):
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = GenerationConfig(), device: str = "cpu",

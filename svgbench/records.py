@@ -1,0 +1,148 @@
+"""Result records: one JSON file per (task, encoder, dataset, config) cell, typed and versioned.
+
+`Record` is the schema; `to_json` / `from_json` are the only way records are written and read, so a file
+that is truncated, corrupt, of another schema version or of another cell is reported (and recomputed by
+the runner), never half-read. Helpers here are what every reader of records shares (the report, the
+findings, the task tables' hooks).
+
+Schema history: version 1 (svgbench 0.1.0) is the same fields as an untyped dict; it loads unchanged as
+version 2 (version 2 adds the explicit schema check and strict field set), so finished cells survive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checkpoints import atomic_write_bytes
+
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # older schemas this version reads as they are (see the module docstring)
+
+
+@dataclass
+class Record:
+    """One finished cell. `metrics` is the task's flat dict (metric keys per the task's metric specs, plus
+    `unavailable`: metric -> reason for every n/a)."""
+
+    key: str
+    task: str
+    encoder: str
+    metrics: dict
+    config: dict
+    data: dict
+    spec: dict
+    weights_hash: str | None = None
+    encoder_kwargs: dict = field(default_factory=dict)
+    seed: int = 0
+    device: str = "cpu"
+    device_name: str = ""
+    wall_s: float = 0.0
+    versions: dict = field(default_factory=dict)
+    record_version: int = SCHEMA_VERSION
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        # allow_nan=False: a record never holds Infinity/NaN (non-finite metrics are n/a with their reason)
+        return json.dumps(self.as_dict(), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, rec: dict, key: str | None = None) -> "Record":
+        """Validate `rec` and build the record; raises ValueError saying what is wrong."""
+        if not isinstance(rec, dict):
+            raise ValueError(f"holds a JSON {type(rec).__name__}, not a record")
+        version = rec.get("record_version")
+        if version not in READABLE_VERSIONS:
+            raise ValueError(f"schema version {version!r}, this svgbench reads {READABLE_VERSIONS}: recomputing")
+        if key is not None and rec.get("key") != key:
+            raise ValueError(f"its key {rec.get('key')!r} is not the cell's key {key!r}")
+        if not isinstance(rec.get("metrics"), dict):
+            raise ValueError("it has no metrics")
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = [n for n in ("key", "task", "encoder", "config", "data", "spec") if n not in rec]
+        if missing:
+            raise ValueError(f"it lacks {', '.join(missing)}")
+        known = {k: v for k, v in rec.items() if k in names}
+        known["record_version"] = SCHEMA_VERSION
+        return cls(**known)
+
+    @classmethod
+    def from_json(cls, text: str, key: str | None = None) -> "Record":
+        try:
+            rec = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not valid JSON (truncated or corrupt: {e.msg} at char {e.pos})") from None
+        return cls.from_dict(rec, key)
+
+
+def record_path(results_dir: str | Path, task: str, encoder: str, key: str) -> Path:
+    return Path(results_dir) / "records" / task / f"{encoder}__{key}.json"
+
+
+def write_record(path: Path, record: Record) -> None:
+    atomic_write_bytes(path, record.to_json().encode())
+
+
+def read_record(path: Path, key: str | None = None) -> dict:
+    """The record at `path` as a dict; raises ValueError saying what is wrong when it is not a finished record."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not text ({e.reason})") from None
+    return Record.from_json(text, key).as_dict()
+
+
+def load_records(results_dir: str | Path, task: str | None = None) -> list[dict]:
+    """Every readable record (an unreadable file is skipped with a warning naming it, never half-read)."""
+    root = Path(results_dir) / "records"
+    pattern = f"{task}/*.json" if task else "*/*.json"
+    out = []
+    for p in sorted(root.glob(pattern)):
+        try:
+            out.append(read_record(p))
+        except (ValueError, OSError) as e:
+            print(f"warning: skipping record {p}: {e}", file=sys.stderr)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# what readers of records share
+# ---------------------------------------------------------------------------------------------
+
+def data_label(data: dict) -> str:
+    if data["name"] == "shapes":
+        return f"shapes/{data['split']} (embedded, procedural) {data['resolution']}px"
+    return f"{data['name']}:{data.get('root')}/{data['split']} {data['resolution']}px"
+
+
+def feature_network_prefix(record: dict) -> str:
+    """The name that prefixes a generation metric of `record`: "judge" (svgbench's shapes judge) or "Inception"."""
+    label = str(record.get("metrics", {}).get("feature_network") or "").lower()
+    if label.startswith("judge"):
+        return "judge"
+    if label.startswith("inception"):
+        return "Inception"
+    return "judge" if record["data"]["name"] == "shapes" else "Inception"
+
+
+def latest_records(records: list[dict], task: str) -> dict[tuple[str, str], dict]:
+    """(encoder, data label) -> the newest record of `task` (the last one given), ordered by data label, then
+    encoder."""
+    out = {}
+    for r in records:
+        if r["task"] == task:
+            out[(r["encoder"], data_label(r["data"]))] = r
+    return dict(sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][0])))
+
+
+def finite_number(value):
+    """A finite number, or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return None if isinstance(value, float) and not math.isfinite(value) else value

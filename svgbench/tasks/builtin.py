@@ -1,0 +1,103 @@
+"""svgbench's built-in tasks: their functions and configs (lazy), needs and metric specs, in table order."""
+
+from __future__ import annotations
+
+from .registry import CurveSpec, MetricSpec, TaskSpec
+
+_IMAGES = "bootstrap over evaluation images"
+
+
+def _count(key: str, title: str) -> MetricSpec:
+    return MetricSpec(key, title, "{:d}")
+
+
+RECONSTRUCTION = TaskSpec(
+    "reconstruction", "svgbench.tasks.reconstruction:run_reconstruction", "svgbench.tasks.reconstruction:ReconConfig",
+    metrics=(
+        MetricSpec("psnr", "PSNR (dB)", "{:.2f}", True, headline=True, uncertainty=_IMAGES, plot="reconstruction",
+                   label="reconstruction PSNR"),
+        MetricSpec("ssim", "SSIM", "{:.4f}", True, headline=True, uncertainty=_IMAGES, plot="reconstruction",
+                   label="reconstruction SSIM"),
+        MetricSpec("lpips", "LPIPS", "{:.4f}", False, uncertainty=_IMAGES),
+        MetricSpec("rfid", "rFID", "{:.2f}", False, headline=True),
+        _count("num_images", "images"),
+        MetricSpec("encode_ips", "encode img/s", "{:.1f}", True, timing=True),
+        MetricSpec("decode_ips", "decode img/s", "{:.1f}", True, timing=True),
+    ),
+    needs=frozenset({"decoder"}), description="encode -> decode: PSNR, SSIM, LPIPS, rFID")
+
+PROBE = TaskSpec(
+    "probe", "svgbench.tasks.understanding:run_probe", "svgbench.tasks.understanding:ProbeConfig",
+    metrics=(
+        MetricSpec("probe_top1", "linear top-1 (%)", "{:.2f}", True, headline=True, scorecard_title="probe top-1 (%)",
+                   uncertainty=_IMAGES, plot="understanding", label="linear probe top-1"),
+        MetricSpec("probe_top5", "linear top-5 (%)", "{:.2f}", True),
+        MetricSpec("probe_top1_sklearn", "logreg top-1 (%)", "{:.2f}", True),
+        _count("num_train", "train images"),
+        _count("num_test", "test images"),
+        _count("feature_dim", "dim"),
+        MetricSpec("probe_fit_s", "probe fit (s)", "{:.2f}", False, timing=True),
+    ),
+    needs=frozenset({"labels"}),
+    description="linear probe on frozen pooled features (DINOv2 grid protocol) + logistic-regression check")
+
+KNN = TaskSpec(
+    "knn", "svgbench.tasks.understanding:run_knn", "svgbench.tasks.understanding:KnnConfig",
+    metrics=(
+        MetricSpec("knn_top1_k10", "kNN k=10 top-1 (%)", "{:.2f}", True, uncertainty=_IMAGES),
+        MetricSpec("knn_top1_k20", "kNN k=20 top-1 (%)", "{:.2f}", True, headline=True, uncertainty=_IMAGES,
+                   plot="understanding", label="kNN top-1 (k=20)"),
+        MetricSpec("silhouette", "silhouette", "{:.4f}", True, headline=True),
+        MetricSpec("variance_ratio", "between/within variance", "{:.4f}", True, headline=True,
+                   scorecard_title="variance ratio"),
+        _count("num_train", "train images"),
+        _count("num_test", "test images"),
+    ),
+    needs=frozenset({"labels"}),
+    description="weighted kNN (k=10, 20, T=0.07), silhouette, between/within-class variance, PCA map")
+
+SEG = TaskSpec(
+    "seg", "svgbench.tasks.segmentation:run_segmentation", "svgbench.tasks.segmentation:SegConfig",
+    metrics=(
+        MetricSpec("miou", "mIoU (%)", "{:.2f}", True, headline=True, scorecard_title="seg mIoU (%)",
+                   uncertainty="bootstrap over images (IoU from summed confusion matrices)", plot="understanding",
+                   label="seg mIoU"),
+        MetricSpec("macc", "mAcc (%)", "{:.2f}", True),
+        MetricSpec("aacc", "aAcc (%)", "{:.2f}", True),
+        _count("num_images", "images"),
+        _count("train_images", "train images"),
+        MetricSpec("train_s", "head train s", "{:.1f}", False, timing=True),
+    ),
+    needs=frozenset({"masks"}),
+    description="DINOv2 linear segmentation head on frozen patch tokens: mIoU, mAcc, aAcc (mmseg)")
+
+_SAMPLES = "bootstrap over generated and reference samples (cached features)"
+
+GENERATION = TaskSpec(
+    "generation", "svgbench.tasks.generation:run_generation", "svgbench.tasks.generation:GenerationConfig",
+    metrics=(
+        MetricSpec("fid", "FID", "{:.2f}", False, headline=True, network=True, uncertainty=_SAMPLES),
+        MetricSpec("kid", "KID", "{:.4f}", False, headline=True, network=True, uncertainty=_SAMPLES),
+        MetricSpec("precision", "precision", "{:.3f}", True, headline=True, network=True, uncertainty=_SAMPLES),
+        MetricSpec("recall", "recall", "{:.3f}", True, headline=True, network=True, uncertainty=_SAMPLES),
+        _count("train_steps", "diffusion steps"),
+        MetricSpec("feature_network", "feature network", "{}"),
+        _count("num_samples", "samples"),
+        MetricSpec("sample_s_per_image", "sample s/img", "{:.4f}", False, timing=True),
+    ),
+    needs=frozenset({"decoder", "diffusion", "labels"}),
+    extra_columns="svgbench.tasks.generation:steps_to_fid_columns", extra_columns_fmt="{:d}",
+    description="flow-matching diffusion on the latents: FID/KID/precision/recall, FID vs training steps")
+
+SAMPLING = TaskSpec(
+    "sampling", "svgbench.tasks.generation:run_sampling", "svgbench.tasks.generation:SamplingConfig",
+    metrics=(_count("num_samples", "samples"),),
+    needs=frozenset({"decoder", "diffusion", "labels"}),
+    curve=CurveSpec(key="curve", series="method", x="steps", value="fid", headline_max_x=4),
+    missing_reason="svgbench.tasks.generation:sampling_missing_reason",
+    note=("Rows: (encoder, sampler); columns: sampler steps; cells: FID of the encoder's diffusion model "
+          "under the feature network named in `metric` (judge-FID: svgbench's shapes judge, not Inception). "
+          "Time per image is in efficiency.md."),
+    description="few-step sampling: FID and time per image vs sampler steps (Euler, Heun)")
+
+BUILTIN_TASKS = (RECONSTRUCTION, PROBE, KNN, SEG, GENERATION, SAMPLING)
