@@ -26,8 +26,9 @@ READABLE_VERSIONS = (1, 2)  # older schemas this version reads as they are (see 
 
 @dataclass
 class Record:
-    """One finished cell. `metrics` is the task's flat dict (metric keys per the task's metric specs, plus
-    `unavailable`: metric -> reason for every n/a)."""
+    """One finished cell. `metrics` is the task's flat dict: metric keys per the task's metric specs, plus
+    `unavailable` (metric -> reason, for every n/a) and `pending` (metric -> reason, for an n/a that depends on
+    this machine, e.g. feature-network weights not yet on it: the runner recomputes such a cell on rerun)."""
 
     key: str
     task: str

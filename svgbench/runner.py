@@ -152,15 +152,23 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
             tcfg = configs[task.name]
             tcfg_dict = dataclasses.asdict(tcfg)
             tcfg_key = {k: v for k, v in tcfg_dict.items() if k != "batch_size"}  # batch size: speed only
+            files = {f: _file_hash(getattr(tcfg, f, None)) for f in task.file_fields}
             key = _hash({"task": task.name, "config": tcfg_key, "data": cfg.data.key(), "encoder": name,
-                         "kwargs": kwargs, "weights": weights_hash, "seed": cfg.seed, "device": device})
+                         "kwargs": kwargs, "weights": weights_hash, "seed": cfg.seed, "device": device}
+                        | ({"files": files} if files else {}))
             path = record_path(cfg.results_dir, task.name, name, key)
             if cfg.skip_existing and path.exists():
                 try:
-                    records.append(read_record(path, key))
-                    state["skipped"] += 1
-                    log(f"[{name}] {task.name}: cached ({path.name})")
-                    continue
+                    old = read_record(path, key)
+                    pending = old["metrics"].get("pending") or {}
+                    if not pending:
+                        records.append(old)
+                        state["skipped"] += 1
+                        log(f"[{name}] {task.name}: cached ({path.name})")
+                        continue
+                    # n/a that depended on this machine (e.g. missing feature-network weights): try again
+                    log(f"[{name}] {task.name}: record {path.name} has pending metrics "
+                        f"({'; '.join(f'{k}: {v}' for k, v in sorted(pending.items()))}); recomputing the cell")
                 except (ValueError, OSError) as e:
                     log(f"[{name}] {task.name}: record {path} is unusable ({e}); recomputing the cell")
             state["cell"] = f"{name} / {task.name}"
@@ -188,6 +196,15 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
             log(f"[{name}] {task.name}: done in {record.wall_s:.1f}s")
     state["cell"] = None
     return RunSummary(records, failures, state["computed"], state["skipped"])
+
+
+def _file_hash(path) -> str | None:
+    """sha256 of the file at `path` (None when the field is unset)."""
+    if not path:
+        return None
+    from .checkpoints import file_sha256
+
+    return file_sha256(path)
 
 
 def task_config(task, cfg: RunConfig):

@@ -10,6 +10,8 @@
 # Knobs for a quick rehearsal on CPU: PROBE_STEPS, MAX_STEPS, MIN_STEPS, TRAIN_ARGS (extra `svgbench train
 # diffusion` flags), RUN_ARGS (extra `svgbench run` flags). It overwrites svgbench/weights/diffusion/: rehearse in a copy.
 set -u
+# 0. XL sampling/training throughput and MFU (bf16 and fp32, batch 64/256): results/gpu-<device>/gpu_bench.{json,md}
+${PYTHON:-python3} tasks/gpu_bench.py --out "${1:?usage: bash tasks/gpu_run.sh OUT_DIR [TRAIN_SECONDS]}" || echo "gpu_bench failed"
 OUT=${1:?usage: bash tasks/gpu_run.sh OUT_DIR [TRAIN_SECONDS]}
 TRAIN_SECONDS=${2:-200}
 PROBE_STEPS=${PROBE_STEPS:-200}

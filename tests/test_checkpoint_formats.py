@@ -314,3 +314,108 @@ def test_missing_truncated_and_pickled_checkpoints(tmp_path):
 
 class Opaque:
     pass
+
+
+# ----------------------------------------------------------------------------- DINOv3 q/v biases, decoder-only SVG
+
+def meta_state_with_biases(seed: int = 0, k_part: float = 0.0) -> tuple[dict, dict]:
+    """(timm-layout state of a 2-block DINOv3 with non-zero q/v biases, the same weights in Meta layout)."""
+    from svgbench.encoders.dino import PRESETS, build_timm_dino
+
+    ref = build_timm_dino(PRESETS["dinov3-vits16plus"], 64, depth=2, qkv_bias=True)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in ref.named_parameters():
+            if n.endswith(("q_bias", "v_bias")):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+            if "gamma_" in n:  # layer scale 1e-5 at init would hide what the attention branch does
+                p.fill_(1.0)
+    meta = meta_dinov3_state({k: v for k, v in ref.state_dict().items() if not k.endswith(("q_bias", "v_bias"))},
+                             num_heads=6)
+    for b in range(2):
+        q, v = ref.state_dict()[f"blocks.{b}.attn.q_bias"], ref.state_dict()[f"blocks.{b}.attn.v_bias"]
+        meta[f"blocks.{b}.attn.qkv.bias"] = torch.cat([q, torch.full_like(q, k_part), v])
+        mask = torch.ones(3 * 384)
+        mask[384:768] = 0  # DINOv3's LinearKMaskedBias: the k third is masked out
+        meta[f"blocks.{b}.attn.qkv.bias_mask"] = mask
+    return ref, meta
+
+
+def test_dinov3_nonzero_qv_biases_are_loaded_not_dropped(tmp_path):
+    from svgbench.encoders.dino import PRESETS, build_timm_dino, load_dino_weights
+
+    ref, meta = meta_state_with_biases(k_part=0.7)  # masked k bias: ignored, as DINOv3 does
+    path = tmp_path / "dinov3_qkvb.pth"
+    torch.save(meta, path)
+    enc = create_encoder("dinov3-vits16plus", weights=str(path), depth=2, resolution=64)
+    assert enc.model.blocks[1].attn.q_bias.abs().sum() > 0
+    x = X64[:1]
+    with torch.no_grad():
+        want = ref.forward_features(((x + 1) / 2 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+                                    / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))[:, ref.num_prefix_tokens:]
+    torch.testing.assert_close(enc.features(x)["patch"], want)
+    # the same weights without the biases give other latents: the biases matter, and were not dropped
+    no_bias = {k: v for k, v in meta.items() if "qkv.bias" not in k}
+    torch.save(no_bias, tmp_path / "no_bias.pth")
+    other = create_encoder("dinov3-vits16plus", weights=str(tmp_path / "no_bias.pth"), depth=2, resolution=64)
+    assert (other.encode(x) - enc.encode(x)).abs().max() > 1e-3
+    # a model without q/v biases refuses them, naming the key
+    plain = build_timm_dino(PRESETS["dinov3-vits16plus"], 64, depth=2)
+    with pytest.raises(CheckpointError, match=r"blocks\.0\.attn\.qkv\.bias holds non-zero q/v biases"):
+        load_dino_weights(plain, path)
+    # an unmasked non-zero k bias is not DINOv3's layout
+    bad = {k: v for k, v in meta.items() if not k.endswith("bias_mask")}
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="non-zero k part"):
+        create_encoder("dinov3-vits16plus", weights=str(tmp_path / "bad.pth"), depth=2, resolution=64)
+
+
+def small_dinov3_svg_config() -> SVGConfig:
+    return SVGConfig(dino_overrides={"depth": 2}, resolution=64, residual_layers=1, residual_heads=2,
+                     residual_width=32, residual_mlp=64, decoder_ch=8, decoder_res_blocks=1,
+                     decoder_attn_resolutions=(), decoder_groups=4)
+
+
+def test_svg_ckpt_with_dinov3_qv_biases(tmp_path):
+    from svgbench.encoders.svg import create_svg
+
+    cfg = small_dinov3_svg_config()
+    ref_dino, meta = meta_state_with_biases(seed=1)
+    base = create_svg("svg-dinov3-vits16plus", weights="random", config=cfg)
+    ckpt = official_svg_checkpoint(base, cfg)
+    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("encoder.")}
+    ckpt["state_dict"].update({f"encoder.{k}": v for k, v in meta.items()})
+    torch.save(ckpt, tmp_path / "svg.ckpt")
+    loaded = create_svg("svg-dinov3-vits16plus", weights=str(tmp_path / "svg.ckpt"), config=cfg)
+    torch.testing.assert_close(loaded.encoder.blocks[0].attn.v_bias, ref_dino.blocks[0].attn.v_bias)
+    z = loaded.encode(X64)
+    assert z.shape == (2, 392, 4, 4)
+    with torch.no_grad():
+        want = ref_dino.forward_features(((X64 + 1) / 2 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+                                         / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))[:, 5:]
+    torch.testing.assert_close(z[:, :384].flatten(2).transpose(1, 2), want)
+    assert loaded.spec.extra["batch_dependent"] is True  # align="batch", as published
+
+
+def test_svg_decoder_only_checkpoint_decodes_and_refuses_to_encode(tmp_path, monkeypatch):
+    import svgbench.encoders.dino as dino_mod
+
+    monkeypatch.setattr(dino_mod, "EMBEDDED_WEIGHTS", tmp_path / "no-embedded-weights")
+    ref = create_encoder("tiny-svg", weights="random")
+    assert ref.spec.extra["batch_dependent"] is False  # tiny-svg aligns per sample
+    sd = official_svg_checkpoint(ref, ref.cfg)["state_dict"]
+    path = tmp_path / "decoder_only.ckpt"
+    torch.save({"state_dict": {k: v for k, v in sd.items() if k.startswith("decoder.")}}, path)
+    dec = create_encoder("tiny-svg", weights=str(path))
+    z = ref.encode(X64)
+    torch.testing.assert_close(dec.decode(z), ref.decode(z))
+    with pytest.raises(CheckpointError, match=r"can decode but not encode.*no residual encoder.*dino_weights"):
+        dec.encode(X64)
+    assert "decoder-only" in dec.spec.extra["decode_only"]
+    assert dec.weights_hash() == create_encoder("tiny-svg", weights=str(path)).weights_hash()  # deterministic
+    dino_file = tmp_path / "dino.safetensors"
+    save_file(ref.encoder.state_dict(), str(dino_file))
+    with_dino = create_encoder("tiny-svg", weights=str(path), dino_weights=str(dino_file))
+    with pytest.raises(CheckpointError, match="no residual encoder") as e:
+        with_dino.features(X64)
+    assert "dino_weights" not in str(e.value)

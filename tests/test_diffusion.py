@@ -352,3 +352,121 @@ def test_cfg_modes_batch_and_schedule():
         Guidance(2.0, "interval")
     with pytest.raises(ValueError):
         Guidance(2.0, "cfg-star")
+
+
+# ---------------------------------------------------------------------------------------------
+# any published checkpoint, architecture read from its tensors
+# ---------------------------------------------------------------------------------------------
+
+def test_load_diffusion_checkpoint_svg_layout_with_official_stats(tmp_path):
+    from svgbench.diffusion.official import load_diffusion_checkpoint
+
+    src = randomize(tiny(qk_norm=True, learn_sigma=True), seed=4)
+    torch.save({"ema": src.state_dict(), "opt": {"lr": torch.tensor(1e-4)}}, tmp_path / "0080000.pt")
+    mean, std = torch.randn(1, 1, 8), torch.rand(1, 1, 8) + 0.5
+    torch.save({"dinov3_sp_mean": mean, "dinov3_sp_std": std}, tmp_path / "dinov3_sp_stats.pt")
+    model, stats, info = load_diffusion_checkpoint(tmp_path / "0080000.pt", tmp_path / "dinov3_sp_stats.pt",
+                                                   latent_shape=(8, 4, 4), num_classes=10)
+    assert info["layout"] == "svg" and info["entry"] == "ema" and info["latent_scale"] is None
+    assert info["architecture"] == dict(size="tiny", in_channels=8, input_size=4, patch_size=1, learn_sigma=True,
+                                        qk_norm=True, num_classes=10, class_dropout_prob=0.1)
+    torch.testing.assert_close(stats.mean, mean.flatten())
+    # LatentStats.load finds the official keys without being told
+    torch.testing.assert_close(LatentStats.load(tmp_path / "dinov3_sp_stats.pt").std, std.flatten())
+    x, t, y = torch.randn(2, 8, 4, 4), torch.rand(2), torch.tensor([1, 10])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t, y), src(x, t, y), rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match=r"models latents \(8, 4, 4\).*produces \(392, 16, 16\)"):
+        load_diffusion_checkpoint(tmp_path / "0080000.pt", tmp_path / "dinov3_sp_stats.pt", latent_shape=(392, 16, 16))
+    with pytest.raises(CheckpointError, match="needs its latent statistics"):
+        load_diffusion_checkpoint(tmp_path / "0080000.pt")
+    torch.save({"dinov3_sp_mean": mean[..., :6], "dinov3_sp_std": std[..., :6]}, tmp_path / "short.pt")
+    with pytest.raises(CheckpointError, match="6 channels, the model 8"):
+        load_diffusion_checkpoint(tmp_path / "0080000.pt", tmp_path / "short.pt")
+
+
+def test_load_diffusion_checkpoint_sit_layout_and_svgbench_export(tmp_path):
+    from svgbench.diffusion.official import SD_VAE_SCALE, load_diffusion_checkpoint
+
+    sit = randomize(tiny(patch_size=2, in_channels=4, input_size=8, learn_sigma=True), seed=5)
+    torch.save(sit.state_dict(), tmp_path / "SiT-XL-2-256.pt")  # the released SiT file is a bare state dict
+    model, stats, info = load_diffusion_checkpoint(tmp_path / "SiT-XL-2-256.pt", latent_shape=(4, 8, 8))
+    assert info["layout"] == "sit-dit" and info["entry"] == "bare" and info["latent_scale"] == SD_VAE_SCALE == 0.18215
+    assert info["architecture"]["patch_size"] == 2 and not info["architecture"]["qk_norm"]
+    z = torch.randn(2, 4, 8, 8)
+    torch.testing.assert_close(stats.normalize(z), z)
+    x, t, y = torch.randn(2, 4, 8, 8), torch.rand(2), torch.tensor([0, 3])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t, y), sit(x, t, y), rtol=0, atol=0)
+    # a wrong tensor is named
+    bad = dict(sit.state_dict())
+    bad["blocks.1.mlp.fc1.weight"] = torch.zeros(10, 192)
+    torch.save({"ema": bad}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=r"blocks\.1\.mlp\.fc1\.weight"):
+        load_diffusion_checkpoint(tmp_path / "bad.pt")
+    # svgbench's export: the statistics travel in the file
+    own = randomize(tiny(), seed=6)
+    st = LatentStats(torch.randn(8), torch.rand(8) + 0.1)
+    save_safetensors({**own.state_dict(), "stats.mean": st.mean, "stats.std": st.std}, tmp_path / "own.safetensors",
+                     metadata={"format": "svgbench.diffusion", "encoder": "tiny-svg"})
+    m2, s2, info2 = load_diffusion_checkpoint(tmp_path / "own.safetensors")
+    assert info2["layout"] == "svgbench" and not info2["architecture"]["learn_sigma"]
+    torch.testing.assert_close(s2.std, st.std)
+
+
+# ---------------------------------------------------------------------------------------------
+# bf16 sampling
+# ---------------------------------------------------------------------------------------------
+
+def test_bf16_autocast_sampling_stays_close_to_fp32():
+    """bf16 autocast (8-bit mantissa) on a 4-layer random model, 10 guided Euler steps: samples within 0.05
+    absolute (values of order 1) of fp32, and far closer to them than to another seed's samples."""
+    m = randomize(tiny(qk_norm=True), seed=2)
+    noise, y = noise_for_indices(range(8), (8, 4, 4), seed=1), torch.arange(8)
+    s32 = euler(10, guidance=Guidance(3.0))(m, noise, y)
+    s16 = euler(10, guidance=Guidance(3.0), autocast=torch.bfloat16)(m, noise, y)
+    assert s16.dtype == torch.float32
+    err = (s16 - s32).abs().max().item()
+    assert 0 < err < 0.05, err  # > 0: autocast really ran in bf16
+    other = euler(10, guidance=Guidance(3.0))(m, noise_for_indices(range(8, 16), (8, 4, 4), seed=1), y)
+    assert (s16 - s32).abs().mean() < 0.05 * (other - s32).abs().mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOPs and MFU
+# ---------------------------------------------------------------------------------------------
+
+def test_flops_are_counted_by_torch_and_mfu():
+    from svgbench.diffusion.flops import count_flops, mfu, peak_flops
+
+    m = randomize(tiny())
+    x, t, y = torch.randn(2, 8, 4, 4), torch.rand(2), torch.tensor([0, 1])
+    with torch.no_grad():
+        f = count_flops(m, x, t, y)
+    # cross-check: the linear layers alone, written out (2 flops a multiply-add), for 16 tokens x 2 samples
+    d, n, depth = 192, 32, 4
+    linears = n * (8 * d + depth * (3 * d * d + d * d + 8 * d * d) + d * 8) + 2 * (depth * 6 * d * d + 2 * d * d)
+    attention = depth * 2 * (16 * 16 * d) * 2  # q k^T and attn v, per sample
+    assert f == 2 * (linears + attention) + 2 * 2 * (256 * d + d * d)  # + the timestep MLP
+    with torch.no_grad():
+        assert count_flops(m, torch.randn(4, 8, 4, 4), torch.rand(4), torch.arange(4)) == 2 * f  # linear in batch
+    assert peak_flops("cpu") is None and mfu(f, 1.0, "cpu") is None
+    assert mfu(1e12, 2.0, "cpu", peak=1e12) == 0.5
+
+
+def test_gpu_bench_smoke(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("gpu_bench", Path(__file__).parent.parent / "tasks" / "gpu_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    report = bench.main(["--smoke", "--out", str(tmp_path)])
+    out = next(tmp_path.glob("gpu-cpu-*"))
+    assert json.loads((out / "gpu_bench.json").read_text())["rows"] == report["rows"]
+    kinds = {(r["kind"], r["precision"], r["batch"]) for r in report["rows"]}
+    assert kinds == {("sample", "bf16", 2), ("sample", "bf16", 4), ("sample", "fp32", 2), ("sample", "fp32", 4),
+                     ("train", "bf16", 2)}
+    assert all(r["flops_per_step"] > 0 and r["mfu"] is None for r in report["rows"])  # no CPU peak: no MFU
+    assert "| sample (2 steps) | 4 | bf16 |" in (out / "gpu_bench.md").read_text()

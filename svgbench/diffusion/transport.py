@@ -159,18 +159,24 @@ class LatentStats(nn.Module):
         var = (ss / n - mean * mean).clamp_min(0)
         return cls(mean, var.sqrt(), eps)
 
+    # key pairs tried in order when none are given: svgbench's, svgbench's diffusion export, official SVG's
+    KNOWN_KEYS = (("mean", "std"), ("stats.mean", "stats.std"), ("dinov3_sp_mean", "dinov3_sp_std"))
+
     @classmethod
-    def load(cls, path, *, mean_key: str = "mean", std_key: str = "std", eps: float = 1e-6) -> "LatentStats":
+    def load(cls, path, *, mean_key: str | None = None, std_key: str | None = None,
+             eps: float = 1e-6) -> "LatentStats":
         """Read stats from a tensor file; any shape that flattens to (C,) is accepted.
 
-        The official SVG file `dinov3_sp_stats.pt` holds (1, 1, 392) tensors under
-        mean_key="dinov3_sp_mean", std_key="dinov3_sp_std" (token layout, channel last, same channel order).
+        Without keys, the first of KNOWN_KEYS the file holds is used: the official SVG file
+        `dinov3_sp_stats.pt` holds (1, 1, 392) tensors under dinov3_sp_mean / dinov3_sp_std (token layout,
+        channel last, same channel order).
         """
         state = load_state_dict(path)
-        missing = [k for k in (mean_key, std_key) if k not in state]
-        if missing:
-            raise CheckpointError(f"latent stats {path} has no {missing}; keys: {sorted(state)[:10]}")
-        return cls(state[mean_key], state[std_key], eps)
+        pairs = [(mean_key or "mean", std_key or "std")] if mean_key or std_key else cls.KNOWN_KEYS
+        for mk, sk in pairs:
+            if mk in state and sk in state:
+                return cls(state[mk], state[sk], eps)
+        raise CheckpointError(f"latent stats {path} has none of the key pairs {pairs}; keys: {sorted(state)[:10]}")
 
     def _view(self, v: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         if z.ndim < 2 or z.shape[1] != self.channels:

@@ -76,18 +76,76 @@ class ConvTokens(torch.nn.Module):
         return self.net(x).flatten(2).transpose(1, 2)
 
 
-def load_dino_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Load a timm-layout or official Meta-layout DINO file into a timm model, strictly."""
-    state = load_state_dict(path)
+def has_qkv_bias_params(model: torch.nn.Module) -> bool:
+    """Whether a timm DINOv3 (Eva) model holds q/v biases (built with qkv_bias=True, timm's `_qkvb` variants)."""
+    return any(k.endswith("attn.q_bias") for k, _ in model.named_parameters())
+
+
+def _meta_qkv_biases(state: dict) -> dict[str, torch.Tensor]:
+    """Meta DINOv3 `blocks.N.attn.qkv.bias` -> the bias the layer applies: bias * bias_mask when the mask is
+    stored (DINOv3's LinearKMaskedBias zeroes the k third through it), the raw bias otherwise."""
+    out = {}
+    for k, v in state.items():
+        if k.endswith("attn.qkv.bias"):
+            mask = state.get(k + "_mask")
+            out[k] = v * mask.to(v.dtype) if mask is not None else v
+    return out
+
+
+def needs_qkv_bias(state: dict) -> bool:
+    """True when a DINOv3 state dict carries q/v biases a model must hold: timm-layout `q_bias`/`v_bias`
+    keys, or Meta `qkv.bias` tensors whose (masked) q or v part is non-zero."""
+    if any(k.endswith(("attn.q_bias", "attn.v_bias")) for k in state):
+        return True
+    return any(bool(torch.count_nonzero(b.chunk(3)[0]) or torch.count_nonzero(b.chunk(3)[2]))
+               for b in _meta_qkv_biases(state).values())
+
+
+def convert_dino_state(state: dict[str, torch.Tensor], model: torch.nn.Module, source: str) -> dict[str, torch.Tensor]:
+    """A timm-layout or official Meta-layout DINO state dict -> `model`'s timm names.
+
+    timm's DINOv3 filter drops `qkv.bias` without a word when the model has no q/v bias (and always drops
+    the k third). Here the Meta biases are split first: q and v go to `q_bias`/`v_bias` when the model has
+    them; otherwise they must be zero (then the addition is a no-op and dropping them changes nothing), or
+    the file is refused. The k third is dropped only where `bias_mask` zeroes it, as DINOv3 does.
+    """
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    biases = _meta_qkv_biases(state)
+    if biases and not any(k.endswith("attn.qkv.bias") for k, _ in model.named_parameters()):
+        state = {k: v for k, v in state.items() if k not in biases and not k.endswith("attn.qkv.bias_mask")}
+        holds = has_qkv_bias_params(model)
+        for k, b in sorted(biases.items()):
+            q, kb, v = b.chunk(3)
+            if torch.count_nonzero(kb):
+                raise CheckpointError(f"checkpoint {source}: {k} has a non-zero k part and no bias_mask; DINOv3 "
+                                      f"keeps the k bias at zero, so this file is not a DINOv3 checkpoint")
+            if holds:
+                state[k.replace("qkv.bias", "q_bias")], state[k.replace("qkv.bias", "v_bias")] = q, v
+            elif torch.count_nonzero(q) or torch.count_nonzero(v):
+                raise CheckpointError(
+                    f"checkpoint {source}: {k} holds non-zero q/v biases but the model "
+                    f"({type(model).__name__}) has none; build it with qkv_bias=True (timm's _qkvb variant)")
     # timm's own per-family filter converts Meta key names (storage_tokens, ls1.gamma, mlp.w1/w2/w3, ...)
     filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
     if filter_fn is not None:
         try:
             state = filter_fn(state, model)
         except Exception as e:
-            raise CheckpointError(f"checkpoint {path}: could not convert to timm's layout: {e}") from e
-    check_and_load(model, state, source=str(path))
+            raise CheckpointError(f"checkpoint {source}: could not convert to timm's layout: {e}") from e
+    return state
+
+
+def load_dino_weights(model: torch.nn.Module, path: str | os.PathLike, state: dict | None = None) -> None:
+    """Load a timm-layout or official Meta-layout DINO file into a timm model, strictly (see convert_dino_state)."""
+    state = load_state_dict(path) if state is None else state
+    check_and_load(model, convert_dino_state(state, model, str(path)), source=str(path))
+
+
+def build_for_state(preset: DinoPreset, resolution: int, state: dict | None, **overrides) -> torch.nn.Module:
+    """build_timm_dino, with q/v biases when `state` (a DINOv3 state dict about to be loaded) needs them."""
+    if state is not None and preset.arch.endswith("_dinov3") and needs_qkv_bias(state):
+        overrides = {**overrides, "qkv_bias": True}
+    return build_timm_dino(preset, resolution, **overrides)
 
 
 class DinoEncoder(LatentEncoder):
@@ -142,9 +200,10 @@ def create_dino(name: str, weights: str | None = None, resolution: int | None = 
     preset = PRESETS[name]
     res = resolution or preset.resolution
     desc, path = resolve_weights(name, preset, weights)
-    model = build_timm_dino(preset, res, **overrides)
+    state = load_state_dict(path) if path is not None else None
+    model = build_for_state(preset, res, state, **overrides)
     if path is not None:
-        load_dino_weights(model, path)
+        load_dino_weights(model, path, state)
     elif desc.startswith("hf-hub:"):
         _load_from_hub(model, preset, desc)
     spec = _spec(name, preset, res, desc, model.embed_dim)

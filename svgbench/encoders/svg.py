@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from ..checkpoints import (CheckpointError, check_and_load, file_sha256, load_st
                            read_safetensors_metadata, save_safetensors)
 from .base import EncoderSpec, LatentEncoder, to_imagenet_normalized
 from .dino import PRESETS as DINO_PRESETS
-from .dino import build_timm_dino, load_dino_weights
+from .dino import build_timm_dino, convert_dino_state, has_qkv_bias_params, needs_qkv_bias
 from .dino import resolve_weights as resolve_dino_weights
 
 EMBEDDED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -203,6 +202,14 @@ class SVGAutoencoder(LatentEncoder):
             self.extra_vit = build_residual_vit(cfg)
             self.mask_token = nn.Parameter(torch.randn(1, cfg.residual_channels, 1) * 0.02)
         self.decoder = build_decoder(cfg, dim + (cfg.residual_channels if cfg.residual else 0))
+        # part -> why it is absent (a decoder-only checkpoint): encoding raises with these reasons
+        self.missing: dict[str, str] = {}
+
+    def rebuild_dino(self, qkv_bias: bool) -> None:
+        """Rebuild the frozen DINO with (or without) q/v biases, for a checkpoint that carries them."""
+        overrides = {**self.cfg.dino_overrides, "qkv_bias": qkv_bias}
+        self.encoder = build_timm_dino(DINO_PRESETS[self.cfg.dino], self.cfg.resolution, **overrides)
+        self.encoder.eval().requires_grad_(False)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -216,6 +223,9 @@ class SVGAutoencoder(LatentEncoder):
 
     def latent(self, images: torch.Tensor, mask_prob: float = 0.0) -> torch.Tensor:
         """The differentiable encoder path (training uses mask_prob > 0: residual masking)."""
+        if self.missing:
+            raise CheckpointError(f"encoder {self.spec.name!r} can decode but not encode: "
+                                  + "; ".join(self.missing.values()))
         x = to_imagenet_normalized(images)
         h = self.dino_tokens(x)
         if self.cfg.residual:
@@ -248,24 +258,22 @@ class SVGAutoencoder(LatentEncoder):
 def convert_official_state(state: dict[str, torch.Tensor], model: SVGAutoencoder) -> dict[str, torch.Tensor]:
     """Official Lightning `state_dict` -> this module's names.
 
-    `decoder.*` (LDM names) -> diffusers names; `encoder.*` (Meta DINO names) -> timm names;
-    `extra_vit.*` and `mask_token` stay; `loss.*` (LPIPS/discriminator) and `norm_vit.*`
-    (defined but unused in the published forward pass) are dropped.
+    `decoder.*` (LDM names) -> diffusers names; `encoder.*` (Meta DINO names) -> timm names, q/v biases
+    included (`dino.convert_dino_state`); `extra_vit.*` and `mask_token` stay; `loss.*` (LPIPS/discriminator)
+    and `norm_vit.*` (defined but unused in the published forward pass) are dropped.
     """
     out = {}
     dec = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
     out.update({f"decoder.{k}": v for k, v in
                 ldm_decoder_to_diffusers(dec, len(model.cfg.decoder_ch_mult)).items()})
-    enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
-    if enc:
-        filter_fn = getattr(sys.modules[type(model.encoder).__module__], "checkpoint_filter_fn", None)
-        if filter_fn is not None:  # Meta key names -> timm's; timm-layout keys pass through
-            enc = filter_fn(enc, model.encoder)
-        out.update({f"encoder.{k}": v for k, v in enc.items()})
     for k, v in state.items():
-        if k.startswith(("extra_vit.", "mask_token")):
+        if k.startswith(("extra_vit.", "mask_token", "encoder.")):
             out[k] = v
     return out
+
+
+def _sub(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def is_official_layout(state: dict) -> bool:
@@ -276,7 +284,10 @@ def load_svg_weights(model: SVGAutoencoder, path: str | Path, dino_weights: str 
     """Load an official Lightning `.ckpt` or an svgbench safetensors file into `model`, strictly.
 
     When the file carries no DINO weights (`encoder.*`), they come from `dino_weights` (or the DINO
-    preset's default source).
+    preset's default source). A decoder-only file (no `extra_vit.*`, as the released decoder checkpoint)
+    gives a model that decodes and whose encode raises CheckpointError naming what is missing (the
+    residual encoder, and the DINO weights when none were found). DINOv3 q/v biases in the file are
+    loaded into a DINO rebuilt to hold them, never dropped (`dino.convert_dino_state`).
     """
     path = Path(path)
     if path.suffix == ".safetensors":
@@ -290,14 +301,33 @@ def load_svg_weights(model: SVGAutoencoder, path: str | Path, dino_weights: str 
     state = load_state_dict(path)
     if is_official_layout(state):
         state = convert_official_state(state, model)
-    if not any(k.startswith("encoder.") for k in state):
+    decode_only = model.cfg.residual and not any(k.startswith("extra_vit.") for k in state)
+    if decode_only:
+        del model.extra_vit, model.mask_token
+        model.missing["residual"] = (f"{path} has no residual encoder (extra_vit.*, mask_token): a decoder-only "
+                                     f"SVG checkpoint; encoding needs the full autoencoder checkpoint")
+    enc, enc_source = _sub(state, "encoder."), str(path)
+    state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+    if not enc:
         desc, dino_file = resolve_dino_weights(model.cfg.dino, DINO_PRESETS[model.cfg.dino], dino_weights)
-        if dino_file is None:
+        if dino_file is not None:
+            enc, enc_source = load_state_dict(dino_file), str(dino_file)
+        elif decode_only:
+            model.missing["dino"] = (f"no DINO weights for {model.cfg.dino} ({path} has no encoder.*): "
+                                     f"pass dino_weights=<file> (timm or Meta layout)")
+        else:
             raise CheckpointError(f"checkpoint {path} has no DINO weights (encoder.*) and none were given: "
                                   f"pass dino_weights=<file> (timm or Meta layout)")
-        load_dino_weights(model.encoder, dino_file)
-        state = state | {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
-    check_and_load(model, state, source=str(path))
+    if enc:
+        if DINO_PRESETS[model.cfg.dino].arch.endswith("_dinov3") and needs_qkv_bias(enc) \
+                and not has_qkv_bias_params(model.encoder):
+            model.rebuild_dino(qkv_bias=True)
+        enc = convert_dino_state(enc, model.encoder, enc_source)
+    else:  # decoder-only without DINO: zeros, so that the weights hash does not depend on a random init
+        enc = {k: torch.zeros_like(v) for k, v in model.encoder.state_dict().items()}
+    check_and_load(model, state | {f"encoder.{k}": v for k, v in enc.items()}, source=str(path))
+    if model.missing:
+        model.spec = model.spec.replace(extra={**model.spec.extra, "decode_only": "; ".join(model.missing.values())})
 
 
 def resolve_weights(name: str, embedded: str | None, weights: str | None) -> tuple[str, str | None]:
@@ -321,7 +351,9 @@ def _spec(name: str, cfg: SVGConfig, desc: str, dim: int) -> EncoderSpec:
         resolution_multiple=cfg.patch, fixed_resolution=True,
         notes=(f"frozen {cfg.dino} + residual ViT ({cfg.residual_channels} ch, align={cfg.align})"
                if cfg.residual else f"frozen {cfg.dino}, no residual branch (DINO-only decoder)"),
-        extra={"svg_config": json.loads(cfg.to_json())},
+        # batch_dependent: with align="batch" (as published) a latent depends on its batch-mates, so a cache
+        # of latents is valid only for the batch composition that produced it
+        extra={"svg_config": json.loads(cfg.to_json()), "batch_dependent": cfg.residual and cfg.align == "batch"},
     )
 
 

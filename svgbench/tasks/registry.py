@@ -101,6 +101,7 @@ class TaskSpec:
     source: str = "builtin"
     extra_columns_fmt: str = "{}"
     note: str = ""  # a paragraph under the task table's title (what rows, columns and cells are)
+    file_fields: tuple[str, ...] = ()  # config fields naming files: their content hash goes into the cell's key
 
     def _resolve(self, attr: str):
         value = getattr(self, attr)
@@ -180,7 +181,7 @@ def _load_entry_points() -> None:
 
 def register_task(name: str, function: Callable | str, config: type | str, *, metrics=(), needs=(),
                   description: str = "", curve: CurveSpec | None = None, extra_columns=None, missing_reason=None,
-                  extra_columns_fmt: str = "{}", source: str = "user") -> TaskSpec:
+                  extra_columns_fmt: str = "{}", note: str = "", file_fields=(), source: str = "user") -> TaskSpec:
     """Register a task; returns its spec. `needs` is a subset of {"decoder", "diffusion", "labels", "masks"}:
     an encoder without a decoder gets n/a (with the reason) for a task that needs one."""
     _check_name(name)
@@ -198,7 +199,7 @@ def register_task(name: str, function: Callable | str, config: type | str, *, me
     if len(keys) != len(set(keys)):
         raise ValueError(f"task {name!r}: duplicate metric keys in {keys}")
     spec = TaskSpec(name, function, config, metrics, frozenset(needs), description, curve, extra_columns,
-                    missing_reason, source, extra_columns_fmt)
+                    missing_reason, source, extra_columns_fmt, note, tuple(file_fields))
     _REGISTRY[name] = spec
     return spec
 
