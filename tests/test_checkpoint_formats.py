@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from svgbench.checkpoints import CheckpointError, load_state_dict
 from svgbench.encoders import create_encoder
-from svgbench.encoders.svg import PRESETS as SVG_PRESETS
+from svgbench.encoders.svg import ENCODER_CONFIGS as SVG_CONFIGS
 from svgbench.encoders.svg import SVGConfig, build_decoder, ldm_decoder_to_diffusers
 
 X64 = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
@@ -178,7 +178,7 @@ def ldm_decoder_layout(cfg: SVGConfig, z_channels: int) -> dict[str, tuple]:
 
 def test_published_svg_decoder_layout_converts_exactly():
     """The published config's LDM decoder keys and shapes map 1:1 onto svgbench's decoder."""
-    cfg = SVG_PRESETS["svg-dinov3-vits16plus"][0]
+    cfg = SVG_CONFIGS["svg-dinov3-vits16plus"][0]
     layout = ldm_decoder_layout(cfg, 392)
     assert "up.4.attn.2.q.weight" in layout and "up.3.attn.0.q.weight" not in layout  # attention at 16 px only
     ldm = {k: torch.zeros(s) for k, s in layout.items()}
@@ -320,9 +320,9 @@ class Opaque:
 
 def meta_state_with_biases(seed: int = 0, k_part: float = 0.0) -> tuple[dict, dict]:
     """(timm-layout state of a 2-block DINOv3 with non-zero q/v biases, the same weights in Meta layout)."""
-    from svgbench.encoders.dino import PRESETS, build_timm_dino
+    from svgbench.encoders.dino import ENCODER_CONFIGS, build_timm_dino
 
-    ref = build_timm_dino(PRESETS["dinov3-vits16plus"], 64, depth=2, qkv_bias=True)
+    ref = build_timm_dino(ENCODER_CONFIGS["dinov3-vits16plus"], 64, depth=2, qkv_bias=True)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for n, p in ref.named_parameters():
@@ -342,7 +342,7 @@ def meta_state_with_biases(seed: int = 0, k_part: float = 0.0) -> tuple[dict, di
 
 
 def test_dinov3_nonzero_qv_biases_are_loaded_not_dropped(tmp_path):
-    from svgbench.encoders.dino import PRESETS, build_timm_dino, load_dino_weights
+    from svgbench.encoders.dino import ENCODER_CONFIGS, build_timm_dino, load_dino_weights
 
     ref, meta = meta_state_with_biases(k_part=0.7)  # masked k bias: ignored, as DINOv3 does
     path = tmp_path / "dinov3_qkvb.pth"
@@ -360,7 +360,7 @@ def test_dinov3_nonzero_qv_biases_are_loaded_not_dropped(tmp_path):
     other = create_encoder("dinov3-vits16plus", weights=str(tmp_path / "no_bias.pth"), depth=2, resolution=64)
     assert (other.encode(x) - enc.encode(x)).abs().max() > 1e-3
     # a model without q/v biases refuses them, naming the key
-    plain = build_timm_dino(PRESETS["dinov3-vits16plus"], 64, depth=2)
+    plain = build_timm_dino(ENCODER_CONFIGS["dinov3-vits16plus"], 64, depth=2)
     with pytest.raises(CheckpointError, match=r"blocks\.0\.attn\.qkv\.bias holds non-zero q/v biases"):
         load_dino_weights(plain, path)
     # an unmasked non-zero k bias is not DINOv3's layout

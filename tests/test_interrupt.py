@@ -99,13 +99,13 @@ def _check_on_disk(root: Path, *, temp_files_allowed: bool) -> None:
         rec = json.loads(p.read_text())  # raises on a half-written record
         assert rec["record_version"] == RECORD_VERSION and isinstance(rec["metrics"], dict)
         assert p.name == f"{rec['encoder']}__{rec['key']}.json" and p.parent.name == rec["task"]
-    for side in cache.glob("*/*/*.json"):
+    from svgbench.store import ShardedStore
+
+    for side in cache.glob("*/*/*.json"):  # a finished entry's index (written after all its shards)
         meta = json.loads(side.read_text())
-        arr = np.load(side.with_suffix(".npy"), allow_pickle=False)
-        assert list(arr.shape) == meta["shape"] and str(arr.dtype) == meta["dtype"], side
-        assert np.isfinite(arr).all()
-        if meta["has_labels"]:
-            assert np.load(side.with_suffix(".labels.npy"), allow_pickle=False).shape == (arr.shape[0],)
+        st = ShardedStore.open(side.with_suffix(".npy"), verify=True)  # sizes and checksums of every shard
+        assert list(st.shape) == meta["shape"], side
+        assert all(bool(np.isfinite(x.numpy()).all()) for x, _ in st.iter_batches(1024)), side
     stray = [p for p in root.rglob("*") if p.is_file() and p.name.endswith(".tmp")]
     if not temp_files_allowed:
         assert not stray, f"temporary files left behind: {stray}"

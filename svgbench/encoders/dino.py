@@ -32,7 +32,7 @@ class DinoPreset:
     embedded: str | None = None  # file name under svgbench/weights for the embedded default
 
 
-PRESETS: dict[str, DinoPreset] = {
+ENCODER_CONFIGS: dict[str, DinoPreset] = {
     "dinov2-vits14": DinoPreset("vit_small_patch14_dinov2", "lvd142m", 224, 14, 384),
     "dinov2-vitb14": DinoPreset("vit_base_patch14_dinov2", "lvd142m", 224, 14, 768),
     "dinov3-vits16plus": DinoPreset("vit_small_plus_patch16_dinov3", "lvd1689m", 256, 16, 384),
@@ -195,9 +195,9 @@ def resolve_weights(name: str, preset: DinoPreset, weights: str | None) -> tuple
 
 
 def create_dino(name: str, weights: str | None = None, resolution: int | None = None, **overrides) -> DinoEncoder:
-    if name not in PRESETS:
-        raise KeyError(f"no DINO preset {name!r}; presets: {', '.join(PRESETS)}")
-    preset = PRESETS[name]
+    if name not in ENCODER_CONFIGS:
+        raise KeyError(f"no DINO preset {name!r}; presets: {', '.join(ENCODER_CONFIGS)}")
+    preset = ENCODER_CONFIGS[name]
     res = resolution or preset.resolution
     desc, path = resolve_weights(name, preset, weights)
     state = load_state_dict(path) if path is not None else None
@@ -230,7 +230,7 @@ def _load_from_hub(model, preset: DinoPreset, desc: str) -> None:
 
 
 def _spec_for(name: str) -> EncoderSpec:
-    preset = PRESETS[name]
+    preset = ENCODER_CONFIGS[name]
     desc, _ = resolve_weights(name, preset, None)
     dim = preset.kwargs.get("embed_dim", preset.dim)
     return _spec(name, preset, preset.resolution, desc, dim)

@@ -28,6 +28,10 @@ class PixelsEncoder(LatentEncoder):
         return {"patch": z.flatten(2).transpose(1, 2), "pooled": z.flatten(1)}
 
 
+# name -> (resolution, downsample): the average-pooled pixel floor
+ENCODER_CONFIGS = {"pixels": (64, 8)}
+
+
 def _spec(name: str, resolution: int = 64, downsample: int = 8) -> EncoderSpec:
     return EncoderSpec(name=name, family="pixels", latent_channels=3, downsample=downsample, resolution=resolution,
                        has_decoder=True, weights="none (no parameters)", feature_dim=3,

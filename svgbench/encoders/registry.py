@@ -42,23 +42,24 @@ class _Entry:
 _REGISTRY: dict[str, _Entry] = {}
 _entry_points_loaded = False
 
-# name -> "module:factory"; each factory takes (name=..., weights=None, **overrides).
-_BUILTINS = {
-    # the embedded default: tiny configurations of the same code, svgbench's own weights
-    "tiny-ssl": "svgbench.encoders.dino:create_dino",
-    "tiny-vae": "svgbench.encoders.sdvae:create_sdvae",
-    "tiny-svg": "svgbench.encoders.svg:create_svg",
-    "tiny-svg-dino-only": "svgbench.encoders.svg:create_svg",
-    # the floor: average-pooled raw pixels
-    "pixels": "svgbench.encoders.pixels:create_pixels",
-    # real scale: weights from the hub (users with internet) or a local path
-    "sd-vae-ft-ema": "svgbench.encoders.sdvae:create_sdvae",
-    "sd-vae-ft-mse": "svgbench.encoders.sdvae:create_sdvae",
-    "dinov2-vits14": "svgbench.encoders.dino:create_dino",
-    "dinov2-vitb14": "svgbench.encoders.dino:create_dino",
-    "dinov3-vits16plus": "svgbench.encoders.dino:create_dino",
-    "svg-dinov3-vits16plus": "svgbench.encoders.svg:create_svg",
+# The built-in families: module -> factory. Each module's ENCODER_CONFIGS declares its encoder names (once, with
+# their build configs); every factory takes (name=..., weights=None, **overrides). Importing a family module
+# imports torch but not timm or diffusers (those are imported when an encoder is built).
+_FAMILIES = {
+    "svgbench.encoders.svg": "create_svg",        # SVG: frozen DINO + residual encoder + pixel decoder
+    "svgbench.encoders.sdvae": "create_sdvae",    # SD-VAE (diffusers AutoencoderKL)
+    "svgbench.encoders.dino": "create_dino",      # raw DINO patch tokens (and the embedded tiny-ssl)
+    "svgbench.encoders.pixels": "create_pixels",  # the floor: average-pooled raw pixels
 }
+
+
+def builtin_names() -> dict[str, str]:
+    """Built-in encoder name -> "module:factory", from the families' ENCODER_CONFIGS."""
+    out = {}
+    for module, factory in _FAMILIES.items():
+        for name in importlib.import_module(module).ENCODER_CONFIGS:
+            out[name] = f"{module}:{factory}"
+    return out
 
 
 def _check_name(name: str) -> None:
@@ -94,7 +95,7 @@ def unregister_encoder(name: str) -> None:
 
 
 def _ensure_builtins() -> None:
-    for name, target in _BUILTINS.items():
+    for name, target in builtin_names().items():
         _REGISTRY.setdefault(name, _Entry(name, target, None, "builtin"))
 
 

@@ -32,7 +32,7 @@ SD_VAE_CONFIG = dict(
     down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
 )
 
-PRESETS: dict[str, VAEPreset] = {
+ENCODER_CONFIGS: dict[str, VAEPreset] = {
     "sd-vae-ft-ema": VAEPreset("stabilityai/sd-vae-ft-ema", 256, SD_VAE_CONFIG),
     "sd-vae-ft-mse": VAEPreset("stabilityai/sd-vae-ft-mse", 256, SD_VAE_CONFIG),
     # The SD-VAE design (downsampling 8, 4 channels) at the embedded default's size.
@@ -116,9 +116,9 @@ def resolve_weights(preset: VAEPreset, weights: str | None) -> tuple[str, str | 
 def create_sdvae(name: str, weights: str | None = None, resolution: int | None = None, **overrides):
     from diffusers import AutoencoderKL
 
-    if name not in PRESETS:
-        raise KeyError(f"no SD-VAE preset {name!r}; presets: {', '.join(PRESETS)}")
-    preset = PRESETS[name]
+    if name not in ENCODER_CONFIGS:
+        raise KeyError(f"no SD-VAE preset {name!r}; presets: {', '.join(ENCODER_CONFIGS)}")
+    preset = ENCODER_CONFIGS[name]
     desc, path = resolve_weights(preset, weights)
     if path is not None:
         vae, wfile = load_vae_folder(path)
@@ -143,7 +143,7 @@ def _spec(name, preset, resolution, desc, cfg) -> EncoderSpec:
 
 
 def _spec_for(name: str) -> EncoderSpec:
-    preset = PRESETS[name]
+    preset = ENCODER_CONFIGS[name]
     desc, _ = resolve_weights(preset, None)
     return _spec(name, preset, preset.resolution, desc, preset.config)
 

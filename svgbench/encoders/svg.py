@@ -24,7 +24,7 @@ from torch import nn
 from ..checkpoints import (CheckpointError, check_and_load, file_sha256, load_state_dict,
                            read_safetensors_metadata, save_safetensors)
 from .base import EncoderSpec, LatentEncoder, to_imagenet_normalized
-from .dino import PRESETS as DINO_PRESETS
+from .dino import ENCODER_CONFIGS as DINO_CONFIGS
 from .dino import build_timm_dino, convert_dino_state, has_qkv_bias_params, needs_qkv_bias
 from .dino import resolve_weights as resolve_dino_weights
 
@@ -55,16 +55,16 @@ class SVGConfig:
     def __post_init__(self):
         if self.align not in ("batch", "sample", "none"):
             raise ValueError(f"SVGConfig.align must be 'batch', 'sample' or 'none', got {self.align!r}")
-        if self.dino not in DINO_PRESETS:
-            raise ValueError(f"SVGConfig.dino {self.dino!r} is not a DINO preset ({', '.join(DINO_PRESETS)})")
-        patch = DINO_PRESETS[self.dino].kwargs.get("patch_size", DINO_PRESETS[self.dino].patch)
+        if self.dino not in DINO_CONFIGS:
+            raise ValueError(f"SVGConfig.dino {self.dino!r} is not a DINO preset ({', '.join(DINO_CONFIGS)})")
+        patch = DINO_CONFIGS[self.dino].kwargs.get("patch_size", DINO_CONFIGS[self.dino].patch)
         if 2 ** (len(self.decoder_ch_mult) - 1) != patch:
             raise ValueError(f"SVGConfig: decoder upsamples x{2 ** (len(self.decoder_ch_mult) - 1)} but the "
                              f"DINO patch is {patch}; len(decoder_ch_mult) must be log2(patch) + 1")
 
     @property
     def patch(self) -> int:
-        return DINO_PRESETS[self.dino].kwargs.get("patch_size", DINO_PRESETS[self.dino].patch)
+        return DINO_CONFIGS[self.dino].kwargs.get("patch_size", DINO_CONFIGS[self.dino].patch)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -84,7 +84,7 @@ class SVGConfig:
 _TINY_DECODER = dict(decoder_ch=16, decoder_ch_mult=(1, 2, 4, 4), decoder_res_blocks=1,
                      decoder_attn_resolutions=(), decoder_groups=4)
 
-PRESETS: dict[str, tuple[SVGConfig, str | None]] = {
+ENCODER_CONFIGS: dict[str, tuple[SVGConfig, str | None]] = {
     "svg-dinov3-vits16plus": (SVGConfig(), None),
     "tiny-svg": (SVGConfig(dino="tiny-ssl", resolution=64, residual_layers=2, residual_heads=4,
                            residual_width=128, residual_mlp=512, align="sample", **_TINY_DECODER), "tiny-svg.safetensors"),
@@ -195,7 +195,7 @@ class SVGAutoencoder(LatentEncoder):
     def __init__(self, spec: EncoderSpec, cfg: SVGConfig):
         super().__init__(spec)
         self.cfg = cfg
-        dino_preset = DINO_PRESETS[cfg.dino]
+        dino_preset = DINO_CONFIGS[cfg.dino]
         self.encoder = build_timm_dino(dino_preset, cfg.resolution, **cfg.dino_overrides).eval().requires_grad_(False)
         dim = self.encoder.embed_dim
         if cfg.residual:
@@ -208,7 +208,7 @@ class SVGAutoencoder(LatentEncoder):
     def rebuild_dino(self, qkv_bias: bool) -> None:
         """Rebuild the frozen DINO with (or without) q/v biases, for a checkpoint that carries them."""
         overrides = {**self.cfg.dino_overrides, "qkv_bias": qkv_bias}
-        self.encoder = build_timm_dino(DINO_PRESETS[self.cfg.dino], self.cfg.resolution, **overrides)
+        self.encoder = build_timm_dino(DINO_CONFIGS[self.cfg.dino], self.cfg.resolution, **overrides)
         self.encoder.eval().requires_grad_(False)
 
     def train(self, mode: bool = True):
@@ -309,7 +309,7 @@ def load_svg_weights(model: SVGAutoencoder, path: str | Path, dino_weights: str 
     enc, enc_source = _sub(state, "encoder."), str(path)
     state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
     if not enc:
-        desc, dino_file = resolve_dino_weights(model.cfg.dino, DINO_PRESETS[model.cfg.dino], dino_weights)
+        desc, dino_file = resolve_dino_weights(model.cfg.dino, DINO_CONFIGS[model.cfg.dino], dino_weights)
         if dino_file is not None:
             enc, enc_source = load_state_dict(dino_file), str(dino_file)
         elif decode_only:
@@ -319,7 +319,7 @@ def load_svg_weights(model: SVGAutoencoder, path: str | Path, dino_weights: str 
             raise CheckpointError(f"checkpoint {path} has no DINO weights (encoder.*) and none were given: "
                                   f"pass dino_weights=<file> (timm or Meta layout)")
     if enc:
-        if DINO_PRESETS[model.cfg.dino].arch.endswith("_dinov3") and needs_qkv_bias(enc) \
+        if DINO_CONFIGS[model.cfg.dino].arch.endswith("_dinov3") and needs_qkv_bias(enc) \
                 and not has_qkv_bias_params(model.encoder):
             model.rebuild_dino(qkv_bias=True)
         enc = convert_dino_state(enc, model.encoder, enc_source)
@@ -359,9 +359,9 @@ def _spec(name: str, cfg: SVGConfig, desc: str, dim: int) -> EncoderSpec:
 
 def create_svg(name: str, weights: str | None = None, dino_weights: str | None = None,
                config: SVGConfig | None = None, **overrides) -> SVGAutoencoder:
-    if name not in PRESETS and config is None:
-        raise KeyError(f"no SVG preset {name!r}; presets: {', '.join(PRESETS)}")
-    cfg, embedded = PRESETS.get(name, (config, None))
+    if name not in ENCODER_CONFIGS and config is None:
+        raise KeyError(f"no SVG preset {name!r}; presets: {', '.join(ENCODER_CONFIGS)}")
+    cfg, embedded = ENCODER_CONFIGS.get(name, (config, None))
     cfg = config or cfg
     if overrides:
         cfg = dataclasses.replace(cfg, **overrides)
@@ -378,9 +378,9 @@ def create_svg(name: str, weights: str | None = None, dino_weights: str | None =
 
 
 def _spec_for(name: str) -> EncoderSpec:
-    cfg, embedded = PRESETS[name]
+    cfg, embedded = ENCODER_CONFIGS[name]
     desc, _ = resolve_weights(name, embedded, None)
-    preset = DINO_PRESETS[cfg.dino]
+    preset = DINO_CONFIGS[cfg.dino]
     return _spec(name, cfg, desc, preset.kwargs.get("embed_dim", preset.dim))
 
 

@@ -52,7 +52,7 @@ class AEConfig:
 # The three tiny presets share every optimisation setting: 1500 steps of 32 (about 40 minutes of one core each).
 _TINY = dict(steps=1500, lr=4e-4)
 
-PRESETS = {
+TRAIN_PRESETS = {
     "vae-tiny": AEConfig(model="vae", encoder="tiny-vae", out="runs/tiny-vae", **_TINY),
     "svg-tiny": AEConfig(**_TINY),
     "svg-tiny-dino-only": AEConfig(encoder="tiny-svg-dino-only", out="runs/tiny-svg-dino-only", **_TINY),
@@ -72,11 +72,11 @@ def build_model(cfg: AEConfig):
         return create_encoder(cfg.encoder, weights="random")
     if cfg.model != "svg":
         raise ValueError(f"AEConfig.model must be 'svg' or 'vae', got {cfg.model!r}")
-    from ..encoders.dino import PRESETS as DINO_PRESETS
+    from ..encoders.dino import ENCODER_CONFIGS as DINO_CONFIGS
     from ..encoders.dino import load_dino_weights, resolve_weights
 
     model = create_encoder(cfg.encoder, weights="random")
-    desc, dino_file = resolve_weights(model.cfg.dino, DINO_PRESETS[model.cfg.dino], cfg.dino_weights)
+    desc, dino_file = resolve_weights(model.cfg.dino, DINO_CONFIGS[model.cfg.dino], cfg.dino_weights)
     if dino_file is None:
         raise FileNotFoundError(f"SVG training needs trained DINO weights for {model.cfg.dino!r} ({desc}); "
                                 f"train them first (svgbench train dino) or pass --dino-weights")
@@ -269,12 +269,12 @@ def main(argv=None, recipe: str = "svg") -> None:
     import argparse
 
     p = argparse.ArgumentParser(f"svgbench train {recipe}")
-    names = sorted(k for k in PRESETS if k.startswith(recipe))
+    names = sorted(k for k in TRAIN_PRESETS if k.startswith(recipe))
     p.add_argument("--preset", default=f"{recipe}-tiny", choices=names)
     p.add_argument("--export", metavar="DEST", help="export the run's weights instead of training")
     add_config_args(p, AEConfig)
     args = p.parse_args(argv)
-    cfg = config_from_args(PRESETS[args.preset], args)
+    cfg = config_from_args(TRAIN_PRESETS[args.preset], args)
     if args.export:
         export(cfg, args.export)
         write_export_card(cfg, args.export, args.preset, recipe)

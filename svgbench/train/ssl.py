@@ -78,7 +78,7 @@ class DinoConfig:
     threads: int | None = None
 
 
-PRESETS = {
+TRAIN_PRESETS = {
     # The embedded default's tiny-ssl. DINO self-distillation stayed at chance on this CPU budget (a conv-stem
     # ViT and this convnet, background-swap views); SimCLR on re-posed background-swap views learns the shapes.
     "tiny": DinoConfig(objective="simclr", views="swap-repose", batch_size=128, lr=2e-3, steps=3000,
@@ -292,10 +292,10 @@ def probe_backbone(backbone, resolution: int, n_train: int, n_val: int, device) 
 # ---------------------------------------------------------------------------------------------
 
 def build(cfg: DinoConfig):
-    from ..encoders.dino import PRESETS as DINO_PRESETS
+    from ..encoders.dino import ENCODER_CONFIGS as DINO_CONFIGS
     from ..encoders.dino import build_timm_dino
 
-    preset = DINO_PRESETS[cfg.encoder]
+    preset = DINO_CONFIGS[cfg.encoder]
     student_bb = build_timm_dino(preset, cfg.resolution)
     dim = student_bb.embed_dim
     student = DINOModel(student_bb, DINOHead(dim, cfg.out_dim, cfg.head_hidden, cfg.head_bottleneck, cfg.head_bn),
@@ -397,11 +397,11 @@ def main(argv=None) -> None:
     import argparse
 
     p = argparse.ArgumentParser("svgbench train dino")
-    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    p.add_argument("--preset", default="tiny", choices=sorted(TRAIN_PRESETS))
     p.add_argument("--export", metavar="DEST", help="export the run's teacher backbone instead of training")
     add_config_args(p, DinoConfig)
     args = p.parse_args(argv)
-    cfg = config_from_args(PRESETS[args.preset], args)
+    cfg = config_from_args(TRAIN_PRESETS[args.preset], args)
     if args.export:
         export_backbone(cfg.out, args.export, cfg.encoder)
         return
