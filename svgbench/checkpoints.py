@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -15,9 +16,75 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import UserError
 
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable, or does not fit the model."""
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that is missing, unreadable, holds non-finite values, or does not fit the model."""
+
+
+def sniff_format(path: str | os.PathLike) -> str:
+    """What the first bytes of `path` say it is: "safetensors", "torch-zip" (torch.save since 1.6),
+    "torch-pickle" (older torch.save, raw pickle), "empty" or "unknown". Reads 9 bytes."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if not head:
+        return "empty"
+    if head[:4] == b"PK\x03\x04":
+        return "torch-zip"
+    # safetensors: little-endian u64 header length, then the JSON header starting with "{". Checked before the
+    # pickle opcode: a header length whose low byte is 0x80 starts with the same byte as a pickle.
+    if len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= os.path.getsize(path) - 8:
+        return "safetensors"
+    if head[:1] == b"\x80":  # pickle protocol >= 2 opcode
+        return "torch-pickle"
+    return "unknown"
+
+
+def _check_file(path: Path) -> str:
+    """Refuse a path that is not a readable, non-empty weights file; return its sniffed format."""
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path (and --weights ENCODER=PATH)",
+                              input=str(path), fix="check the path")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory; expected a weights file", input=str(path))
+    try:
+        fmt = sniff_format(path)
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({e.strerror}); check its permissions",
+                              input=str(path)) from None
+    if fmt == "empty":
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); the download or copy did not finish, "
+                              f"fetch the file again", input=str(path))
+    if fmt == "unknown":
+        with open(path, "rb") as f:
+            head = f.read(16)
+        raise CheckpointError(f"checkpoint {path} is not a weights file (neither safetensors nor a PyTorch "
+                              f"checkpoint; it starts with {head!r}); give a .safetensors or torch.save file",
+                              input=str(path))
+    return fmt
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def refuse_non_finite(state: dict[str, torch.Tensor], source: str | os.PathLike) -> None:
+    """Raise CheckpointError naming the first floating tensor of `state` that holds NaN or inf.
+
+    A model built from such weights produces NaN/inf outputs, which would reach the tables as
+    numbers (e.g. PSNR = inf); refusing them at load keeps every metric meaningful.
+    """
+    for k, t in state.items():
+        if t.is_floating_point() or t.is_complex():
+            finite = torch.isfinite(t)
+            if not bool(finite.all()):
+                n = int((~finite).sum())
+                kinds = "/".join(sorted({"nan" if bool(t.isnan().any()) else "",
+                                         "inf" if bool(t.isinf().any()) else ""} - {""}))
+                raise CheckpointError(
+                    f"checkpoint {source}: tensor {k!r} {tuple(t.shape)} holds {n} non-finite value(s) ({kinds}); "
+                    f"the file comes from a diverged or broken run, use another checkpoint", input=str(source))
 
 
 def file_sha256(path: str | os.PathLike, n: int = 16) -> str:
@@ -35,29 +102,33 @@ def load_state_dict(path: str | os.PathLike, *, key: str | None = None) -> dict[
     "ema" of a SiT/SVG diffusion checkpoint); with key=None a top-level "state_dict" is unwrapped.
     """
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a directory; expected a weights file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
-    if path.suffix == ".safetensors":
+    fmt = _check_file(path)
+    if fmt == "safetensors":
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))
+            state = load_file(str(path))
         except Exception as e:  # safetensors raises its own error types
-            raise CheckpointError(f"checkpoint {path} is truncated or not a valid safetensors file: {e}") from e
+            raise CheckpointError(f"checkpoint {path} is truncated or not a valid safetensors file ({_first_line(e)}); "
+                                  f"fetch the file again", input=str(path)) from e
+        refuse_non_finite(state, path)
+        return state
+    if path.suffix == ".safetensors":
+        raise CheckpointError(f"checkpoint {path} is a PyTorch ({fmt}) file named .safetensors; rename it to .pt "
+                              f"or convert it with safetensors.torch.save_file", input=str(path))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {e}") from e
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({_first_line(e)}); fetch the file again",
+                              input=str(path)) from e
     except Exception as e:  # UnpicklingError: the file holds objects other than tensors
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = f"e.g. {found.group(1)}" if found else _first_line(e)
         raise CheckpointError(
-            f"checkpoint {path} holds Python objects that svgbench will not unpickle "
-            f"(weights_only=True refused it: {str(e).splitlines()[0]}). Re-save only its tensors, e.g. "
-            f"torch.save(ckpt['state_dict'], ...) in an environment you trust, or convert to safetensors."
-        ) from e
+            f"checkpoint {path} holds Python objects ({what}) that svgbench will not unpickle "
+            f"(torch.load weights_only=True refused them); re-save only its tensors, e.g. "
+            f"torch.save(ckpt['state_dict'], ...) in an environment you trust, or convert to safetensors",
+            input=str(path)) from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict of tensors")
     if key is not None:
@@ -69,17 +140,23 @@ def load_state_dict(path: str | os.PathLike, *, key: str | None = None) -> dict[
     bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"checkpoint {path}: entries {bad[:5]} are not tensors")
+    refuse_non_finite(obj, path)
     return obj
 
 
 def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
     from safetensors import safe_open
 
+    path = Path(path)
+    if _check_file(path) != "safetensors":
+        raise CheckpointError(f"checkpoint {path} is a PyTorch file named .safetensors; rename it to .pt",
+                              input=str(path))
     try:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
     except Exception as e:
-        raise CheckpointError(f"checkpoint {path} is truncated or not a valid safetensors file: {e}") from e
+        raise CheckpointError(f"checkpoint {path} is truncated or not a valid safetensors file "
+                              f"({_first_line(e)}); fetch the file again", input=str(path)) from e
 
 
 def check_and_load(module: nn.Module, state: dict[str, torch.Tensor], *, source: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -83,6 +84,30 @@ def parse_task_setting(item: str) -> tuple[str, str, object]:
     return task, field, tuple(value) if isinstance(value, list) else value
 
 
+def _diffusion_overrides(items) -> dict:
+    """--diffusion 'ENCODER=PATH[,stats=PATH]' -> the generation / sampling config fields naming that checkpoint
+    (diffusion, diffusion_stats, diffusion_encoder); one checkpoint per run."""
+    if not items:
+        return {}
+    if len(items) > 1:
+        raise SystemExit("svgbench run: one --diffusion per run (the generation and sampling configs name one "
+                         "checkpoint); run once per encoder")
+    name, sep, rest = items[0].partition("=")
+    path, *opts = rest.split(",")
+    if not sep or not name or not path:
+        raise SystemExit(f"svgbench run: --diffusion takes ENCODER=PATH[,stats=PATH], got {items[0]!r}")
+    out = {"diffusion": path, "diffusion_encoder": name}
+    for opt in opts:
+        key, eq, value = opt.partition("=")
+        if key != "stats" or not eq or not value:
+            raise SystemExit(f"svgbench run: --diffusion {items[0]!r}: unknown option {opt!r} (stats=PATH)")
+        out["diffusion_stats"] = value
+    for f in (p for k, p in out.items() if k != "diffusion_encoder"):
+        if not Path(f).is_file():
+            raise SystemExit(f"svgbench run: --diffusion: no such file {f}")
+    return out
+
+
 def cmd_run(args) -> int:
     """Ctrl-C ends the run with status 130 after saying which cell was in flight (no traceback)."""
     try:
@@ -92,7 +117,12 @@ def cmd_run(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    from . import distributed as dist
+    from .cache import default_cache_dir
+    from .claims import parse_shard
     from .data import DataConfig
+    from .errors import EXIT_USER_ERROR
+    from .validate import errors, preflight
     from .report import task_table, to_markdown, write_reports
     from .presets import EMBEDDED_ENCODERS, get_preset
     from .runner import RunConfig, run_matrix
@@ -122,7 +152,13 @@ def _cmd_run(args) -> int:
         name, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"svgbench run: --weights takes ENCODER=PATH, got {item!r}")
+        value, *extra = value.split(",")
         encoder_kwargs.setdefault(name, {})["weights"] = value
+        for opt in extra:  # ENCODER=PATH,dino=PATH: the DINO weights an SVG checkpoint without them needs
+            key, eq, path = opt.partition("=")
+            if key != "dino" or not eq:
+                raise SystemExit(f"svgbench run: --weights {item!r}: unknown option {opt!r} (dino=PATH)")
+            encoder_kwargs[name]["dino_weights"] = path
     overrides = {task: dict(kw) for task, kw in preset["tasks"].items()}
     if args.train_diffusion:
         for task in ("generation", "sampling"):
@@ -130,21 +166,53 @@ def _cmd_run(args) -> int:
     for item in args.set:
         task, field, value = parse_task_setting(item)
         overrides.setdefault(task, {})[field] = value
+    for task in ("generation", "sampling"):
+        if args.diffusion:
+            overrides.setdefault(task, {}).update(_diffusion_overrides(args.diffusion))
+    shard = None
+    if args.shard:
+        try:
+            shard = parse_shard(args.shard)
+        except ValueError as e:
+            raise SystemExit(f"svgbench run: {e}")
+    if args.workers is not None:
+        os.environ["SVGBENCH_WORKERS"] = str(args.workers)  # DataLoader workers of the feature cache
     cfg = RunConfig(encoders=args.encoders or EMBEDDED_ENCODERS, tasks=args.tasks or tuple(list_tasks()), data=data,
                     device=args.device, results_dir=args.results, batch_size=args.batch_size,
                     skip_existing=not args.force, encoder_kwargs=encoder_kwargs, task_overrides=overrides,
-                    seed=args.seed or 0)
+                    seed=args.seed or 0, shard=shard)
+    problems = preflight(data=data, encoders=cfg.encoders, weights={k: v["weights"] for k, v in encoder_kwargs.items()},
+                         results_dir=args.results, cache_dir=default_cache_dir(), tasks=cfg.tasks,
+                         task_settings=overrides)
+    for p in problems:  # all of them at once, one line each, before any work
+        print(p, file=sys.stderr)
+    if errors(problems):
+        return EXIT_USER_ERROR
+    distributed = dist.init()
     try:
-        summary = run_matrix(cfg)
-    except (KeyError, ValueError) as e:
-        raise SystemExit(f"svgbench run: {e}")
-    write_reports(args.results)
+        try:
+            summary = run_matrix(cfg)
+        except (KeyError, ValueError) as e:
+            raise SystemExit(f"svgbench run: {e}")
+        if not dist.is_main():
+            return 0
+        write_reports(args.results)
+    finally:
+        if distributed:
+            dist.shutdown()
     for task in cfg.tasks:
         df = task_table(summary.records, task)
         if not df.empty:
             print(f"\n## {task}\n")
             print(to_markdown(df, task))
-    print(f"\n{summary.computed} cells computed, {summary.skipped} reused; tables in {args.results}/")
+    if summary.cell_times:
+        total = sum(t for _, t in summary.cell_times)
+        print(f"\ntime per computed cell, slowest first (total {total:.1f} s):", file=sys.stderr)
+        for cell, t in sorted(summary.cell_times, key=lambda ct: -ct[1]):
+            print(f"  {t:8.1f} s  {cell}", file=sys.stderr)
+    elsewhere = (f", {summary.claimed_elsewhere} left to other processes holding them"
+                 if summary.claimed_elsewhere else "")
+    print(f"\n{summary.computed} cells computed, {summary.skipped} reused{elsewhere}; tables in {args.results}/")
     if summary.failures:
         print(f"\n{len(summary.failures)} cells failed:", file=sys.stderr)
         for f in summary.failures:
@@ -198,6 +266,7 @@ def cmd_report(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="svgbench", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show the traceback of input errors too (or SVGBENCH_DEBUG=1)")
     p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
                    help="import a file/module that registers encoders or tasks (repeatable)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -216,13 +285,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=32)
     r.add_argument("--device", default="auto")
     r.add_argument("--seed", type=int)
-    r.add_argument("--weights", action="append", metavar="ENCODER=PATH",
-                   help="weights for an encoder: hub id, folder or file (repeatable)")
+    r.add_argument("--weights", action="append", metavar="ENCODER=PATH[,dino=PATH]",
+                   help="weights for an encoder: hub id, folder or file (repeatable); dino=: SVG's DINO weights")
+    r.add_argument("--diffusion", action="append", metavar="ENCODER=PATH[,stats=PATH]",
+                   help="generation/sampling: the diffusion checkpoint of ENCODER (official SVG-XL with its stats "
+                        "file, SiT/DiT-XL/2, or an svgbench export)")
     r.add_argument("--convert-mode", action="store_true", help="convert non-RGB images to RGB (real ImageNet)")
     r.add_argument("--results", default="results")
     r.add_argument("--force", action="store_true", help="recompute cells that already have a record")
     r.add_argument("--train-diffusion", action="store_true",
                    help="generation/sampling: train a diffusion model where none is shipped for an encoder")
+    r.add_argument("--shard", metavar="I/N", help="compute only cells I, I+N, I+2N, ... of the matrix (0 <= I < N): "
+                                                 "N processes or array jobs fill one results folder")
+    r.add_argument("--workers", type=int, help="DataLoader workers for encoding (default: $SVGBENCH_WORKERS or 0)")
     r.add_argument("--set", action="append", default=[], metavar="TASK.FIELD=VALUE",
                    help="override one field of a task's config, e.g. sampling.heun_max_steps=50 or "
                         "sampling.steps=[1,2,4] (JSON values; repeatable)")
@@ -244,9 +319,17 @@ def main(argv=None) -> int:
     # `svgbench train --help` (no recipe): the recipe list; everything else unknown is an error as usual
     if extra and not (args.command == "train" and args.recipe is None and set(extra) <= {"-h", "--help"}):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    for plugin in args.plugin:
-        load_plugin(plugin)
-    return {"list": cmd_list, "run": cmd_run, "train": cmd_train, "report": cmd_report}[args.command](args)
+    from .errors import EXIT_USER_ERROR, UserError, debug_enabled, format_user_error
+
+    try:
+        for plugin in args.plugin:
+            load_plugin(plugin)
+        return {"list": cmd_list, "run": cmd_run, "train": cmd_train, "report": cmd_report}[args.command](args)
+    except UserError as e:  # a fixable input: one line naming it (the traceback only when debugging)
+        if debug_enabled(args.debug):
+            raise
+        print(format_user_error(e), file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 def entry() -> int:

@@ -24,7 +24,10 @@ from pathlib import Path
 
 import torch
 
+from . import distributed as dist
+from .claims import read_claim, release, shard_of, try_claim
 from .data import DataConfig, build_dataset
+from .errors import UserError, debug_enabled
 from .presets import EMBEDDED_ENCODERS
 from .records import Record, load_records, read_record, record_path, write_record
 
@@ -44,6 +47,8 @@ class RunConfig:
     encoder_kwargs: dict = field(default_factory=dict)  # encoder name -> create_encoder kwargs
     task_overrides: dict = field(default_factory=dict)  # task name -> config field overrides
     seed: int = 0
+    shard: tuple[int, int] | None = None  # (I, N): only cells I, I+N, ... of the matrix (`--shard I/N`)
+    claims: bool = True  # claim each cell, so processes sharing results_dir compute it once
 
 
 def resolve_device(device: str) -> str:
@@ -98,6 +103,8 @@ class RunSummary:
     failures: list[CellFailure]
     computed: int
     skipped: int
+    claimed_elsewhere: int = 0  # cells left to the other processes that held their claims
+    cell_times: list[tuple[str, float]] = field(default_factory=list)  # (cell, seconds) computed here
 
 
 def run_matrix(cfg: RunConfig, log=None) -> RunSummary:
@@ -107,7 +114,7 @@ def run_matrix(cfg: RunConfig, log=None) -> RunSummary:
     before it keep their records, so rerunning the same configuration resumes after them.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    state = {"cell": None, "computed": 0, "skipped": 0}
+    state = {"cell": None, "computed": 0, "skipped": 0, "claimed": 0, "times": []}
     try:
         return _run_cells(cfg, log, state)
     except RunInterrupted:
@@ -117,12 +124,10 @@ def run_matrix(cfg: RunConfig, log=None) -> RunSummary:
 
 
 def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
-    from tqdm.auto import tqdm
-
     from .encoders import create_encoder, encoder_spec
     from .tasks import get_task
 
-    device = resolve_device(cfg.device)
+    device = str(dist.device()) if cfg.device == "auto" and dist.is_initialized() else resolve_device(cfg.device)
     tasks = [get_task(t) for t in cfg.tasks]
     configs = {t.name: task_config(t, cfg) for t in tasks}  # strict: an unknown field fails here, before any work
     unknown = sorted(set(cfg.task_overrides) - {t.name for t in tasks} - set(_known_task_names()))
@@ -133,18 +138,24 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
         encoder_spec(name)  # unknown names fail before any work, with the list of known ones
     dataset = build_dataset(cfg.data)
     records, failures = [], []
-    for name in cfg.encoders:
+    main = dist.is_main()
+    cells = [(name, task) for name in cfg.encoders for task in tasks]
+    if cfg.shard is not None:
+        cells = shard_of(cells, *cfg.shard)
+        log(f"shard {cfg.shard[0]}/{cfg.shard[1]}: {len(cells)} of {len(cfg.encoders) * len(tasks)} cells")
+    for name in dict.fromkeys(n for n, _ in cells):
         kwargs = cfg.encoder_kwargs.get(name, {})
+        mine = [t for n, t in cells if n == name]
         try:
             torch.manual_seed(cfg.seed)  # encoders without weights initialise from the run's seed
             encoder = create_encoder(name, **kwargs)
             encoder.spec.check_resolution(cfg.data.resolution, cfg.data.resolution)
         except Exception as e:
-            failures += [CellFailure(t.name, name, f"{type(e).__name__}: {e}") for t in tasks]
+            failures += [CellFailure(t.name, name, f"{type(e).__name__}: {e}") for t in mine]
             log(f"[{name}] cannot be built or used at {cfg.data.resolution}px: {e}")
             continue
         weights_hash = encoder.weights_hash()
-        for task in tasks:
+        for task in mine:
             state["cell"] = None
             if "decoder" in task.needs and not encoder.spec.has_decoder:
                 log(f"[{name}] {task.name}: n/a (no pixel decoder)")
@@ -153,49 +164,99 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
             tcfg_dict = dataclasses.asdict(tcfg)
             tcfg_key = {k: v for k, v in tcfg_dict.items() if k != "batch_size"}  # batch size: speed only
             files = {f: _file_hash(getattr(tcfg, f, None)) for f in task.file_fields}
+            # the device type, not its index: every rank of a distributed run computes the same cell
             key = _hash({"task": task.name, "config": tcfg_key, "data": cfg.data.key(), "encoder": name,
-                         "kwargs": kwargs, "weights": weights_hash, "seed": cfg.seed, "device": device}
+                         "kwargs": kwargs, "weights": weights_hash, "seed": cfg.seed, "device": device.split(":")[0]}
                         | ({"files": files} if files else {}))
             path = record_path(cfg.results_dir, task.name, name, key)
-            if cfg.skip_existing and path.exists():
-                try:
-                    old = read_record(path, key)
-                    pending = old["metrics"].get("pending") or {}
-                    if not pending:
-                        records.append(old)
-                        state["skipped"] += 1
-                        log(f"[{name}] {task.name}: cached ({path.name})")
-                        continue
-                    # n/a that depended on this machine (e.g. missing feature-network weights): try again
-                    log(f"[{name}] {task.name}: record {path.name} has pending metrics "
-                        f"({'; '.join(f'{k}: {v}' for k, v in sorted(pending.items()))}); recomputing the cell")
-                except (ValueError, OSError) as e:
-                    log(f"[{name}] {task.name}: record {path} is unusable ({e}); recomputing the cell")
-            state["cell"] = f"{name} / {task.name}"
-            torch.manual_seed(cfg.seed)
-            n = len(dataset) if getattr(tcfg, "num_images", None) is None else min(tcfg.num_images, len(dataset))
-            bar = tqdm(total=n, desc=f"{name} / {task.name}", unit="img", leave=False, file=sys.stderr)
-            t0 = time.perf_counter()
+            claim_path = path.with_name(f".{path.stem}.claim")
+            # rank 0 decides (reuse the record / compute / another process holds the cell); all ranks follow
+            decision = _decide(cfg, path, key, claim_path, name, task.name, log) if main else None
+            decision = dist.broadcast_object(decision)
+            if decision == "taken":
+                state["claimed"] += 1
+                continue
+            if decision == "reuse":
+                records.append(read_record(path, key))
+                state["skipped"] += 1
+                continue
             try:
-                metrics = task.run()(encoder, dataset, tcfg, device=device, progress=bar.update)
+                state["cell"] = f"{name} / {task.name}"
+                record = _compute(cfg, task, tcfg, encoder, dataset, device, key, kwargs, weights_hash, log)
             except Exception as e:
                 failures.append(CellFailure(task.name, name, f"{type(e).__name__}: {e}"))
                 log(f"[{name}] {task.name} FAILED: {type(e).__name__}: {e}")
-                log(traceback.format_exc(limit=3))
+                if not isinstance(e, UserError) or debug_enabled():  # an input error needs no traceback
+                    log(traceback.format_exc(limit=3))
                 continue
             finally:
-                bar.close()
-            record = Record(
-                key=key, task=task.name, encoder=name, encoder_kwargs=kwargs, spec=encoder.spec.as_dict(),
-                weights_hash=weights_hash, data=cfg.data.as_dict() | {"key": cfg.data.key()}, config=tcfg_dict,
-                seed=cfg.seed, metrics=metrics, device=device, device_name=device_name(device),
-                wall_s=round(time.perf_counter() - t0, 3), versions=versions())
-            write_record(path, record)
+                if main and decision == "claimed":
+                    release(claim_path)
+            if main:
+                write_record(path, record)
+            dist.barrier()
             records.append(record.as_dict())
             state["computed"] += 1
+            state["times"].append((f"{name} / {task.name}", record.wall_s))
             log(f"[{name}] {task.name}: done in {record.wall_s:.1f}s")
     state["cell"] = None
-    return RunSummary(records, failures, state["computed"], state["skipped"])
+    return RunSummary(records, failures, state["computed"], state["skipped"], state["claimed"], state["times"])
+
+
+def _decide(cfg: RunConfig, path: Path, key: str, claim_path: Path, name: str, task: str, log) -> str:
+    """"reuse" (a finished record), "claimed" (this process computes the cell) or "taken" (another live
+    process holds its claim)."""
+    def usable() -> bool:
+        if not (cfg.skip_existing and path.exists()):
+            return False
+        try:
+            old = read_record(path, key)
+        except (ValueError, OSError) as e:
+            log(f"[{name}] {task}: record {path} is unusable ({e}); recomputing the cell")
+            return False
+        pending = old["metrics"].get("pending") or {}
+        if pending:  # n/a that depended on this machine (e.g. missing feature-network weights): try again
+            log(f"[{name}] {task}: record {path.name} has pending metrics "
+                f"({'; '.join(f'{k}: {v}' for k, v in sorted(pending.items()))}); recomputing the cell")
+            return False
+        return True
+
+    if usable():
+        log(f"[{name}] {task}: cached ({path.name})")
+        return "reuse"
+    if not cfg.claims:
+        return "claimed"
+    if not try_claim(claim_path):
+        holder = read_claim(claim_path) or {}
+        log(f"[{name}] {task}: computed by another process (host {holder.get('host')}, pid {holder.get('pid')}); "
+            f"skipped here")
+        return "taken"
+    if usable():  # finished by another process between our first look and the claim
+        release(claim_path)
+        log(f"[{name}] {task}: cached ({path.name})")
+        return "reuse"
+    return "claimed"
+
+
+def _compute(cfg, task, tcfg, encoder, dataset, device, key, kwargs, weights_hash, log) -> Record:
+    from tqdm.auto import tqdm
+
+    from .validate import finite_or_na
+
+    torch.manual_seed(cfg.seed)
+    n = len(dataset) if getattr(tcfg, "num_images", None) is None else min(tcfg.num_images, len(dataset))
+    bar = tqdm(total=n, desc=f"{encoder.spec.name} / {task.name}", unit="img", leave=False, file=sys.stderr,
+               disable=not dist.is_main())
+    t0 = time.perf_counter()
+    try:
+        metrics = task.run()(encoder, dataset, tcfg, device=device, progress=bar.update)
+    finally:
+        bar.close()
+    return Record(
+        key=key, task=task.name, encoder=encoder.spec.name, encoder_kwargs=kwargs, spec=encoder.spec.as_dict(),
+        weights_hash=weights_hash, data=cfg.data.as_dict() | {"key": cfg.data.key()}, config=dataclasses.asdict(tcfg),
+        seed=cfg.seed, metrics=finite_or_na(metrics), device=device, device_name=device_name(device),
+        wall_s=round(time.perf_counter() - t0, 3), versions=versions())
 
 
 def _file_hash(path) -> str | None:

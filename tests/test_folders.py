@@ -187,7 +187,7 @@ def test_non_rgb_modes_refused_by_default_and_converted_on_request(tmp_path, mod
     ext = "jpg" if mode == "CMYK" else "png"
     path = root / "k" / f"img.{ext}"
     _rgb(12, 10).convert(mode).save(path)
-    with pytest.raises(DataError, match=f"img.{ext}.*'{mode}'.*convert_mode=True"):
+    with pytest.raises(DataError, match=f"img.{ext}.*'{mode}'.*--convert-mode"):
         ImageFolderDataset(root, 8)[0]
     with pytest.raises(DataError, match="img"):
         ImageFolderDataset(root, 8).validate()

@@ -70,6 +70,13 @@ def test_user_encoder_runs_through_task_and_table(tmp_path):
 
         assert math.isclose(rec["metrics"]["psnr"], expected_psnr(build_dataset(data), 4, 24), rel_tol=1e-6)
         assert rec["metrics"]["lpips"] is None and "lpips" in rec["metrics"]["unavailable"]
+        m = rec["metrics"]
+        for key in ("psnr", "ssim"):  # per-image values reproduce the headline; the interval brackets it
+            items = m["per_item"][key]
+            assert len(items) == 24 and all(v is not None for v in items)
+            assert math.isclose(float(np.mean(items)), m[key], rel_tol=1e-6)
+            assert m["ci"][key]["ci_low"] < m[key] < m["ci"][key]["ci_high"] and m["ci"][key]["n"] == 24
+        assert "lpips" not in m["ci"] and m["stats_s"] >= 0
         write_reports(tmp_path)
         md = (tmp_path / "reconstruction.md").read_text()
         assert "test-quant" in md and "n/a" in md

@@ -14,7 +14,8 @@ from PIL import Image
 from svgbench.data import DataConfig, build_dataset
 from svgbench.data.shapes import NUM_SEG_CLASSES
 from svgbench.encoders import EncoderSpec, LatentEncoder, register_encoder, unregister_encoder
-from svgbench.metrics.segmentation import SegMetric, confusion_matrix, metrics_from_confusion
+from svgbench.metrics.segmentation import SegMetric, confusion_matrix, metrics_from_confusion, per_image_areas
+from svgbench.metrics.stats import seg_ci
 from svgbench.tasks.segmentation import SegConfig, run_segmentation, train_dataset_for
 
 
@@ -60,6 +61,31 @@ def test_metrics_agree_with_direct_confusion_matrix():
     assert iou[7] == 0.0 and np.isnan(acc[7])  # predicted only: lowers mIoU, excluded from mAcc
     assert ours["miou"] == pytest.approx(np.nanmean(iou) * 100, abs=1e-9)
     assert ours["num_pixels"] == int((cm.sum()))
+
+
+def test_per_image_areas_sum_to_mmseg_areas_and_seg_ci_recomputes_its_value():
+    g = torch.Generator().manual_seed(1)
+    c = 7
+    label = torch.randint(0, 5, (12, 16, 16), generator=g)  # 5, 6 never labelled
+    label[torch.rand(label.shape, generator=g) < 0.1] = 255
+    pred = torch.where(torch.rand(label.shape, generator=g) < 0.7, label.clamp(max=5),
+                       torch.randint(0, 6, label.shape, generator=g))
+    metric = SegMetric(c)
+    metric.update(pred, label)
+    areas = per_image_areas(pred, label, c)
+    inter, union, _, lab = (a.numpy() for a in metric.areas)
+    np.testing.assert_array_equal(areas["intersect"].sum(0), inter)
+    np.testing.assert_array_equal(areas["union"].sum(0), union)
+    np.testing.assert_array_equal(areas["label"].sum(0), lab)
+    for i in range(12):  # each image's row is its own confusion matrix's diagonal / row sums
+        cm = confusion_matrix(pred[i], label[i], c)
+        np.testing.assert_array_equal(areas["intersect"][i], np.diag(cm))
+        np.testing.assert_array_equal(areas["label"][i], cm.sum(1))
+    ref = metric.compute()
+    res = seg_ci(areas["intersect"], areas["union"], areas["label"], n_resamples=1000, seed=0)
+    for k in ("miou", "macc"):
+        assert res[k]["value"] == pytest.approx(ref[k], abs=1e-9)
+        assert res[k]["ci_low"] < ref[k] < res[k]["ci_high"] and res[k]["n"] == 12
 
 
 def test_metrics_split_large_inputs_into_exact_histc_chunks(monkeypatch):
@@ -166,8 +192,15 @@ def test_oracle_tokens_give_high_miou_and_runs_repeat_exactly(shapes_eval):
     assert first["unavailable"] == {} and first["num_images"] == 64 and first["train_images"] == 128
     assert first["num_classes"] == NUM_SEG_CLASSES
     assert first["miou"] > 70 and first["aacc"] > 90, first
+    for k in ("miou", "macc"):
+        assert first["ci"][k]["ci_low"] <= first[k] <= first["ci"][k]["ci_high"] and first["ci"][k]["n"] == 64
+    areas = first["per_image_areas"]
+    assert np.array(areas["intersect"]).shape == (64, NUM_SEG_CLASSES)
+    assert seg_ci(areas["intersect"], areas["union"], areas["label"], n_resamples=10)["miou"]["value"] == \
+        pytest.approx(first["miou"], abs=1e-9)
     again = run_segmentation(enc, shapes_eval, QUICK)  # tokens now come from the feature cache
-    assert {k: v for k, v in again.items() if k != "train_s"} == {k: v for k, v in first.items() if k != "train_s"}
+    timing = ("train_s", "stats_s")
+    assert {k: v for k, v in again.items() if k not in timing} == {k: v for k, v in first.items() if k not in timing}
 
 
 def test_constant_tokens_predict_background_only(shapes_eval):

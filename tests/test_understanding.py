@@ -320,6 +320,18 @@ def test_tasks_run_and_refuse_train_split_as_eval(tmp_path, monkeypatch):
         assert 0.0 <= knn["knn_top1_k20"] <= 100.0 and -1.0 <= knn["silhouette"] <= 1.0
         assert knn["variance_ratio"] > 0 and Path(knn["pca_figure"]).parent == tmp_path / "fig"
         assert Path(knn["pca_figure"]).read_bytes()[:4] == b"\x89PNG"
+        # per-item correctness reproduces the headline numbers exactly; intervals bracket them
+        for m, key in ((probe, "probe_top1"), (knn, "knn_top1_k10"), (knn, "knn_top1_k20")):
+            items = m["per_item"][key]
+            assert len(items) == 40 and set(items) <= {0.0, 100.0}
+            assert 100.0 * float(torch.tensor(items).double().div(100).mean()) == m[key]
+            ci = m["ci"][key]
+            assert ci["ci_low"] <= m[key] <= ci["ci_high"] and ci["n"] == 40 and ci["level"] == 0.95
+            assert ci["ci_high"] - ci["ci_low"] > 0 or m[key] in (0.0, 100.0)
+        spread = probe["seed_spread"]["probe_top1"]
+        assert spread["seeds"] == [0, 1, 2] and spread["values"][0] == probe["probe_top1"]
+        assert spread["min"] <= spread["mean"] <= spread["max"] and spread["std"] >= 0
+        json.dumps(probe, allow_nan=False), json.dumps(knn, allow_nan=False)
         bad = RunConfig(encoders=("test-conv",), tasks=("probe",), data=DataConfig(resolution=32, size=40,
                                                                                     split="train"),
                         device="cpu", results_dir=str(tmp_path / "results"))

@@ -11,6 +11,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from ..errors import UserError
+
+
+class DataError(UserError, ValueError):
+    """A dataset on disk, or a data option, that cannot be used as it is; the message names the
+    file, folder or option and says what to do."""
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -32,9 +39,10 @@ class DataConfig:
 
     def __post_init__(self):
         if self.name not in ("shapes", "imagefolder", "segfolder"):
-            raise ValueError(f"data name must be 'shapes', 'imagefolder' or 'segfolder', got {self.name!r}")
+            raise DataError(f"--data {self.name!r} is not a dataset kind; use shapes, imagefolder or segfolder",
+                            input="--data")
         if self.name != "shapes" and not self.root:
-            raise ValueError(f"data {self.name!r} needs a root folder (--data-root)")
+            raise DataError(f"--data {self.name} needs a folder: pass --data-root", input="--data-root")
 
     def key(self) -> str:
         """Short stable id of these images, for record and cache names."""

@@ -5,14 +5,18 @@ prepared with the ADM / DiT centre crop for classification and an aligned shorte
 centre crop for segmentation.
 
 Nothing here repairs data quietly: unreadable or truncated files, non-RGB images (unless
-`convert_mode=True`), unmatched or malformed label maps all raise `DataError` naming the file.
+`convert_mode=True`, the CLI's --convert-mode), unmatched or malformed label maps all raise
+`DataError` naming the file. `scan_images` reads only file headers, for a check of a whole folder
+in seconds before any work (modes, sizes, images small enough to be upscaled).
 """
 
 from __future__ import annotations
 
 import operator
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,14 +25,12 @@ import torch
 from PIL import Image, ImageFile
 from torch.utils.data import Dataset
 
+from . import DataError
+
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 # How many bad files `validate()` lists by name before summarising the rest as a count.
 _MAX_LISTED = 20
-
-
-class DataError(ValueError):
-    """A dataset on disk that cannot be used as it is; the message names the file or folder."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -131,37 +133,56 @@ def _refuse_truncation_tolerance() -> None:
         )
 
 
-def _open_loaded(path: str) -> Image.Image:
-    """Open, verify and fully decode `path`; the returned image no longer needs the file.
+_UNREADABLE_FIX = "replace the file or delete it from the folder"
 
-    Any failure (unknown format, bad checksum, truncation, decompression bomb) becomes DataError.
+
+def _open_loaded(path: str) -> Image.Image:
+    """Open and fully decode `path` (one read of the file); the returned image no longer needs it.
+
+    Any failure (unknown format, bad checksum, truncation, decompression bomb) becomes one DataError
+    line naming the file, raised without PIL's chained traceback.
     """
     _refuse_truncation_tolerance()
     try:
-        # verify() checks structure (e.g. PNG chunk CRCs) without decoding but leaves the image
-        # unusable, hence the second open for the actual decode.
         with Image.open(path) as im:
-            im.verify()
-        with Image.open(path) as im:
-            im.load()
+            im.load()  # a full decode checks the data (zlib checksums, truncation) as it goes
             # copy() detaches the pixels from the file object that the `with` closes.
             return im.copy()
-    except Exception as e:
-        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {reason}); {_UNREADABLE_FIX}",
+                        input=path, fix=_UNREADABLE_FIX) from None
+
+
+CONVERT_FIX = "pass --convert-mode (convert_mode=True) to convert non-RGB images to RGB"
+_MODE_NAMES = {"L": "grayscale", "LA": "grayscale + alpha", "P": "palette", "PA": "palette + alpha",
+               "RGBA": "RGB + alpha", "CMYK": "CMYK", "1": "1-bit", "I;16": "16-bit grayscale",
+               "I;16B": "16-bit grayscale", "I;16L": "16-bit grayscale", "I;16N": "16-bit grayscale",
+               "I": "32-bit integer", "F": "32-bit float", "YCbCr": "YCbCr", "LAB": "Lab", "HSV": "HSV"}
+# 32-bit integer and float pixels have no known white level, so no conversion can be trusted.
+_UNCONVERTIBLE = ("I", "F")
 
 
 def _as_rgb(im: Image.Image, path: str, convert_mode: bool) -> Image.Image:
     if im.mode == "RGB":
         return im
+    what = f"{im.mode!r} ({_MODE_NAMES.get(im.mode, 'not RGB')})"
+    if im.mode in _UNCONVERTIBLE:
+        fix = "save it as 8- or 16-bit RGB or grayscale"
+        raise DataError(f"{path}: image mode is {what}, whose white level is unknown; {fix}", input=path, fix=fix)
     if not convert_mode:
-        raise DataError(
-            f"{path}: image mode is {im.mode!r}, not 'RGB'; refusing to convert it implicitly "
-            f"(pass convert_mode=True to convert non-RGB images to RGB)"
-        )
+        raise DataError(f"{path}: image mode is {what}, not 'RGB', and svgbench does not convert "
+                        f"implicitly; {CONVERT_FIX}", input=path, fix=CONVERT_FIX)
+    if im.mode.startswith("I;16"):
+        # PIL's convert() clips 16-bit values at 255 (a white image); scale 0..65535 to 0..255 instead.
+        arr = np.asarray(im).astype(np.float64) / 257.0
+        im = Image.fromarray(np.rint(arr).astype(np.uint8), "L")
     try:
         return im.convert("RGB")
     except Exception as e:
-        raise DataError(f"{path}: cannot convert mode {im.mode!r} to RGB ({type(e).__name__}: {e})") from e
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise DataError(f"{path}: cannot convert mode {im.mode!r} to RGB ({type(e).__name__}: {reason}); "
+                        f"save it as 8-bit RGB", input=path) from None
 
 
 def _load_rgb(path: str, convert_mode: bool) -> Image.Image:
@@ -185,6 +206,75 @@ def _spread(n: int, limit: int | None) -> list[int]:
     if limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     return [(i * n) // limit for i in range(limit)]
+
+
+@dataclass
+class ImageScan:
+    """What a quick pass over image files found (headers only unless `scan_images(decode=True)`).
+
+    count: files scanned; unreadable: (path, one-line reason) of files PIL cannot open; not_rgb:
+    (path, mode) of images refused without convert_mode (or never convertible); modes: files per
+    PIL mode; smallest: (width, height, path) of the image with the smallest shorter side;
+    upscaled: images whose shorter side is below the working resolution (they get upscaled).
+    """
+
+    resolution: int
+    count: int = 0
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    not_rgb: list[tuple[str, str]] = field(default_factory=list)
+    modes: Counter = field(default_factory=Counter)
+    smallest: tuple[int, int, str] | None = None
+    upscaled: int = 0
+
+    def upscale_warning(self) -> str | None:
+        """One line saying how many images will be upscaled and the smallest one, or None."""
+        if not self.upscaled or self.smallest is None:
+            return None
+        w, h, path = self.smallest
+        return (f"{self.upscaled} of {self.count} images are smaller than {self.resolution}px on the shorter side "
+                f"and will be upscaled (smallest: {w}x{h}, {path})")
+
+
+def scan_images(paths: Sequence[str], resolution: int, convert_mode: bool = False, decode: bool = False,
+                num_workers: int = 0) -> ImageScan:
+    """Look at every file of `paths` once: PIL's lazy open reads the header only (mode, size), so
+    a folder of 50k images takes seconds; `decode=True` also decodes each image fully (finds
+    truncated files, costs a full read). Never raises for a bad file: it is listed in the result."""
+    resolution = _check_resolution(resolution)
+    _refuse_truncation_tolerance()
+
+    def one(path: str):
+        try:
+            if decode:
+                im = _open_loaded(path)
+                mode, size = im.mode, im.size
+            else:
+                with Image.open(path) as im:
+                    mode, size = im.mode, im.size
+        except DataError as e:
+            return path, None, None, str(e)
+        except Exception as e:  # any header PIL cannot parse
+            return path, None, None, f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+        return path, mode, size, None
+
+    if num_workers > 0:
+        with ThreadPoolExecutor(max_workers=num_workers) as pool:
+            results = pool.map(one, paths)
+    else:
+        results = map(one, paths)
+    scan = ImageScan(resolution)
+    for path, mode, size, err in results:
+        scan.count += 1
+        if err is not None:
+            scan.unreadable.append((path, err))
+            continue
+        scan.modes[mode] += 1
+        if mode != "RGB" and (not convert_mode or mode in _UNCONVERTIBLE):
+            scan.not_rgb.append((path, mode))
+        if scan.smallest is None or min(size) < min(scan.smallest[:2]):
+            scan.smallest = (size[0], size[1], path)
+        scan.upscaled += min(size) < resolution
+    return scan
 
 
 def _check_all(
@@ -253,7 +343,11 @@ class ImageFolderDataset(Dataset):
         with os.scandir(self.root) as it:
             classes = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
         if not classes:
-            raise DataError(f"{self.root}: no class folders (expected root/<class_name>/<images>)")
+            loose = len(_list_images(self.root))
+            found = f"it holds {loose} image file(s) directly" if loose else "it holds no sub-folders"
+            raise DataError(f"{self.root}: no class folders, {found}; an imagefolder is root/<class_name>/<images>: "
+                            f"move each class's images into its own sub-folder (or pass --data segfolder for "
+                            f"an ADE20K layout)", input=str(self.root))
         self.classes: list[str] = classes
         self.class_to_idx: dict[str, int] = {c: i for i, c in enumerate(classes)}
 
@@ -267,11 +361,13 @@ class ImageFolderDataset(Dataset):
                 empty.append(c)
             samples.extend((f, self.class_to_idx[c]) for f in files[:max_per_class])
         if not samples:
-            raise DataError(f"{self.root}: no image files ({', '.join(IMG_EXTENSIONS)}) in any class folder")
+            raise DataError(f"{self.root}: no image files ({', '.join(IMG_EXTENSIONS)}) in any class folder; "
+                            f"check --data-root", input=str(self.root))
         if empty:
             # An empty class folder usually means a partial copy; its label id would never appear.
             shown = ", ".join(empty[:_MAX_LISTED]) + (" ..." if len(empty) > _MAX_LISTED else "")
-            raise DataError(f"{self.root}: {len(empty)} class folder(s) contain no images: {shown}")
+            raise DataError(f"{self.root}: {len(empty)} class folder(s) contain no images: {shown}; finish the copy "
+                            f"or remove the empty folders", input=str(self.root))
 
         self.samples: list[tuple[str, int]] = [samples[i] for i in _spread(len(samples), limit)]
         self.targets: list[int] = [label for _, label in self.samples]
@@ -290,8 +386,12 @@ class ImageFolderDataset(Dataset):
             "path": path,
         }
 
+    def scan(self, decode: bool = False, num_workers: int = 0) -> ImageScan:
+        """`scan_images` over this dataset's files (headers only unless decode=True)."""
+        return scan_images([p for p, _ in self.samples], self.resolution, self.convert_mode, decode, num_workers)
+
     def validate(self, num_workers: int = 0) -> int:
-        """Read every sample's file once (verify, full decode, mode check) and report all failures.
+        """Read every sample's file once (full decode, mode check) and report all failures.
 
         Raises one DataError listing the first 20 bad files and the total count; returns the number
         of files checked otherwise. `num_workers` > 0 checks files on that many threads.
@@ -307,16 +407,23 @@ class ImageFolderDataset(Dataset):
 
 def _resolve_split(root: Path, split: str | None) -> Path:
     if not root.exists():
-        raise DataError(f"{root}: dataset root does not exist")
+        raise DataError(f"{root}: dataset root does not exist; check --data-root", input=str(root))
     if not root.is_dir():
-        raise DataError(f"{root}: dataset root is not a directory")
+        raise DataError(f"{root}: dataset root is not a directory; --data-root takes a folder", input=str(root))
     if split is None:
         return root
     if (root / split).is_dir():
         return root / split
     if root.name == split:
         return root
-    raise DataError(f"{root / split}: split folder {split!r} does not exist")
+    with os.scandir(root) as it:
+        subs = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+    if subs and _list_images(root / subs[0]):
+        raise DataError(f"{root / split}: split folder {split!r} does not exist, and {root} looks like a split "
+                        f"itself (its sub-folders hold images): pass --split {root.name}", input=str(root / split))
+    raise DataError(f"{root / split}: split folder {split!r} does not exist; pass --split with one of the "
+                    f"sub-folders of {root} ({', '.join(subs[:8]) or 'none'}), or point --data-root at the split "
+                    f"folder itself", input=str(root / split))
 
 
 def _check_index(index, n: int) -> int:
@@ -373,16 +480,20 @@ class SegFolderDataset(Dataset):
         self.convert_mode = bool(convert_mode)
         self.root = Path(root)
         if not self.root.is_dir():
-            raise DataError(f"{self.root}: dataset root does not exist or is not a directory")
+            raise DataError(f"{self.root}: dataset root does not exist or is not a directory; check --data-root",
+                            input=str(self.root))
         self.image_dir = self.root / "images" / split
         self.ann_dir = self.root / "annotations" / split
         for d in (self.image_dir, self.ann_dir):
             if not d.is_dir():
-                raise DataError(f"{d}: folder does not exist (expected root/images/<split> and root/annotations/<split>)")
+                raise DataError(f"{d}: folder does not exist; a segfolder is root/images/<split> + "
+                                f"root/annotations/<split>: check --data-root and --split (ADE20K: training, "
+                                f"validation)", input=str(d))
 
         images = _list_images(self.image_dir)
         if not images:
-            raise DataError(f"{self.image_dir}: no image files ({', '.join(IMG_EXTENSIONS)})")
+            raise DataError(f"{self.image_dir}: no image files ({', '.join(IMG_EXTENSIONS)}); check --data-root and "
+                            f"--split", input=str(self.image_dir))
         with os.scandir(self.ann_dir) as it:
             ann_names = {e.name for e in it if e.name.lower().endswith(".png") and e.is_file()}
         ann_by_stem = {os.path.splitext(n)[0]: n for n in ann_names}
@@ -461,6 +572,10 @@ class SegFolderDataset(Dataset):
             "index": i,
             "path": img_path,
         }
+
+    def scan(self, decode: bool = False, num_workers: int = 0) -> ImageScan:
+        """`scan_images` over this dataset's images (not their label maps; headers only unless decode=True)."""
+        return scan_images([p for p, _ in self.samples], self.resolution, self.convert_mode, decode, num_workers)
 
     def validate(self, num_workers: int = 0) -> int:
         """Read every image/label pair once and report all failures in one DataError.

@@ -124,6 +124,7 @@ class ProbeResult:
     fit_s: float
     num_classes: int
     grid: list[dict] = field(default_factory=list)  # per head: lr, wd, val_top1, val_loss
+    test_correct: list[bool] = field(default_factory=list)  # per test item, in order: top-1 right (top1 = mean)
 
 
 def _head_scores(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
@@ -208,7 +209,8 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
         finite_loss = torch.nan_to_num(val_loss, nan=float("inf"))
         best = min(range(heads), key=lambda h: (-float(val_top1[h]), float(finite_loss[h]), h))
         logits = torch.cat([xt[s:s + 4096] @ weight[best] + bias[best] for s in range(0, xt.shape[0], 4096)])
-        top1 = 100.0 * float(_topk_correct(logits, yt, 1).double().mean())
+        correct1 = _topk_correct(logits, yt, 1)
+        top1 = 100.0 * float(correct1.double().mean())
         top5 = 100.0 * float(_topk_correct(logits, yt, 5).double().mean()) if num_classes > 5 else None
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
@@ -216,7 +218,7 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     table = [{"lr": lr, "wd": wd, "val_top1": float(val_top1[h]), "val_loss": float(val_loss[h])}
              for h, (lr, wd) in enumerate(grid)]
     return ProbeResult(top1=top1, top5=top5, val_top1=float(val_top1[best]), lr=grid[best][0], wd=grid[best][1],
-                       fit_s=fit_s, num_classes=num_classes, grid=table)
+                       fit_s=fit_s, num_classes=num_classes, grid=table, test_correct=correct1.cpu().tolist())
 
 
 def sklearn_probe(train_x, train_y, test_x, test_y, *, Cs=(1e-3, 1e-2, 1e-1, 1.0), val_fraction: float = 0.1,
@@ -299,12 +301,24 @@ def knn_predict(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tens
     return {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.long) for k, v in preds.items()}
 
 
+def knn_correct(train_x, train_y, test_x, test_y, *, ks=(10, 20), temperature: float = 0.07,
+                device: str | torch.device = "cpu") -> dict[int, torch.Tensor]:
+    """k -> bool tensor over the test items: is `knn_predict`'s label right (kept for paired comparisons)."""
+    test_y = _check_labels(test_y, test_x.shape[0], "test labels")
+    preds = knn_predict(train_x, train_y, test_x, ks=ks, temperature=temperature, device=device)
+    return {k: p == test_y for k, p in preds.items()}
+
+
 def knn_top1(train_x, train_y, test_x, test_y, *, ks=(10, 20), temperature: float = 0.07,
              device: str | torch.device = "cpu") -> dict[int, float]:
     """k -> top-1 accuracy (%) of `knn_predict` on `test_y`."""
-    test_y = _check_labels(test_y, test_x.shape[0], "test labels")
-    preds = knn_predict(train_x, train_y, test_x, ks=ks, temperature=temperature, device=device)
-    return {k: 100.0 * float((p == test_y).double().mean()) for k, p in preds.items()}
+    return {k: accuracy(c) for k, c in
+            knn_correct(train_x, train_y, test_x, test_y, ks=ks, temperature=temperature, device=device).items()}
+
+
+def accuracy(correct: torch.Tensor) -> float:
+    """Percentage of True in a bool tensor."""
+    return 100.0 * float(correct.double().mean())
 
 
 ##################################################################################################

@@ -123,3 +123,18 @@ def metrics_from_confusion(cm: np.ndarray) -> dict:
         iou = tp / (label_area + pred_area - tp)
         acc = tp / label_area
     return _summary(iou, acc, float(tp.sum() / label_area.sum()), int(label_area.sum()))
+
+
+def per_image_areas(pred, label, num_classes: int, ignore_index: int = IGNORE_INDEX) -> dict:
+    """Per-image per-class pixel counts of B x H x W maps: {"intersect", "union", "label"}, each a B x C
+    int64 array (label = pixels labelled c). Summed over images they are mmseg's total areas, from which
+    `metrics_from_confusion`'s definitions give mIoU / mAcc (svgbench.metrics.stats.seg_ci resamples them)."""
+    pred, label = _check_pair(pred, label, num_classes, ignore_index)
+    b = pred.shape[0]
+    valid = label != ignore_index
+    img = torch.arange(b, device=pred.device).view(b, *([1] * (pred.ndim - 1))).expand_as(pred)
+    idx = (img[valid] * num_classes + label[valid]) * num_classes + pred[valid]
+    cm = torch.bincount(idx, minlength=b * num_classes * num_classes).view(b, num_classes, num_classes)
+    inter = cm.diagonal(dim1=1, dim2=2)
+    lab, prd = cm.sum(2), cm.sum(1)
+    return {"intersect": inter.cpu().numpy(), "union": (lab + prd - inter).cpu().numpy(), "label": lab.cpu().numpy()}

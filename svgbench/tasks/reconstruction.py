@@ -17,6 +17,8 @@ class ReconConfig:
     num_images: int | None = None  # None: the whole dataset
     lpips_net: str = "vgg"
     rfid: bool = True
+    ci_resamples: int = 1000  # bootstrap resamples for the intervals over images
+    seed: int = 0  # bootstrap seed
 
 
 def _batches(dataset, batch_size, limit):
@@ -29,9 +31,12 @@ def _batches(dataset, batch_size, limit):
 
 def run_reconstruction(encoder: LatentEncoder, dataset, cfg: ReconConfig = ReconConfig(), device: str = "cpu",
                        progress=None) -> dict:
-    """-> {psnr, ssim, lpips, rfid, num_images, encode_ips, decode_ips, unavailable}.
+    """-> {psnr, ssim, lpips, rfid, num_images, encode_ips, decode_ips, unavailable, ci, per_item, stats_s}.
 
     PSNR/SSIM are per-image means on uint8-quantised images; `unavailable` says why a metric is None.
+    per_item: psnr, ssim (and lpips when measured) per image in dataset order; a PSNR of an identical
+    reconstruction (inf dB) is None there and left out of the mean and its interval, as in `psnr`.
+    ci: bootstrap interval over images for each of them (svgbench.metrics.stats.mean_ci).
     """
     if not encoder.spec.has_decoder:
         raise ValueError(f"encoder {encoder.spec.name!r} has no decoder: reconstruction does not apply")
@@ -89,7 +94,27 @@ def run_reconstruction(encoder: LatentEncoder, dataset, cfg: ReconConfig = Recon
             m = fidelity_metrics(torch.cat(reals), torch.cat(fakes), weights_path=weights, device=device)
             out["rfid"] = m["frechet_inception_distance"]
     out["unavailable"] = unavailable
+    t0 = time.perf_counter()
+    _item_intervals(out, {"psnr": psnr, "ssim": torch.cat(ssims), "lpips": torch.cat(lpipss) if lpipss else None},
+                    cfg)
+    out["stats_s"] = time.perf_counter() - t0
     return out
+
+
+def _item_intervals(out: dict, per_image: dict, cfg: ReconConfig) -> None:
+    from ..metrics.stats import ci_entry, mean_ci
+
+    out["per_item"], out["ci"] = {}, {}
+    for key, values in per_image.items():
+        if values is None:
+            continue
+        values = values.double()
+        finite = torch.isfinite(values)
+        out["per_item"][key] = [float(v) if ok else None for v, ok in zip(values.tolist(), finite.tolist())]
+        if int(finite.sum()) < 2:
+            out["unavailable"][f"ci.{key}"] = "an interval needs at least 2 images with a finite value"
+            continue
+        out["ci"][key] = ci_entry(mean_ci(values[finite].numpy(), n_resamples=cfg.ci_resamples, seed=cfg.seed))
 
 
 def _sync(device):

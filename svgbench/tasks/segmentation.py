@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from ..encoders.base import LatentEncoder
-from ..metrics.segmentation import SegMetric
+from ..metrics.segmentation import SegMetric, per_image_areas
 
 # Default training split per dataset kind: shapes draws a fresh stream per split name; the ADE20K
 # layout has images/training.
@@ -65,6 +65,8 @@ class SegConfig:
     seed: int = 0
     num_classes: int | None = None
     ignore_index: int = 255
+    ci_resamples: int = 1000  # bootstrap resamples (images) for the mIoU / mAcc intervals
+    max_area_values: int = 1_000_000  # per-image areas go into the record when images x classes <= this
 
 
 # ------------------------------------------------------------------------------------------------
@@ -226,13 +228,36 @@ def _train_head(feats: torch.Tensor, masks: torch.Tensor, num_classes: int, cfg:
 @torch.no_grad()
 def _evaluate(head, feats: torch.Tensor, masks: torch.Tensor, num_classes: int, cfg: SegConfig,
               device: str) -> dict:
+    """-> SegMetric.compute()'s dict plus "areas": per-image {"intersect", "union", "label"} N x C counts."""
     metric = SegMetric(num_classes, cfg.ignore_index)
+    areas = []
     for i in range(0, feats.shape[0], cfg.batch_size):
         x = feats[i:i + cfg.batch_size].to(device)
         y = masks[i:i + cfg.batch_size]
         pred = _upsample(head(x), y.shape[-2:]).argmax(1).cpu()
         metric.update(pred, y.long())
-    return metric.compute()
+        areas.append(per_image_areas(pred, y.long(), num_classes, cfg.ignore_index))
+    import numpy as np
+
+    return metric.compute() | {"areas": {k: np.concatenate([a[k] for a in areas]) for k in areas[0]}}
+
+
+def _intervals(out: dict, areas: dict, cfg: SegConfig) -> None:
+    """ci["miou"], ci["macc"] by resampling images (svgbench.metrics.stats.seg_ci) and, when small enough,
+    the per-image areas a paired comparison needs (metrics["per_image_areas"])."""
+    from ..metrics.stats import ci_entry, seg_ci
+
+    n, c = areas["intersect"].shape
+    if n >= 2:
+        res = seg_ci(areas["intersect"], areas["union"], areas["label"], n_resamples=cfg.ci_resamples, seed=cfg.seed)
+        out["ci"] = {k: ci_entry(res[k]) for k in ("miou", "macc")}
+    else:
+        out["unavailable"]["ci"] = "an interval needs at least 2 evaluation images"
+    if n * c <= cfg.max_area_values:
+        out["per_image_areas"] = {k: v.tolist() for k, v in areas.items()}
+    else:
+        out["unavailable"]["per_image_areas"] = (f"{n} images x {c} classes > max_area_values={cfg.max_area_values}: "
+                                                 "per-image areas not stored (no paired seg comparison)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -258,7 +283,8 @@ def run_segmentation(encoder: LatentEncoder, dataset, cfg: SegConfig = SegConfig
 
     -> {"miou", "macc", "aacc": percent (mmseg's definitions, see svgbench.metrics.segmentation),
         "num_images": evaluation images, "num_classes", "train_images", "train_s": seconds training the head
-        (token extraction excluded), "unavailable": metric -> reason}.
+        (token extraction excluded), "unavailable": metric -> reason, "ci": {"miou", "macc"} bootstrap
+        intervals over images, "per_image_areas": {"intersect", "union", "label"} N x C lists, "stats_s"}.
     Metrics are None, with the reason under "unavailable", when the encoder's tokens are non-finite or the
     head's training loss diverges. `train_dataset` replaces the derived training split (it must have
     `data_config` for the feature cache). `progress(n)` counts evaluation images as their tokens are read.
@@ -295,6 +321,10 @@ def run_segmentation(encoder: LatentEncoder, dataset, cfg: SegConfig = SegConfig
         return _not_available(f"the linear head's training loss diverged ({final_loss}) on {name!r}'s tokens",
                               n_eval, num_classes)
     m = _evaluate(head, eval_feats, eval_masks, num_classes, cfg, device)
-    return {"miou": m["miou"], "macc": m["macc"], "aacc": m["aacc"], "num_images": n_eval,
-            "num_classes": num_classes, "train_images": train_feats.shape[0], "train_s": train_s,
-            "unavailable": {}}
+    out = {"miou": m["miou"], "macc": m["macc"], "aacc": m["aacc"], "num_images": n_eval,
+           "num_classes": num_classes, "train_images": train_feats.shape[0], "train_s": train_s,
+           "unavailable": {}}
+    t0 = time.perf_counter()
+    _intervals(out, m["areas"], cfg)
+    out["stats_s"] = time.perf_counter() - t0
+    return out

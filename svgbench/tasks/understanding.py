@@ -18,8 +18,9 @@ from pathlib import Path
 from ..cache import cached_features
 from ..data import build_dataset
 from ..encoders.base import LatentEncoder
-from ..metrics.probe import (DEFAULT_LRS, DEFAULT_WDS, degenerate_reason, knn_top1, linear_probe, pca_figure,
-                             pca_points, pca_projection, silhouette, sklearn_probe, standardize, variance_ratio)
+from ..metrics.probe import (DEFAULT_LRS, DEFAULT_WDS, accuracy, degenerate_reason, knn_correct, linear_probe,
+                             pca_figure, pca_points, pca_projection, silhouette, sklearn_probe, standardize,
+                             variance_ratio)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class ProbeConfig:
     seed: int = 0
     sklearn_Cs: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0)
     sklearn_max_train: int = 20000  # above this the lbfgs cross-check is skipped (reported n/a)
+    spread_seeds: int = 3  # head-training seeds seed, seed+1, ...: the spread of probe_top1 over them (< 3: none)
+    ci_resamples: int = 1000  # bootstrap resamples for the intervals over test images
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class KnnConfig:
     seed: int = 0
     figure_dir: str | None = None  # where the PCA map goes; None: no figure
     pca_record_points: int = 512  # PCA coordinates of at most this many evaluation images go into the record
+    ci_resamples: int = 1000  # bootstrap resamples for the intervals over test images
 
 
 def _splits(dataset, cfg):
@@ -90,13 +94,30 @@ def _degenerate(train, test) -> str | None:
     return f"test features: {why}" if why else None
 
 
+def _item_ci(metrics: dict, key: str, correct, cfg) -> None:
+    """Put the per-item 0/100 correctness of `key` and its bootstrap interval into `metrics`."""
+    from ..metrics.stats import ci_entry, mean_ci
+
+    values = [100.0 if c else 0.0 for c in correct]
+    metrics.setdefault("per_item", {})[key] = values
+    if len(values) >= 2:
+        metrics.setdefault("ci", {})[key] = ci_entry(mean_ci(values, n_resamples=cfg.ci_resamples, seed=cfg.seed))
+    else:
+        metrics.setdefault("unavailable", {})[f"ci.{key}"] = "an interval needs at least 2 test images"
+
+
 def run_probe(encoder: LatentEncoder, dataset, cfg: ProbeConfig = ProbeConfig(), device: str = "cpu",
               progress=None) -> dict:
     """-> {probe_top1, probe_top5, probe_top1_sklearn, probe_val_top1, probe_lr, probe_wd, probe_fit_s,
-    sklearn_fit_s, num_train, num_test, num_classes, feature_dim, extract_s, features_cached, unavailable}.
+    sklearn_fit_s, num_train, num_test, num_classes, feature_dim, extract_s, features_cached, unavailable,
+    ci, per_item, seed_spread, stats_s}.
 
     probe_fit_s is the wall time of the torch grid fit over cached features (standardisation
     included, extraction excluded). Degenerate features give None metrics with the reason.
+    ci["probe_top1"]: bootstrap interval over test images (svgbench.metrics.stats.mean_ci);
+    per_item["probe_top1"]: 100.0 / 0.0 per test image in dataset order (seed cfg.seed's head);
+    seed_spread["probe_top1"]: top-1 over cfg.spread_seeds head-training seeds (cfg.seed's result is
+    probe_top1); stats_s: seconds spent on intervals and the extra seeds.
     """
     tr, te, _, info = _features(encoder, dataset, cfg, device, progress)
     metrics = ("probe_top1", "probe_top5", "probe_top1_sklearn", "probe_val_top1", "probe_lr", "probe_wd",
@@ -122,14 +143,29 @@ def run_probe(encoder: LatentEncoder, dataset, cfg: ProbeConfig = ProbeConfig(),
                            val_fraction=cfg.val_fraction, seed=cfg.seed)
         out.update(probe_top1_sklearn=sk["top1"], sklearn_fit_s=sk["fit_s"])
     out["unavailable"] = unavailable
+    t0 = time.perf_counter()
+    _item_ci(out, "probe_top1", res.test_correct, cfg)
+    if cfg.spread_seeds >= 3:
+        from ..metrics.stats import seed_spread
+
+        seeds = [cfg.seed + i for i in range(cfg.spread_seeds)]
+        tops = [res.top1] + [linear_probe(tr.features, tr.labels, te.features, te.labels, lrs=cfg.lrs, wds=cfg.wds,
+                                          epochs=cfg.epochs, batch_size=cfg.probe_batch_size,
+                                          val_fraction=cfg.val_fraction, seed=s, device=device).top1
+                             for s in seeds[1:]]
+        out["seed_spread"] = {"probe_top1": seed_spread(tops, seeds)}
+    else:
+        unavailable["seed_spread"] = f"spread_seeds={cfg.spread_seeds}: a spread needs at least 3 seeds"
+    out["stats_s"] = time.perf_counter() - t0
     return out
 
 
 def run_knn(encoder: LatentEncoder, dataset, cfg: KnnConfig = KnnConfig(), device: str = "cpu",
             progress=None) -> dict:
     """-> {knn_top1_k<k> for k in cfg.ks, silhouette, variance_ratio, pca_figure, pca_points, num_train,
-    num_test, feature_dim, extract_s, features_cached, unavailable}.
+    num_test, feature_dim, extract_s, features_cached, unavailable, ci, per_item, stats_s}.
 
+    ci / per_item: as in `run_probe`, for every knn_top1_k<k>.
     kNN: cosine similarity to the training features (DINO's protocol). Silhouette and variance
     ratio: on the evaluation features standardised with the training mean/std. pca_figure: the
     PNG written under cfg.figure_dir, or None. pca_points: the first two principal components of
@@ -144,10 +180,14 @@ def run_knn(encoder: LatentEncoder, dataset, cfg: KnnConfig = KnnConfig(), devic
     if why:
         out["unavailable"] = {m: why for m in metrics}
         return out
-    unavailable = {}
-    acc = knn_top1(tr.features, tr.labels, te.features, te.labels, ks=cfg.ks, temperature=cfg.temperature,
-                   device=device)
-    out.update({f"knn_top1_k{k}": v for k, v in acc.items()})
+    unavailable = out["unavailable"] = {}
+    correct = knn_correct(tr.features, tr.labels, te.features, te.labels, ks=cfg.ks, temperature=cfg.temperature,
+                          device=device)
+    out.update({f"knn_top1_k{k}": accuracy(c) for k, c in correct.items()})
+    t0 = time.perf_counter()
+    for k, c in correct.items():
+        _item_ci(out, f"knn_top1_k{k}", c.tolist(), cfg)
+    out["stats_s"] = time.perf_counter() - t0
     _, z = standardize(tr.features.double(), te.features.double())
     why = degenerate_reason(te.features)
     if why:  # constant evaluation features: no spread to measure

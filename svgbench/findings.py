@@ -1,0 +1,334 @@
+"""The SVG paper's claims as measured findings, and paired encoder comparisons, from result records only.
+
+Nothing here runs a model: every number comes from the records' metrics, their per-item values
+("per_item", "per_image_areas") and their intervals ("ci"). Encoder roles are read from the records'
+specs: the SVG encoder is family "svg" with its residual branch, its SSL encoder is the DINO it
+wraps (spec.extra.svg_config.dino), the DINO-only decoder is family "svg" without residual, the VAE
+is family "sd-vae". Verdicts: "holds", "does not hold", or "inconclusive" (interval too wide, or the
+measurement is missing), each with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .metrics.stats import LEVEL, N_RESAMPLES, paired_diff_ci, paired_seg_diff_ci, ratio_ci, speedup_ci
+
+HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
+FEW_STEPS = (1, 2, 4)
+REFERENCE_STEPS = 50
+COLUMNS = ["finding", "claim", "data", "measured", "value", "ci_low", "ci_high", "verdict", "reason"]
+
+
+##################################################################################################
+# Records
+##################################################################################################
+
+
+def _data_key(rec: dict) -> str:
+    return str(rec.get("data", {}).get("key", ""))
+
+
+def _latest(records: list[dict]) -> dict[tuple[str, str, str], dict]:
+    """(task, encoder, data key) -> the last record of that cell (as the report tables show)."""
+    return {(r["task"], r["encoder"], _data_key(r)): r for r in records}
+
+
+def encoder_roles(records: list[dict]) -> dict[str, str | None]:
+    """{"svg", "ssl", "dino_only", "vae"} -> encoder name (None when no record has that role)."""
+    specs = {r["encoder"]: r.get("spec") or {} for r in records}
+
+    def svg_cfg(spec):
+        return (spec.get("extra") or {}).get("svg_config") or {}
+
+    svg = sorted(n for n, s in specs.items() if s.get("family") == "svg" and svg_cfg(s).get("residual", True))
+    roles = {"svg": svg[0] if svg else None, "ssl": None, "dino_only": None, "vae": None}
+    dino = svg_cfg(specs[svg[0]]).get("dino") if svg else None
+    if dino in specs:
+        roles["ssl"] = dino
+    only = sorted(n for n, s in specs.items() if s.get("family") == "svg" and not svg_cfg(s).get("residual", True)
+                  and (dino is None or svg_cfg(s).get("dino") == dino))
+    roles["dino_only"] = only[0] if only else None
+    vae = sorted(n for n, s in specs.items() if s.get("family") == "sd-vae")
+    roles["vae"] = vae[0] if vae else None
+    return roles
+
+
+##################################################################################################
+# Paired comparisons
+##################################################################################################
+
+
+def _paired_items(xa, xb):
+    """Items measured for both (None where an item has no finite value); None when the lists differ in length."""
+    if not isinstance(xa, list) or not isinstance(xb, list) or len(xa) != len(xb):
+        return None
+    keep = [i for i, (u, v) in enumerate(zip(xa, xb)) if _finite(u) and _finite(v)]
+    return np.array([xa[i] for i in keep], float), np.array([xb[i] for i in keep], float)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def paired_comparison(records: list[dict], encoder_a: str, encoder_b: str, *, n_resamples: int = N_RESAMPLES,
+                      seed: int = 0) -> pd.DataFrame:
+    """Every metric both encoders have per-item values for, on the same task and dataset: the difference
+    a - b with a paired bootstrap interval (the same resampled items for both) and whether it excludes 0.
+
+    Columns: task, data, metric, a, b, value_a, value_b (the records' headline values), diff (mean over
+    the shared items), ci_low, ci_high, n, method, level, excludes_zero.
+    """
+    cells = _latest(records)
+    rows = []
+    for (task, enc, data), ra in sorted(cells.items()):
+        if enc != encoder_a or (task, encoder_b, data) not in cells:
+            continue
+        ma, mb = ra["metrics"], cells[(task, encoder_b, data)]["metrics"]
+        pa, pb = ma.get("per_item") or {}, mb.get("per_item") or {}
+        for key in sorted(set(pa) & set(pb)):
+            items = _paired_items(pa[key], pb[key])
+            if items is None or len(items[0]) < 2:
+                continue
+            res = paired_diff_ci(*items, n_resamples=n_resamples, seed=seed)
+            rows.append(_row(task, data, key, encoder_a, encoder_b, ma.get(key), mb.get(key), res))
+        aa, ab = ma.get("per_image_areas"), mb.get("per_image_areas")
+        if aa and ab and len(aa["intersect"]) == len(ab["intersect"]) >= 2:
+            for key in ("miou", "macc"):
+                res = paired_seg_diff_ci(aa, ab, key, n_resamples=n_resamples, seed=seed)
+                rows.append(_row(task, data, key, encoder_a, encoder_b, ma.get(key), mb.get(key), res))
+    cols = ["task", "data", "metric", "a", "b", "value_a", "value_b", "diff", "ci_low", "ci_high", "n", "method",
+            "level", "excludes_zero"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _row(task, data, key, a, b, va, vb, res) -> dict:
+    return {"task": task, "data": data, "metric": key, "a": a, "b": b, "value_a": va, "value_b": vb,
+            "diff": res["value"], "ci_low": res["ci_low"], "ci_high": res["ci_high"], "n": res["n"],
+            "method": res["method"], "level": res["level"], "excludes_zero": res["excludes_zero"]}
+
+
+##################################################################################################
+# Findings F1..F6
+##################################################################################################
+
+
+def _finding(fid, claim, data, measured="not measured", value=None, low=None, high=None, verdict=UNSURE,
+             reason="not measured") -> dict:
+    return {"finding": fid, "claim": claim, "data": data, "measured": measured, "value": value, "ci_low": low,
+            "ci_high": high, "verdict": verdict, "reason": reason}
+
+
+def _sign_verdict(low, high, what) -> tuple[str, str]:
+    """Verdict for a claim that a difference is > 0."""
+    if low > 0:
+        return HOLDS, f"the whole interval is above 0: {what}"
+    if high < 0:
+        return FAILS, f"the whole interval is below 0: the opposite of the claim at this scale"
+    return UNSURE, "the interval contains 0: too wide to tell at this sample size"
+
+
+def _diff_finding(fid, claim, cells, data, task, key, a, b, verdict_fn, what) -> dict:
+    if a is None or b is None:
+        return _finding(fid, claim, data, reason=f"not measured: no encoder with the role needed ({task})")
+    ra, rb = cells.get((task, a, data)), cells.get((task, b, data))
+    if ra is None or rb is None:
+        return _finding(fid, claim, data, reason=f"not measured: no `{task}` record for {a if ra is None else b}")
+    items = _paired_items((ra["metrics"].get("per_item") or {}).get(key), (rb["metrics"].get("per_item") or {}).get(key))
+    if items is None or len(items[0]) < 2:
+        return _finding(fid, claim, data, reason=f"not measured: no shared per-item `{key}` values")
+    res = paired_diff_ci(*items)
+    verdict, reason = verdict_fn(res["ci_low"], res["ci_high"], what)
+    measured = f"{key}({a}) - {key}({b}) = {res['value']:+.2f} [{res['ci_low']:+.2f}, {res['ci_high']:+.2f}], n={res['n']}"
+    return _finding(fid, claim, data, measured, res["value"], res["ci_low"], res["ci_high"], verdict, reason)
+
+
+def _within_one(low, high, what):
+    if -1 <= low and high <= 1:
+        return HOLDS, "the whole interval lies within +-1 point"
+    if low > 1 or high < -1:
+        return FAILS, "the whole interval lies outside +-1 point"
+    return UNSURE, "the interval crosses +-1 point: too wide to tell at this sample size"
+
+
+def _curve_points(metrics: dict):
+    """fid_curve [[step, fid, ci_low, ci_high], ...] -> points with intervals, or None when they have none."""
+    pts = [p for p in metrics.get("fid_curve") or [] if isinstance(p, (list, tuple)) and len(p) >= 2]
+    if not pts or any(len(p) < 4 or not all(_finite(v) for v in p[:4]) for p in pts):
+        return None
+    return [[float(v) for v in p[:4]] for p in pts]
+
+
+def _f4(cells, data, roles) -> dict:
+    claim = "SVG's latent reaches the VAE latent's final generation FID in fewer diffusion-training steps"
+    svg, vae = roles["svg"], roles["vae"]
+    rs, rv = cells.get(("generation", svg, data)), cells.get(("generation", vae, data))
+    if rs is None or rv is None:
+        return _finding("F4", claim, data, reason="not measured: no generation records for both SVG and VAE")
+    fast, slow = _curve_points(rs["metrics"]), _curve_points(rv["metrics"])
+    if fast is None or slow is None:
+        return _finding("F4", claim, data, reason="not measured: the FID-vs-step curves carry no per-point intervals")
+    res = speedup_ci(fast, slow)
+    fmt = lambda v: "not reached" if v is None else f"{v:.2f}x"  # noqa: E731
+    measured = (f"speed-up {fmt(res['value'])} [{fmt(res['ci_low'])}, {fmt(res['ci_high'])}] to FID "
+                f"{res['target'][0]:.2f} (VAE's final, at step {res['slow_steps']:.0f})")
+    if res["ci_high"] is None or res["ci_high"] <= 1:
+        verdict, reason = FAILS, "even the optimistic reading gives no speed-up within the evaluated steps"
+    elif res["ci_low"] is not None and res["ci_low"] > 1:
+        verdict, reason = HOLDS, "even the pessimistic reading gives a speed-up > 1"
+    else:
+        verdict, reason = UNSURE, "the interval contains 1 (or the pessimistic bound is not reached)"
+    return _finding("F4", claim, data, measured, res["value"], res["ci_low"], res["ci_high"], verdict, reason)
+
+
+def _few_step_ratios(metrics: dict) -> dict[int, dict] | None:
+    """steps -> ratio_ci(FID at steps, FID at the reference steps) for the Euler sampler, or None."""
+    rows = [c for c in metrics.get("curve") or [] if c.get("method", "euler") == "euler"]
+    by_steps = {c.get("steps"): c for c in rows if _finite(c.get("fid"))}
+    ref_steps = REFERENCE_STEPS if REFERENCE_STEPS in by_steps else max(by_steps, default=None)
+    if ref_steps is None:
+        return None
+
+    def interval(c):
+        if not (_finite(c.get("ci_low")) and _finite(c.get("ci_high"))):
+            return None
+        return {"value": c["fid"], "ci_low": c["ci_low"], "ci_high": c["ci_high"], "n": c.get("n", 0) or 0,
+                "method": c.get("method_ci", "bootstrap"), "level": c.get("level", LEVEL)}
+
+    ref = interval(by_steps[ref_steps])
+    out = {}
+    for s in FEW_STEPS:
+        if s in by_steps and s < ref_steps:
+            num = interval(by_steps[s])
+            out[s] = (ratio_ci(num, ref) if num and ref and ref["ci_low"] > 0
+                      else {"value": by_steps[s]["fid"] / by_steps[ref_steps]["fid"], "ci_low": None,
+                            "ci_high": None})
+            out[s]["ref_steps"] = ref_steps
+    return out or None
+
+
+def _f5(cells, data, roles) -> dict:
+    claim = "SVG degrades less than the VAE with few sampler steps (FID at 1, 2, 4 steps / FID at 50)"
+    svg, vae = roles["svg"], roles["vae"]
+    rs, rv = cells.get(("sampling", svg, data)), cells.get(("sampling", vae, data))
+    if rs is None or rv is None:
+        return _finding("F5", claim, data, reason="not measured: no sampling records for both SVG and VAE")
+    a, b = _few_step_ratios(rs["metrics"]), _few_step_ratios(rv["metrics"])
+    shared = sorted(set(a or {}) & set(b or {}))
+    if not shared:
+        return _finding("F5", claim, data, reason="not measured: no shared few-step points with a reference")
+
+    def show(r):
+        if r["ci_low"] is None:
+            return f"{r['value']:.2f}"
+        return f"{r['value']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+
+    measured = "; ".join(f"{s} steps: {svg} {show(a[s])}, {vae} {show(b[s])}" for s in shared)
+    s = shared[0]
+    x, y = a[s], b[s]
+    if x["ci_low"] is None or y["ci_low"] is None:
+        verdict, reason = UNSURE, "the sampling curve carries no FID intervals"
+    elif x["ci_high"] < y["ci_low"]:
+        verdict, reason = HOLDS, f"at {s} steps SVG's whole ratio interval lies below the VAE's"
+    elif x["ci_low"] > y["ci_high"]:
+        verdict, reason = FAILS, f"at {s} steps SVG's whole ratio interval lies above the VAE's"
+    else:
+        verdict, reason = UNSURE, f"at {s} steps the two ratio intervals overlap"
+    return _finding("F5", claim, data, measured, x["value"], x["ci_low"], x["ci_high"], verdict, reason)
+
+
+def _f6(cells, data, roles) -> dict:
+    claim = "SVG's generations are more faithful to their class than the VAE's (judge top-1 on generated samples)"
+    svg, vae = roles["svg"], roles["vae"]
+    got = {}
+    for enc in (svg, vae):
+        m = (cells.get(("generation", enc, data)) or {}).get("metrics") or {}
+        ci = (m.get("ci") or {}).get("class_accuracy")
+        if _finite(m.get("class_accuracy")) and ci and _finite(ci.get("ci_low")) and _finite(ci.get("ci_high")):
+            got[enc] = (m["class_accuracy"], ci["ci_low"], ci["ci_high"])
+    if svg not in got or vae not in got:
+        return _finding("F6", claim, data, reason="not measured: no class_accuracy with an interval for SVG and VAE")
+    (va, la, ha), (vb, lb, hb) = got[svg], got[vae]
+    # independent samples: the half-widths add in quadrature (normal approximation of the difference)
+    half = math.hypot((ha - la) / 2, (hb - lb) / 2)
+    d = va - vb
+    verdict, reason = _sign_verdict(d - half, d + half, "SVG's samples are judged their class more often")
+    measured = (f"class accuracy {svg} {va:.2f} [{la:.2f}, {ha:.2f}], {vae} {vb:.2f} [{lb:.2f}, {hb:.2f}]; "
+                f"difference {d:+.2f} [{d - half:+.2f}, {d + half:+.2f}]")
+    return _finding("F6", claim, data, measured, d, d - half, d + half, verdict, reason)
+
+
+def findings_table(records: list[dict], roles: dict | None = None) -> pd.DataFrame:
+    """F1..F6 per dataset: columns finding, claim, data, measured, value, ci_low, ci_high, verdict, reason.
+    `roles` overrides `encoder_roles(records)` entries."""
+    roles = encoder_roles(records) | (roles or {})
+    cells = _latest(records)
+    rows = []
+    for data in sorted({_data_key(r) for r in records}):
+        svg, ssl, only, vae = roles["svg"], roles["ssl"], roles["dino_only"], roles["vae"]
+        knn_keys = sorted({k for (t, e, d), r in cells.items() if t == "knn" and d == data
+                           for k in (r["metrics"].get("per_item") or {})})
+        knn_key = "knn_top1_k20" if "knn_top1_k20" in knn_keys else (knn_keys[0] if knn_keys else "knn_top1_k20")
+        rows += [
+            _diff_finding("F1", "SVG keeps its SSL encoder's linear separability (probe within +-1 point)", cells,
+                          data, "probe", "probe_top1", svg, ssl, _within_one, ""),
+            _diff_finding("F1b", f"SVG keeps its SSL encoder's kNN retrieval ({knn_key} within +-1 point)", cells,
+                          data, "knn", knn_key, svg, ssl, _within_one, ""),
+            _diff_finding("F2", "the VAE latent is semantically weaker than SVG's (probe top-1)", cells, data,
+                          "probe", "probe_top1", svg, vae, _sign_verdict, "SVG's probe is better than the VAE's"),
+            _diff_finding("F3", "the residual branch restores detail: PSNR(SVG) - PSNR(DINO-only) > 0 "
+                          "(paper: +5.07 dB)", cells, data, "reconstruction", "psnr", svg, only, _sign_verdict,
+                          "the residual branch raises PSNR"),
+            _f4(cells, data, roles),
+            _f5(cells, data, roles),
+            _f6(cells, data, roles),
+        ]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+##################################################################################################
+# Writing
+##################################################################################################
+
+
+def _md_cell(v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v).replace("|", "\\|")
+
+
+def findings_markdown(df: pd.DataFrame) -> str:
+    cols = ["finding", "claim", "data", "measured", "verdict", "reason"]
+    lines = ["# Findings: the SVG paper's claims, measured", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for rec in df.to_dict(orient="records"):
+        lines.append("| " + " | ".join(_md_cell(rec[c]) for c in cols) + " |")
+    lines += ["", f"Intervals: {int(LEVEL * 100)}% bootstrap confidence intervals over evaluation items "
+              f"(scipy.stats.bootstrap, {N_RESAMPLES} resamples, BCa; paired: the same resampled items for both "
+              "encoders; segmentation: images resampled and IoU recomputed from the summed areas). F4: the "
+              "first evaluated training step inside the FID intervals; F5: ratio of FID intervals; F6: "
+              "half-widths added in quadrature. Verdicts: holds / does not hold when the whole interval "
+              "decides, inconclusive when it straddles the threshold or a measurement is missing.", ""]
+    return "\n".join(lines)
+
+
+def write_findings(results_dir: str | Path, records: list[dict]) -> Path:
+    """results_dir/findings.md (+ .csv, .json) from `records`. -> the markdown path."""
+    from .checkpoints import atomic_write_bytes
+
+    root = Path(results_dir)
+    df = findings_table(records)
+    atomic_write_bytes(root / "findings.md", findings_markdown(df).encode())
+    atomic_write_bytes(root / "findings.csv", df.to_csv(index=False).encode())
+    rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+            for r in df.astype(object).where(df.notna(), None).to_dict(orient="records")]
+    payload = {"level": LEVEL, "resamples": N_RESAMPLES, "findings": rows}
+    atomic_write_bytes(root / "findings.json", (json.dumps(payload, indent=2, allow_nan=False) + "\n").encode())
+    return root / "findings.md"

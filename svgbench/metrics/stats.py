@@ -1,0 +1,355 @@
+"""Uncertainty of benchmark numbers: bootstrap confidence intervals, paired differences, seed spread.
+
+Every interval comes from `scipy.stats.bootstrap` (seeded `rng`, vectorised statistics). Statistics
+that are not means of per-item values (segmentation IoU from summed areas, Fréchet distance from
+feature moments) are bootstrapped the same way by handing scipy the item *indices* as the data and
+recomputing the statistic from the resampled indices, so no hand-written resampling loop exists.
+
+Every interval function returns a dict {"value", "ci_low", "ci_high", "n", "method", "level"}:
+value is the statistic on all items (the number the task reports), n the number of resampled
+items (for two-sample statistics, "n" is the smaller sample and "n_ref" the other), method names
+the bootstrap ("bootstrap-BCa x1000", ...), level the coverage (0.95). All floats are finite or
+the function raises; callers that may see degenerate inputs check first.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+LEVEL = 0.95
+N_RESAMPLES = 1000
+FD_RESAMPLES = 200  # Fréchet distance: one eigendecomposition per resample, so fewer than for means
+
+
+def _result(value, low, high, n, method, n_resamples, level, **extra) -> dict:
+    return {"value": float(value), "ci_low": float(low), "ci_high": float(high), "n": int(n),
+            "method": f"bootstrap-{method} x{n_resamples}", "level": float(level), **extra}
+
+
+def _bootstrap(data, statistic, *, paired=False, method="BCa", n_resamples=N_RESAMPLES, level=LEVEL, seed=0,
+               batch=None):
+    """scipy.stats.bootstrap with this module's defaults -> (low, high). A BCa interval that scipy cannot
+    form (e.g. every resample equal) falls back to the percentile interval of the same resamples."""
+    from scipy.stats import bootstrap
+
+    kw = dict(statistic=statistic, paired=paired, vectorized=True, n_resamples=n_resamples,
+              confidence_level=level, rng=np.random.default_rng(seed), batch=batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy's DegenerateDataWarning: handled below
+        res = bootstrap(data, method=method, **kw)
+        low, high = res.confidence_interval
+        if method.lower() == "bca" and not (np.isfinite(low) and np.isfinite(high)):
+            dist = res.bootstrap_distribution
+            alpha = (1 - level) / 2
+            low, high = np.quantile(dist, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def ci_entry(res: dict) -> dict:
+    """The record's form of an interval: {"ci_low", "ci_high", "n", "method", "level"}."""
+    return {k: res[k] for k in ("ci_low", "ci_high", "n", "method", "level")}
+
+
+def _values(x, what="values") -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64).ravel()
+    if x.size < 2:
+        raise ValueError(f"{what}: need at least 2 items for an interval, got {x.size}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{what}: {int((~np.isfinite(x)).sum())} non-finite of {x.size}")
+    return x
+
+
+##################################################################################################
+# Means and paired differences
+##################################################################################################
+
+
+def mean_ci(values, *, method: str = "BCa", n_resamples: int = N_RESAMPLES, level: float = LEVEL,
+            seed: int = 0) -> dict:
+    """Interval of the mean of per-item values (accuracy: 0/1 or 0/100 correctness, PSNR in dB, ...)."""
+    x = _values(values)
+    if np.all(x == x[0]):  # no spread: every resample has the same mean, and BCa is undefined
+        return _result(x[0], x[0], x[0], x.size, method, n_resamples, level)
+    low, high = _bootstrap((x,), np.mean, method=method, n_resamples=n_resamples, level=level, seed=seed)
+    return _result(x.mean(), low, high, x.size, method, n_resamples, level)
+
+
+def _mean_diff(a, b, axis=-1):
+    return np.mean(a, axis=axis) - np.mean(b, axis=axis)
+
+
+def paired_diff_ci(a, b, *, method: str = "BCa", n_resamples: int = N_RESAMPLES, level: float = LEVEL,
+                   seed: int = 0) -> dict:
+    """Interval of mean(a) - mean(b) over the same items (a[i], b[i] measured on item i): one set of
+    resampled indices for both. Adds "excludes_zero"."""
+    a, b = _values(a, "a"), _values(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need the same items: {a.size} vs {b.size}")
+    d = a - b
+    if np.all(d == d[0]):
+        out = _result(d[0], d[0], d[0], d.size, method, n_resamples, level)
+    else:
+        low, high = _bootstrap((a, b), _mean_diff, paired=True, method=method, n_resamples=n_resamples,
+                               level=level, seed=seed)
+        out = _result(d.mean(), low, high, d.size, method, n_resamples, level)
+    out["excludes_zero"] = bool(out["ci_low"] > 0 or out["ci_high"] < 0)
+    return out
+
+
+def unpaired_diff_ci(a, b, *, method: str = "percentile", n_resamples: int = N_RESAMPLES, level: float = LEVEL,
+                     seed: int = 0) -> dict:
+    """Interval of mean(a) - mean(b) for independent samples (each resampled on its own)."""
+    a, b = _values(a, "a"), _values(b, "b")
+    low, high = _bootstrap((a, b), _mean_diff, method=method, n_resamples=n_resamples, level=level, seed=seed)
+    out = _result(a.mean() - b.mean(), low, high, min(a.size, b.size), method, n_resamples, level)
+    out["excludes_zero"] = bool(low > 0 or high < 0)
+    return out
+
+
+##################################################################################################
+# Segmentation: mIoU / mAcc from per-image areas
+##################################################################################################
+
+
+def _seg_from_sums(inter, union, label, pct=True):
+    """... x C summed areas -> (mIoU, mAcc), mmseg's NaN rules (a class with a zero denominator is left out)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, inter / np.where(union > 0, union, 1), np.nan)
+        acc = np.where(label > 0, inter / np.where(label > 0, label, 1), np.nan)
+    scale = 100.0 if pct else 1.0
+    # all-NaN rows only arise for an all-ignore resample; nanmean's warning is not informative there
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return scale * np.nanmean(iou, axis=-1), scale * np.nanmean(acc, axis=-1)
+
+
+def seg_ci(intersect, union, label_area, *, method: str = "percentile", n_resamples: int = N_RESAMPLES,
+           level: float = LEVEL, seed: int = 0) -> dict:
+    """Intervals of mIoU and mAcc (percent) by resampling images and recomputing both from the summed
+    per-class areas (mmseg's definition: IoU_c = sum_i I_ic / sum_i U_ic, not a mean of per-image IoUs).
+
+    intersect, union, label_area: N images x C classes pixel counts (label_area = pixels labelled c).
+    -> {"miou": interval dict, "macc": interval dict}.
+    """
+    inter, uni, lab = (np.asarray(a, dtype=np.float64) for a in (intersect, union, label_area))
+    if inter.ndim != 2 or inter.shape != uni.shape or inter.shape != lab.shape or inter.shape[0] < 2:
+        raise ValueError(f"need N >= 2 images x C classes areas of one shape, got {inter.shape}, {uni.shape}, "
+                         f"{lab.shape}")
+    n = inter.shape[0]
+    idx = np.arange(n)
+    # scipy resamples the image indices; the statistic sums the areas of the drawn images
+    batch = max(1, int(2e7 // (n * inter.shape[1])))
+
+    def stat(which):
+        def f(i, axis=-1):
+            return _seg_from_sums(inter[i].sum(-2), uni[i].sum(-2), lab[i].sum(-2))[which]
+        return f
+
+    miou, macc = _seg_from_sums(inter.sum(0), uni.sum(0), lab.sum(0))
+    out = {}
+    for which, key, value in ((0, "miou", miou), (1, "macc", macc)):
+        low, high = _bootstrap((idx,), stat(which), method=method, n_resamples=n_resamples, level=level,
+                               seed=seed, batch=batch)
+        out[key] = _result(value, low, high, n, method, n_resamples, level)
+    return out
+
+
+def paired_seg_diff_ci(areas_a: dict, areas_b: dict, key: str = "miou", *, n_resamples: int = N_RESAMPLES,
+                       level: float = LEVEL, seed: int = 0) -> dict:
+    """Interval of metric(a) - metric(b), `key` in {"miou", "macc"}, resampling the same images for both.
+    areas_*: {"intersect", "union", "label"} N x C counts on the same N images in the same order."""
+    which = {"miou": 0, "macc": 1}[key]
+    a = [np.asarray(areas_a[k], dtype=np.float64) for k in ("intersect", "union", "label")]
+    b = [np.asarray(areas_b[k], dtype=np.float64) for k in ("intersect", "union", "label")]
+    if a[0].shape[0] != b[0].shape[0]:
+        raise ValueError(f"paired seg areas need the same images: {a[0].shape[0]} vs {b[0].shape[0]}")
+    n = a[0].shape[0]
+
+    def f(i, axis=-1):
+        va = _seg_from_sums(*(x[i].sum(-2) for x in a))[which]
+        vb = _seg_from_sums(*(x[i].sum(-2) for x in b))[which]
+        return va - vb
+
+    value = f(np.arange(n))
+    batch = max(1, int(2e7 // (n * (a[0].shape[1] + b[0].shape[1]))))
+    low, high = _bootstrap((np.arange(n),), f, method="percentile", n_resamples=n_resamples, level=level,
+                           seed=seed, batch=batch)
+    out = _result(value, low, high, n, "percentile", n_resamples, level)
+    out["excludes_zero"] = bool(low > 0 or high < 0)
+    return out
+
+
+##################################################################################################
+# Fréchet distance from features
+##################################################################################################
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), via torch-fidelity's formula (float64)."""
+    from torch_fidelity.metric_fid import fid_statistics_to_metric
+
+    s1 = {"mu": np.asarray(mu1, np.float64), "sigma": np.atleast_2d(np.asarray(sigma1, np.float64))}
+    s2 = {"mu": np.asarray(mu2, np.float64), "sigma": np.atleast_2d(np.asarray(sigma2, np.float64))}
+    return float(fid_statistics_to_metric(s1, s2, verbose=False)["frechet_inception_distance"])
+
+
+def _sqrt_eig_sum(m: np.ndarray) -> float:
+    """sum of sqrt(eigenvalues) of a symmetric PSD matrix (LAPACK syevr)."""
+    from scipy.linalg import eigh
+
+    return float(np.sqrt(np.clip(eigh(m, eigvals_only=True, driver="evr", check_finite=False), 0, None)).sum())
+
+
+def _fd_weighted(x1, x2, w1, w2, grams=None) -> np.ndarray:
+    """Fréchet distances for B resamples given as row counts w1 (B x N1), w2 (B x N2) of centred float64
+    features x1, x2. grams: (X1 X1^T, X2 X2^T, X1 X2^T), used when D > min(N1, N2).
+
+    Sample covariance S = A^T A with A = diag(sqrt w) (X - mu) / sqrt(n - 1), so tr (S1 S2)^(1/2) = the
+    nuclear norm of A1 A2^T. With D <= min(N1, N2): eigh in D x D (S1^(1/2) S2 S1^(1/2)); otherwise
+    A1 A2^T comes from the Gram matrices in O(N1 N2) per resample and the eigenvalues are those of an
+    N-square matrix. Written here because torch-fidelity's formula takes one D x D pair at a time.
+    """
+    n1, n2 = w1.sum(1, keepdims=True), w2.sum(1, keepdims=True)
+    out = np.empty(len(w1))
+    if grams is None:
+        mu1, mu2 = (w1 @ x1) / n1, (w2 @ x2) / n2  # B x D
+        for b in range(len(w1)):  # one D x D eigendecomposition pair per resample
+            s1 = ((x1 * w1[b, :, None]).T @ x1 - n1[b] * np.outer(mu1[b], mu1[b])) / (n1[b] - 1)
+            s2 = ((x2 * w2[b, :, None]).T @ x2 - n2[b] * np.outer(mu2[b], mu2[b])) / (n2[b] - 1)
+            from scipy.linalg import eigh
+
+            ev, vec = eigh(s1, driver="evr", check_finite=False)
+            root = (vec * np.sqrt(np.clip(ev, 0, None))) @ vec.T
+            d = mu1[b] - mu2[b]
+            out[b] = d @ d + np.trace(s1) + np.trace(s2) - 2 * _sqrt_eig_sum(root @ s2 @ root)
+        return out
+    g11, g22, g12 = grams
+    p1, p2 = w1 / n1, w2 / n2  # resampling weights summing to 1
+    r1 = p2 @ g12.T  # B x N1: x1_i . mu2
+    c2 = p1 @ g12  # B x N2: x2_j . mu1
+    m11 = (p1 * (p1 @ g11)).sum(-1)  # mu1 . mu1
+    m22 = (p2 * (p2 @ g22)).sum(-1)
+    m12 = (p1 * r1).sum(-1)  # mu1 . mu2
+    tr1 = ((w1 * np.diag(g11)).sum(-1) - n1[:, 0] * m11) / (n1[:, 0] - 1)
+    tr2 = ((w2 * np.diag(g22)).sum(-1) - n2[:, 0] * m22) / (n2[:, 0] - 1)
+    for b in range(len(w1)):
+        # (x1_i - mu1) . (x2_j - mu2) = g12_ij - x1_i . mu2 - mu1 . x2_j + mu1 . mu2
+        a = (g12 - r1[b][:, None] - c2[b][None, :] + m12[b]) * np.sqrt(w1[b] / (n1[b] - 1))[:, None] \
+            * np.sqrt(w2[b] / (n2[b] - 1))[None, :]
+        a = a[w1[b] > 0][:, w2[b] > 0]  # rows never drawn are zero: dropping them shrinks the eigenproblem
+        m = a @ a.T if a.shape[0] <= a.shape[1] else a.T @ a
+        out[b] = m11[b] + m22[b] - 2 * m12[b] + tr1[b] + tr2[b] - 2 * _sqrt_eig_sum(m)
+    return out
+
+
+def frechet_ci(gen_features, ref_features, *, method: str = "basic", n_resamples: int = FD_RESAMPLES,
+               level: float = LEVEL, seed: int = 0, batch: int = 8) -> dict:
+    """Interval of the Fréchet distance between generated (N1 x D) and reference (N2 x D) features,
+    resampling the rows of each set independently and recomputing the distance from the moments.
+
+    The plug-in distance is biased upwards by roughly tr(S1)/N1 + tr(S2)/N2; the "basic" (reverse
+    percentile) interval subtracts the bootstrap's estimate of that bias, which the percentile interval
+    would double. So when D is not small next to N the interval can lie below `value` (the bias is then
+    larger than the sampling noise; at D >= N only the first-order bias is removed and the interval is
+    not to be read as covering the population distance). value: the distance on all rows (the same as
+    torch-fidelity's formula). Cost: about 3-9 s for 200 resamples at 512 x 64..2048 on one core.
+    """
+    x1 = np.asarray(gen_features, dtype=np.float64)
+    x2 = np.asarray(ref_features, dtype=np.float64)
+    if x1.ndim != 2 or x2.ndim != 2 or x1.shape[1] != x2.shape[1] or min(len(x1), len(x2)) < 2:
+        raise ValueError(f"need N x D features with the same D and N >= 2, got {x1.shape}, {x2.shape}")
+    if not (np.isfinite(x1).all() and np.isfinite(x2).all()):
+        raise ValueError("features contain NaN/inf")
+    center = np.concatenate([x1, x2]).mean(0)  # the distance is translation invariant; centring keeps float64 exact
+    t1, t2 = x1 - center, x2 - center
+    n1, n2 = len(x1), len(x2)
+
+    grams = None if x1.shape[1] <= min(n1, n2) else (t1 @ t1.T, t2 @ t2.T, t1 @ t2.T)
+
+    def stat(i1, i2, axis=-1):
+        single = np.ndim(i1) == 1  # scipy probes the statistic once on the original data
+        i1, i2 = np.atleast_2d(i1), np.atleast_2d(i2)
+        w1 = np.stack([np.bincount(r, minlength=n1) for r in i1]).astype(np.float64)
+        w2 = np.stack([np.bincount(r, minlength=n2) for r in i2]).astype(np.float64)
+        fd = _fd_weighted(t1, t2, w1, w2, grams)
+        return fd[0] if single else fd
+
+    from threadpoolctl import threadpool_limits
+
+    # Many small eigenproblems: OpenBLAS threads cost more than they gain here (measured 70x slower with
+    # 2 threads on a busy 2-core machine), so BLAS runs single-threaded for the resamples.
+    with threadpool_limits(limits=1, user_api="blas"):
+        # the same formula on all rows: equal to torch-fidelity's (`frechet_distance`, tested), whose
+        # non-symmetric eigvals on D x D takes minutes at D = 2048 on a small CPU
+        value = float(_fd_weighted(t1, t2, np.ones((1, n1)), np.ones((1, n2)), grams)[0])
+        low, high = _bootstrap((np.arange(n1), np.arange(n2)), stat, method=method, n_resamples=n_resamples,
+                               level=level, seed=seed, batch=batch)
+    # a distance is >= 0: the basic interval's lower end can cross 0 when the bias correction is large
+    return _result(value, max(low, 0.0), max(high, 0.0), min(n1, n2), method, n_resamples, level, n_gen=n1,
+                   n_ref=n2)
+
+
+##################################################################################################
+# Seeds and curves
+##################################################################################################
+
+
+def seed_spread(values, seeds) -> dict:
+    """Spread of one metric over independent training / sampling seeds (>= 3):
+    {"mean", "std" (ddof 1), "min", "max", "seeds", "values"}."""
+    v = _values(values, "seed values")
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != v.size or v.size < 3:
+        raise ValueError(f"need one value per seed and at least 3 seeds, got {v.size} values, {len(seeds)} seeds")
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)), "min": float(v.min()), "max": float(v.max()),
+            "seeds": seeds, "values": [float(x) for x in v]}
+
+
+def steps_to_reach(curve, target: float) -> float | None:
+    """The first evaluated training step whose FID is <= target, or None. curve: [(step, fid), ...]."""
+    for step, fid in sorted(curve, key=lambda p: p[0]):
+        if fid is not None and math.isfinite(fid) and fid <= target:
+            return float(step)
+    return None
+
+
+def speedup_ci(fast_curve, slow_curve) -> dict:
+    """How many times fewer training steps the `fast` latent needs to reach the `slow` latent's final FID.
+
+    Curves: [(step, fid, ci_low, ci_high), ...] evaluated points. The slow run's final point sets the
+    target [t_low, t_high]; the fast run reaches it at the first step where its FID is <= the target
+    (point value: fid <= final fid), at the earliest where ci_low <= t_high (optimistic) and at the latest
+    where ci_high <= t_low (pessimistic). ratio = slow final step / fast step; the interval comes from the
+    two bounds. The resolution is that of the evaluated steps. A bound that is never reached within the
+    fast curve is None ("not within the evaluated steps"). -> {"value", "ci_low", "ci_high", "n", "method",
+    "level", "target", "steps", "steps_low", "steps_high", "slow_steps"}.
+    """
+    slow = sorted((list(p) for p in slow_curve), key=lambda p: p[0])
+    fast = sorted((list(p) for p in fast_curve), key=lambda p: p[0])
+    if not slow or not fast:
+        raise ValueError("both curves need at least one evaluated point")
+    s_step, s_fid, s_lo, s_hi = (float(v) for v in slow[-1][:4])
+    at = steps_to_reach([(p[0], p[1]) for p in fast], s_fid)
+    early = steps_to_reach([(p[0], p[2]) for p in fast], s_hi)
+    late = steps_to_reach([(p[0], p[3]) for p in fast], s_lo)
+
+    def ratio(step):
+        return None if step is None or step <= 0 else s_step / step
+
+    return {"value": ratio(at), "ci_low": ratio(late), "ci_high": ratio(early), "n": len(fast),
+            "method": "first evaluated step within the FID intervals", "level": LEVEL,
+            "target": [s_fid, s_lo, s_hi], "steps": at, "steps_low": early, "steps_high": late,
+            "slow_steps": s_step}
+
+
+def ratio_ci(num: dict, den: dict) -> dict:
+    """num / den for two positive interval dicts, with the conservative interval [lo_n / hi_d, hi_n / lo_d]
+    (covers the true ratio whenever both intervals cover their truths)."""
+    if den["ci_low"] <= 0 or num["ci_low"] < 0:
+        raise ValueError("ratio_ci needs a positive denominator interval and a non-negative numerator")
+    return {"value": num["value"] / den["value"], "ci_low": num["ci_low"] / den["ci_high"],
+            "ci_high": num["ci_high"] / den["ci_low"], "n": min(num["n"], den["n"]),
+            "method": f"ratio of intervals ({num['method']})", "level": min(num["level"], den["level"])}
