@@ -264,6 +264,38 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    """`svgbench compare A B`: every metric the two encoders share per-item values for, as a paired difference."""
+    from .findings import paired_comparison
+    from .records import load_records
+
+    records = load_records(args.results)
+    encoders = {r["encoder"] for r in records}
+    missing = [e for e in (args.a, args.b) if e not in encoders]
+    if missing:
+        print(f"svgbench compare: no records of {', '.join(missing)} under {args.results}/records "
+              f"(encoders there: {', '.join(sorted(encoders)) or 'none'}); run `svgbench run --encoders ...` first",
+              file=sys.stderr)
+        return 2
+    df = paired_comparison(records, args.a, args.b, n_resamples=args.resamples)
+    if df.empty:
+        print(f"svgbench compare: {args.a} and {args.b} share no per-item metric on the same task and dataset",
+              file=sys.stderr)
+        return 1
+    print(f"{args.a} - {args.b}: paired bootstrap over the same items ({df['level'].iloc[0]:.0%} interval, "
+          f"{df['method'].iloc[0]}, {args.resamples} resamples)\n")
+    print("| task | data | metric | " + f"{args.a} | {args.b} | difference | interval | n | excludes 0 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in df.itertuples():
+        print(f"| {r.task} | {r.data} | {r.metric} | {_g(r.value_a)} | {_g(r.value_b)} | {_g(r.diff)} | "
+              f"[{_g(r.ci_low)}, {_g(r.ci_high)}] | {r.n} | {'yes' if r.excludes_zero else 'no'} |")
+    return 0
+
+
+def _g(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and v != v) else f"{v:.4g}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="svgbench", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show the traceback of input errors too (or SVGBENCH_DEBUG=1)")
@@ -308,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("recipe", nargs="?", choices=["dino", "ssl", "vae", "svg", "diffusion", "judge"])
     t.add_argument("recipe_args", nargs=argparse.REMAINDER)
 
+    c = sub.add_parser("compare", help="paired differences A - B of every shared per-item metric, with intervals")
+    c.add_argument("a")
+    c.add_argument("b")
+    c.add_argument("--results", default="results")
+    c.add_argument("--resamples", type=int, default=1000)
+
     rep = sub.add_parser("report", help="rebuild tables from the records under results/")
     rep.add_argument("--results", default="results")
     return p
@@ -324,7 +362,8 @@ def main(argv=None) -> int:
     try:
         for plugin in args.plugin:
             load_plugin(plugin)
-        return {"list": cmd_list, "run": cmd_run, "train": cmd_train, "report": cmd_report}[args.command](args)
+        commands = {"list": cmd_list, "run": cmd_run, "train": cmd_train, "report": cmd_report, "compare": cmd_compare}
+        return commands[args.command](args)
     except UserError as e:  # a fixable input: one line naming it (the traceback only when debugging)
         if debug_enabled(args.debug):
             raise

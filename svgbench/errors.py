@@ -41,3 +41,8 @@ def format_user_error(exc: BaseException, prog: str = "svgbench") -> str:
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     text = text.strip() or type(exc).__name__
     return text if text.startswith(f"{prog}:") or text.startswith(f"{prog} ") else f"{prog}: {text}"
+
+
+class DataError(UserError, ValueError):
+    """A dataset on disk, or a data option, that cannot be used as it is; the message names the
+    file, folder or option and says what to do."""

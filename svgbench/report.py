@@ -45,9 +45,22 @@ def _fmt(value, fmt: str) -> str:
         return str(value)
 
 
-def task_table(records: list[dict], task: str) -> pd.DataFrame:
-    """One row per (encoder, dataset) from the newest record of each; values as numbers. For a task with a
-    curve (`sampling`): the pivot of `curve_table`."""
+CI_PARTS = ("ci_low", "ci_high", "n")  # the interval columns that follow a metric with one: "<title> ci_low", ...
+
+
+def _put_metric(row: dict, title: str, key: str, record: dict, intervals: bool) -> None:
+    """row[title] = the record's value of `key`; with `intervals`, its interval columns after it."""
+    row[title] = record["metrics"].get(key)
+    ci = (record["metrics"].get("ci") or {}).get(key)
+    if intervals and ci and row[title] is not None:
+        for part in CI_PARTS:
+            row[f"{title} {part}"] = ci.get(part)
+
+
+def task_table(records: list[dict], task: str, intervals: bool = True) -> pd.DataFrame:
+    """One row per (encoder, dataset) from the newest record of each; values as numbers, with `intervals` each
+    metric that has one followed by "<title> ci_low", "<title> ci_high", "<title> n". For a task with a curve
+    (`sampling`): the pivot of `curve_table`."""
     spec = _spec(task)
     if spec is not None and spec.curve is not None:
         return curve_table(records, task)
@@ -60,7 +73,7 @@ def task_table(records: list[dict], task: str) -> pd.DataFrame:
         row = {"encoder": r["encoder"], "data": _data_label(r["data"]),
                "latent": "x".join(str(s) for s in rspec["latent_shape"]), "weights": rspec["weights"]}
         for m in (spec.metrics if spec is not None else ()):
-            row[metric_title(spec, m, r)] = r["metrics"].get(m.key)
+            _put_metric(row, metric_title(spec, m, r), m.key, r, intervals)
         if extra is not None:
             row.update(extra(r))
         if spec is None or not spec.metrics:
@@ -104,19 +117,54 @@ def _format_of(col: str, fmts: dict[str, str]) -> str | None:
     return None
 
 
+def _interval_columns(cols) -> dict[str, tuple[str, str]]:
+    """metric column -> its (ci_low, ci_high) columns, for the metrics of a frame that carry an interval."""
+    present = set(cols)
+    return {c: (f"{c} ci_low", f"{c} ci_high") for c in cols
+            if f"{c} ci_low" in present and f"{c} ci_high" in present}
+
+
 def to_markdown(df: pd.DataFrame, task: str, formats: dict[str, str] | None = None) -> str:
+    """The frame as a markdown table; a metric with an interval is shown as "value [low, high]" (its interval
+    columns are folded into it)."""
     if formats is None:
         formats = task_formats(task, df)
     fmts = formats
-    cols = list(df.columns)
+    ivs = _interval_columns(df.columns)
+    folded = {c for c in df.columns for base in ivs if c in (f"{base} ci_low", f"{base} ci_high", f"{base} n")}
+    cols = [c for c in df.columns if c not in folded]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for _, row in df.iterrows():
         cells = []
         for c in cols:
             fmt = _format_of(c, fmts)
-            cells.append(_fmt(row[c], fmt if fmt is not None else "{}"))
+            fmt = fmt if fmt is not None else "{}"
+            text = _fmt(row[c], fmt)
+            if c in ivs and text != "n/a" and _num(row[ivs[c][0]]) is not None and _num(row[ivs[c][1]]) is not None:
+                text += f" [{_fmt(row[ivs[c][0]], fmt)}, {_fmt(row[ivs[c][1]], fmt)}]"
+            cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def interval_notes(records: list[dict], task: str | None = None, keys: set[str] | None = None) -> list[str]:
+    """One line per (metric, method, level) of the intervals in the records of `task` (all tasks: None)."""
+    seen = {}
+    for r in records:
+        if task is not None and r["task"] != task:
+            continue
+        for key, ci in (r["metrics"].get("ci") or {}).items():
+            if keys is not None and (r["task"], key) not in keys:
+                continue
+            spec = _spec(r["task"])
+            m = spec.metric(key) if spec is not None else None
+            what = m.title if m is not None else key
+            how = f"{round(100 * float(ci.get('level', 0.95)))}% interval, {ci.get('method', '?')}"
+            if m is not None and m.uncertainty:
+                how += f" ({m.uncertainty})"
+            seen.setdefault(how, set()).add(what if task is not None else f"{r['task']} {what}")
+    return [f"- [low, high]: {how}, n items as in the csv: {', '.join(sorted(whats))}" for how, whats in
+            sorted(seen.items())]
 
 
 NOTE = ("Measured by svgbench. Rows on `shapes` come from the embedded procedural dataset and svgbench's tiny "
@@ -217,7 +265,7 @@ def _missing_reason(task: str, spec: dict | None) -> str:
     return f"no `{task}` record"
 
 
-def _scorecard(records: list[dict]) -> tuple[pd.DataFrame, list[tuple[str, str, str]], list[str]]:
+def _scorecard(records: list[dict], intervals: bool = True) -> tuple[pd.DataFrame, list[tuple[str, str, str]], list[str]]:
     """-> (measured rows, n/a items (row name, column, reason), notes on mixed weights)."""
     specs = _scorecard_tasks()
     tasks = {t.name: latest_records(records, t.name) for t in specs}
@@ -243,6 +291,10 @@ def _scorecard(records: list[dict]) -> tuple[pd.DataFrame, list[tuple[str, str, 
         def put(task, key, title, rec, row=row, spec=spec, name=names[k]):
             value = None if rec is None else _num(rec["metrics"].get(key))
             row[title] = value
+            ci = None if rec is None or value is None else (rec["metrics"].get("ci") or {}).get(key)
+            if intervals and ci:
+                for part in CI_PARTS:
+                    row[f"{title} {part}"] = ci.get(part)
             if value is None:
                 if rec is None:
                     why = _missing_reason(task, spec)
@@ -363,10 +415,11 @@ def _published_markdown(pub: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
-def write_scorecard(results_dir: str | Path, records: list[dict], published: pd.DataFrame | None = None) -> Path:
+def write_scorecard(results_dir: str | Path, records: list[dict], published: pd.DataFrame | None = None,
+                    intervals: bool = True) -> Path:
     """results/scorecard.{md,csv,json}: measured rows, their n/a reasons, and the published figures apart."""
     results_dir = Path(results_dir)
-    df, na, mixed = _scorecard(records)
+    df, na, mixed = _scorecard(records, intervals)
     pub = published_table() if published is None else published
     fmts = scorecard_formats()
     md = ["# scorecard", "", SCORECARD_NOTE, "", "## Measured (kind=measured)", ""]
@@ -374,6 +427,8 @@ def write_scorecard(results_dir: str | Path, records: list[dict], published: pd.
         md += ["No records.", ""]
     else:
         md += [to_markdown(df.drop(columns=["kind"]), "scorecard", formats=fmts), ""]
+        heads = {(t.name, m.key) for t in _scorecard_tasks() for m in t.headline_metrics()}
+        md += interval_notes(records, keys=heads) if intervals else []
         md += _reason_lines(na) + mixed
         md += [""]
     md += _published_markdown(pub)
@@ -540,13 +595,15 @@ def frames(records: list[dict]) -> dict[str, pd.DataFrame]:
 # ---------------------------------------------------------------------------------------------
 
 def write_reports(results_dir: str | Path = "results", records: list[dict] | None = None,
-                  plots: bool = True) -> dict[str, Path]:
+                  plots: bool = True, intervals: bool = True) -> dict[str, Path]:
     """Rebuild every task table, the scorecard and (with `plots`) the figures from the records; returns
     name -> markdown path (tasks, "scorecard").
 
     Task tables and the scorecard hold the measured quantities only, so the same records give the same
     bytes; wall-clock columns (throughputs, fit times, time per sample) go to efficiency.{md,csv}, with
-    the device they were measured on.
+    the device they were measured on. With `intervals`, every metric whose record holds an interval is shown
+    as "value [low, high]" (csv/json: "<title> ci_low", "<title> ci_high", "<title> n"), its method and level
+    written once under the table; results/findings.md checks the paper's claims from the same records.
     """
     results_dir = Path(results_dir)
     records = load_records(results_dir) if records is None else records
@@ -561,7 +618,7 @@ def write_reports(results_dir: str | Path = "results", records: list[dict] | Non
                 timing_frames.append(t)
             md = [f"# {task}", "", NOTE, "", *note, to_markdown(df, task), "", *_reason_lines(na)]
         else:
-            full = task_table(records, task)
+            full = task_table(records, task, intervals=intervals)
             timing = [c for c in full.columns if c in timing_titles(task)]
             df = full.drop(columns=timing)
             if timing:
@@ -569,6 +626,7 @@ def write_reports(results_dir: str | Path = "results", records: list[dict] | Non
                 t.insert(0, "task", task)
                 timing_frames.append(t)
             md = [f"# {task}", "", NOTE, "", *note, to_markdown(df, task), ""]
+            md += interval_notes(records, task) if intervals else []
             md += _unavailable(records, task)
         md_path = results_dir / f"{task}.md"
         atomic_write_bytes(md_path, ("\n".join(md).rstrip() + "\n").encode())
@@ -585,7 +643,11 @@ def write_reports(results_dir: str | Path = "results", records: list[dict] | Non
         atomic_write_bytes(results_dir / "efficiency.md", ("\n".join(lines) + "\n").encode())
         atomic_write_bytes(results_dir / "efficiency.csv", eff.to_csv(index=False).encode())
     if records:
-        out["scorecard"] = write_scorecard(results_dir, records)
+        out["scorecard"] = write_scorecard(results_dir, records, intervals=intervals)
+        if intervals:
+            from .findings import write_findings
+
+            out["findings"] = write_findings(results_dir, records)
         if plots:
             from .plots import write_plots
 

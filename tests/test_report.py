@@ -123,7 +123,7 @@ def _run(results):
 
 def test_same_command_same_tables(tmp_path):
     a, b = _run(tmp_path / "a"), _run(tmp_path / "b")
-    assert set(a) == {"reconstruction", "probe", "scorecard"}
+    assert set(a) == {"reconstruction", "probe", "scorecard", "findings"}
     for task in a:
         assert a[task].read_text() == b[task].read_text(), task
         assert (tmp_path / "a" / f"{task}.csv").read_text() == (tmp_path / "b" / f"{task}.csv").read_text()

@@ -11,12 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from ..errors import UserError
-
-
-class DataError(UserError, ValueError):
-    """A dataset on disk, or a data option, that cannot be used as it is; the message names the
-    file, folder or option and says what to do."""
+from ..errors import DataError, UserError  # noqa: F401  (DataError: part of this package's API)
 
 
 @dataclass(frozen=True)

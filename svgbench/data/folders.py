@@ -25,7 +25,7 @@ import torch
 from PIL import Image, ImageFile
 from torch.utils.data import Dataset
 
-from . import DataError
+from ..errors import DataError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 

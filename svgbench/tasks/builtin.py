@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .registry import CurveSpec, MetricSpec, TaskSpec
+from .spec import CurveSpec, MetricSpec, TaskSpec
 
 _IMAGES = "bootstrap over evaluation images"
 
@@ -20,6 +20,8 @@ RECONSTRUCTION = TaskSpec(
                    label="reconstruction SSIM"),
         MetricSpec("lpips", "LPIPS", "{:.4f}", False, uncertainty=_IMAGES),
         MetricSpec("rfid", "rFID", "{:.2f}", False, headline=True),
+        MetricSpec("judge_rfid", "judge-rFID", "{:.2f}", False, headline=True,
+                   uncertainty="bootstrap over images (judge features)"),
         _count("num_images", "images"),
         MetricSpec("encode_ips", "encode img/s", "{:.1f}", True, timing=True),
         MetricSpec("decode_ips", "decode img/s", "{:.1f}", True, timing=True),
@@ -87,6 +89,7 @@ GENERATION = TaskSpec(
     ),
     needs=frozenset({"decoder", "diffusion", "labels"}),
     extra_columns="svgbench.tasks.generation:steps_to_fid_columns", extra_columns_fmt="{:d}",
+    file_fields=("diffusion", "diffusion_stats", "reference_npz"),
     description="flow-matching diffusion on the latents: FID/KID/precision/recall, FID vs training steps")
 
 SAMPLING = TaskSpec(
@@ -95,6 +98,7 @@ SAMPLING = TaskSpec(
     needs=frozenset({"decoder", "diffusion", "labels"}),
     curve=CurveSpec(key="curve", series="method", x="steps", value="fid", headline_max_x=4),
     missing_reason="svgbench.tasks.generation:sampling_missing_reason",
+    file_fields=("diffusion", "diffusion_stats", "reference_npz"),
     note=("Rows: (encoder, sampler); columns: sampler steps; cells: FID of the encoder's diffusion model "
           "under the feature network named in `metric` (judge-FID: svgbench's shapes judge, not Inception). "
           "Time per image is in efficiency.md."),

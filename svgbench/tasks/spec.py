@@ -1,0 +1,125 @@
+"""What a task declares: its metric specs, its curve (if its record holds one), and the task spec itself."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+NEEDS = frozenset({"decoder", "diffusion", "labels", "masks"})
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One reported metric of a task.
+
+    key: the key in the task's metrics dict. title: its column title. fmt: a str.format spec for tables.
+    higher_is_better: None for descriptive counts. headline: a scorecard column (titled `scorecard_title` or
+    `title`). timing: a wall-clock measure (goes to efficiency, never to the measured tables).
+    network: titled after the feature network that computed it ("judge-FID", "Inception-FID").
+    uncertainty: how its interval is computed, in words ("" = none).
+    plot: the figure panel group it is drawn in ("understanding", "reconstruction"), or None; label: its
+    name in that figure.
+    """
+
+    key: str
+    title: str
+    fmt: str = "{:.4g}"
+    higher_is_better: bool | None = None
+    headline: bool = False
+    scorecard_title: str | None = None
+    timing: bool = False
+    network: bool = False
+    uncertainty: str = ""
+    plot: str | None = None
+    label: str = ""
+
+    @property
+    def headline_title(self) -> str:
+        return self.scorecard_title or self.title
+
+
+@dataclass(frozen=True)
+class CurveSpec:
+    """A task whose record holds a curve (a list of points) rather than one value per metric: its table is a
+    pivot with one row per `series` value and one column per `x` value, cells = `value`. `headline_max_x`:
+    the scorecard shows the best `value` among points with x <= it ("few-step")."""
+
+    key: str = "curve"
+    series: str = "method"
+    x: str = "steps"
+    value: str = "fid"
+    headline_max_x: int | None = None
+    higher_is_better: bool = False
+    fmt: str = "{:.2f}"
+    value_title: str = "FID"
+    x_unit: str = "step"
+    headline_title: str = "few-step {network}-FID (<={max_x} steps)"
+    headline_at_title: str = "few-step sampler"
+
+    def x_title(self, n) -> str:
+        return f"{n} {self.x_unit}" if n == 1 else f"{n} {self.x_unit}s"
+
+
+@dataclass
+class TaskSpec:
+    """A registered task. `function` / `config` are callables/classes or lazy "module:attribute" strings.
+    `extra_columns`: optional (record) -> {column title: value} for derived columns of the task table, formatted
+    with `extra_columns_fmt`.
+    `missing_reason`: optional (record, series, x) -> why a curve cell is n/a."""
+
+    name: str
+    function: Callable | str
+    config: type | str
+    metrics: tuple[MetricSpec, ...] = ()
+    needs: frozenset[str] = frozenset()
+    description: str = ""
+    curve: CurveSpec | None = None
+    extra_columns: Callable | str | None = None
+    missing_reason: Callable | str | None = None
+    source: str = "builtin"
+    extra_columns_fmt: str = "{}"
+    note: str = ""  # a paragraph under the task table's title (what rows, columns and cells are)
+    file_fields: tuple[str, ...] = ()  # config fields naming files: their content hash goes into the cell's key
+
+    def _resolve(self, attr: str):
+        value = getattr(self, attr)
+        if isinstance(value, str):
+            mod, _, name = value.partition(":")
+            value = getattr(importlib.import_module(mod), name)
+            setattr(self, attr, value)
+        return value
+
+    def run(self) -> Callable:
+        return self._resolve("function")
+
+    def config_class(self) -> type:
+        return self._resolve("config")
+
+    def extra_columns_fn(self) -> Callable | None:
+        return None if self.extra_columns is None else self._resolve("extra_columns")
+
+    def missing_reason_fn(self) -> Callable | None:
+        return None if self.missing_reason is None else self._resolve("missing_reason")
+
+    def metric(self, key: str) -> MetricSpec | None:
+        return next((m for m in self.metrics if m.key == key), None)
+
+    def table_metrics(self) -> list[MetricSpec]:
+        return [m for m in self.metrics if not m.timing]
+
+    def headline_metrics(self) -> list[MetricSpec]:
+        return [m for m in self.metrics if m.headline]
+
+    def config_fields(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self.config_class())]
+
+    def make_config(self, overrides: dict, *, where: str = "") -> object:
+        """The task's config from `overrides`; an unknown field is an error listing the valid ones."""
+        fields = self.config_fields()
+        unknown = sorted(set(overrides) - set(fields))
+        if unknown:
+            raise ValueError(f"{where or 'task config'}: task {self.name!r} has no config field "
+                             f"{', '.join(map(repr, unknown))}; fields: {', '.join(fields)}")
+        return self.config_class()(**overrides)
