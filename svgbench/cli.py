@@ -212,7 +212,8 @@ def _cmd_run(args) -> int:
             print(f"  {t:8.1f} s  {cell}", file=sys.stderr)
     elsewhere = (f", {summary.claimed_elsewhere} left to other processes holding them"
                  if summary.claimed_elsewhere else "")
-    print(f"\n{summary.computed} cells computed, {summary.skipped} reused{elsewhere}; tables in {args.results}/")
+    na = f", {summary.not_applicable} n/a (the reason is in the tables)" if summary.not_applicable else ""
+    print(f"\n{summary.computed} cells computed, {summary.skipped} reused{na}{elsewhere}; tables in {args.results}/")
     if summary.failures:
         print(f"\n{len(summary.failures)} cells failed:", file=sys.stderr)
         for f in summary.failures:

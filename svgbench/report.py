@@ -172,12 +172,16 @@ NOTE = ("Measured by svgbench. Rows on `shapes` come from the embedded procedura
 
 
 def _unavailable(records: list[dict], task: str) -> list[str]:
-    seen = {}
-    for r in records:
-        if r["task"] == task:
-            for metric, why in (r["metrics"].get("unavailable") or {}).items():
-                seen[metric] = why
-    return [f"- {m}: n/a — {why}" for m, why in sorted(seen.items())]
+    """The n/a reasons of `task`'s table, one line per reason naming the rows and metrics it applies to."""
+    latest = latest_records(records, task)
+    names = _row_names(latest)
+    spec = _spec(task)
+    items = []
+    for k, r in latest.items():
+        for metric, why in (r["metrics"].get("unavailable") or {}).items():
+            m = spec.metric(metric) if spec is not None else None
+            items.append((names[k], m.title if m is not None else metric, why))
+    return _reason_lines(items)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -105,6 +105,7 @@ class RunSummary:
     skipped: int
     claimed_elsewhere: int = 0  # cells left to the other processes that held their claims
     cell_times: list[tuple[str, float]] = field(default_factory=list)  # (cell, seconds) computed here
+    not_applicable: int = 0  # cells recorded as n/a with their reason (e.g. reconstruction without a decoder)
 
 
 def run_matrix(cfg: RunConfig, log=None) -> RunSummary:
@@ -114,7 +115,7 @@ def run_matrix(cfg: RunConfig, log=None) -> RunSummary:
     before it keep their records, so rerunning the same configuration resumes after them.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    state = {"cell": None, "computed": 0, "skipped": 0, "claimed": 0, "times": []}
+    state = {"cell": None, "computed": 0, "skipped": 0, "claimed": 0, "na": 0, "times": []}
     try:
         return _run_cells(cfg, log, state)
     except RunInterrupted:
@@ -157,9 +158,6 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
         weights_hash = encoder.weights_hash()
         for task in mine:
             state["cell"] = None
-            if "decoder" in task.needs and not encoder.spec.has_decoder:
-                log(f"[{name}] {task.name}: n/a (no pixel decoder)")
-                continue
             tcfg = configs[task.name]
             tcfg_dict = dataclasses.asdict(tcfg)
             tcfg_key = {k: v for k, v in tcfg_dict.items() if k != "batch_size"}  # batch size: speed only
@@ -179,6 +177,18 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
             if decision == "reuse":
                 records.append(read_record(path, key))
                 state["skipped"] += 1
+                continue
+            if "decoder" in task.needs and not encoder.spec.has_decoder:
+                # not applicable: a record of n/a with the reason, so the encoder keeps its row in every table
+                why = f"no pixel decoder: `{task.name}` needs one"
+                record = _not_applicable(cfg, task, tcfg, encoder, device, key, kwargs, weights_hash, why)
+                if main:
+                    write_record(path, record)
+                    if decision == "claimed":
+                        release(claim_path)
+                records.append(record.as_dict())
+                state["na"] += 1
+                log(f"[{name}] {task.name}: n/a ({why})")
                 continue
             try:
                 state["cell"] = f"{name} / {task.name}"
@@ -200,7 +210,8 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
             state["times"].append((f"{name} / {task.name}", record.wall_s))
             log(f"[{name}] {task.name}: done in {record.wall_s:.1f}s")
     state["cell"] = None
-    return RunSummary(records, failures, state["computed"], state["skipped"], state["claimed"], state["times"])
+    return RunSummary(records, failures, state["computed"], state["skipped"], state["claimed"], state["times"],
+                      state["na"])
 
 
 def _decide(cfg: RunConfig, path: Path, key: str, claim_path: Path, name: str, task: str, log) -> str:
@@ -236,6 +247,16 @@ def _decide(cfg: RunConfig, path: Path, key: str, claim_path: Path, name: str, t
         log(f"[{name}] {task}: cached ({path.name})")
         return "reuse"
     return "claimed"
+
+
+def _not_applicable(cfg, task, tcfg, encoder, device, key, kwargs, weights_hash, why: str) -> Record:
+    keys = [m.key for m in task.metrics if not m.timing and m.higher_is_better is not None]
+    keys += [task.curve.value] if task.curve is not None else []
+    return Record(
+        key=key, task=task.name, encoder=encoder.spec.name, encoder_kwargs=kwargs, spec=encoder.spec.as_dict(),
+        weights_hash=weights_hash, data=cfg.data.as_dict() | {"key": cfg.data.key()}, config=dataclasses.asdict(tcfg),
+        seed=cfg.seed, metrics={"unavailable": {k: why for k in keys}}, device=device, device_name=device_name(device),
+        wall_s=0.0, versions=versions())
 
 
 def _compute(cfg, task, tcfg, encoder, dataset, device, key, kwargs, weights_hash, log) -> Record:
