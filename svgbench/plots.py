@@ -114,6 +114,16 @@ def _finite(v) -> bool:
 # panels: draw into a given Axes
 # ---------------------------------------------------------------------------------------------
 
+def _band(ax, g: pd.DataFrame, x: str, colour) -> None:
+    """The 95% interval of a curve as a shaded band, where its frame has one (ci_low / ci_high columns)."""
+    if "ci_low" not in g.columns or "ci_high" not in g.columns:
+        return
+    ok = g["ci_low"].map(_finite) & g["ci_high"].map(_finite)
+    if ok.any():
+        ax.fill_between(g.loc[ok, x], g.loc[ok, "ci_low"].astype(float), g.loc[ok, "ci_high"].astype(float),
+                        color=colour, alpha=0.15, linewidth=0)
+
+
 def draw_fid_vs_train_steps(ax, fid_curve: pd.DataFrame) -> None:
     """One line per encoder: FID of the diffusion model along its training."""
     title = "FID vs diffusion training steps"
@@ -125,6 +135,7 @@ def draw_fid_vs_train_steps(ax, fid_curve: pd.DataFrame) -> None:
     for name, g in df.groupby("series", sort=True):
         g = g.sort_values("step")
         ax.plot(g["step"], g["fid"].astype(float), marker="o", ms=3, color=col[name], label=name)
+        _band(ax, g, "step", col[name])
     ax.set_xlabel("diffusion training steps")
     ax.set_ylabel(_metric_name(df))
     ax.set_title(title, fontsize=10)
@@ -146,6 +157,7 @@ def draw_fid_vs_sampler_steps(ax, sampling_curve: pd.DataFrame) -> None:
         g = g.sort_values("steps")
         ax.plot(g["steps"], g["fid"].astype(float), linestyle=LINESTYLES.get(method, ":"), marker="o", ms=3,
                 color=col[name], label=f"{name} {method}")
+        _band(ax, g, "steps", col[name])
     ax.set_xscale("log")
     steps = sorted(int(s) for s in df["steps"].unique())
     ax.xaxis.set_minor_locator(NullLocator())
@@ -158,14 +170,29 @@ def draw_fid_vs_sampler_steps(ax, sampling_curve: pd.DataFrame) -> None:
     ax.legend(fontsize=6, ncol=2)
 
 
+def _intervals(df: pd.DataFrame, column: str):
+    """[(low, high) or None per row] of `column`'s 95% interval columns, or None when the frame has none."""
+    lo, hi = f"{column} ci_low", f"{column} ci_high"
+    if lo not in df.columns or hi not in df.columns:
+        return None
+    return [(float(a), float(b)) if _finite(a) and _finite(b) else None for a, b in zip(df[lo], df[hi])]
+
+
 def _bars(ax, names, groups, ylabel: str, title: str) -> None:
-    """groups: [(label, values per name)] drawn as grouped bars; non-finite values are marked n/a."""
+    """groups: [(label, values per name[, (low, high) or None per name])] drawn as grouped bars, with the 95%
+    intervals as error bars where given; non-finite values are marked n/a."""
     x = np.arange(len(names))
     width = 0.8 / max(1, len(groups))
-    for i, (label, values) in enumerate(groups):
+    for i, (label, values, *ivs) in enumerate(groups):
         pos = x - 0.4 + width * (i + 0.5)
         ok = [j for j, v in enumerate(values) if _finite(v)]
         ax.bar(pos[ok], [float(values[j]) for j in ok], width, label=label if len(groups) > 1 else None)
+        iv = ivs[0] if ivs and ivs[0] is not None else None
+        with_iv = [j for j in ok if iv is not None and iv[j] is not None]
+        if with_iv:
+            v = np.array([float(values[j]) for j in with_iv])
+            err = np.array([[v[k] - iv[j][0], iv[j][1] - v[k]] for k, j in enumerate(with_iv)]).T.clip(min=0)
+            ax.errorbar(pos[with_iv], v, yerr=err, fmt="none", ecolor="0.2", elinewidth=1, capsize=2)
         for j in (j for j in range(len(values)) if j not in ok):
             ax.text(pos[j], 0.02, "n/a", ha="center", va="bottom", fontsize=7, color="0.4",
                     transform=ax.get_xaxis_transform())
@@ -185,7 +212,8 @@ def draw_understanding(ax, scorecard: pd.DataFrame) -> None:
     if _empty(scorecard, "encoder") or not cols or not any(scorecard[c].map(_finite).any() for c, _ in cols):
         return no_data(ax, title, "no probe / knn / seg records")
     names = list(series_labels(scorecard))
-    _bars(ax, names, [(label, list(scorecard[c])) for c, label in cols], "%", title)
+    _bars(ax, names, [(label, list(scorecard[c]), _intervals(scorecard, c)) for c, label in cols], "%",
+          f"{title} (bars: 95% intervals)")
     ax.set_ylim(bottom=0)
 
 
@@ -195,7 +223,8 @@ def draw_metric_bars(ax, scorecard: pd.DataFrame, column: str, title: str | None
     title = title or column
     if _empty(scorecard, "encoder", column) or not scorecard[column].map(_finite).any():
         return no_data(ax, title)
-    _bars(ax, list(series_labels(scorecard)), [(column, list(scorecard[column]))], ylabel or column, title)
+    _bars(ax, list(series_labels(scorecard)), [(column, list(scorecard[column]), _intervals(scorecard, column))],
+          ylabel or column, title)
 
 
 def draw_pca(ax, points: pd.DataFrame, title: str = "", class_colours: dict | None = None) -> None:

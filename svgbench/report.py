@@ -468,9 +468,11 @@ def sampling_curve_table(records: list[dict], task: str = "sampling") -> pd.Data
         for c in r["metrics"].get("curve") or []:
             rows.append({"encoder": enc, "data": data, "metric": metric, "method": c.get("method"),
                          "steps": c.get("steps"), "nfe": c.get("nfe"), "fid": _num(c.get("fid")),
+                         "ci_low": _num(c.get("ci_low")), "ci_high": _num(c.get("ci_high")),
                          "sample_s_per_image": _num(c.get("sample_s_per_image")),
                          "decode_s_per_image": _num(c.get("decode_s_per_image"))})
-    cols = ["encoder", "data", "metric", "method", "steps", "nfe", "fid", "sample_s_per_image", "decode_s_per_image"]
+    cols = ["encoder", "data", "metric", "method", "steps", "nfe", "fid", "ci_low", "ci_high", "sample_s_per_image",
+            "decode_s_per_image"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -549,14 +551,17 @@ def curve_timings(records: list[dict], task: str = "sampling") -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 
 def fid_curve_table(records: list[dict]) -> pd.DataFrame:
-    """encoder, data, metric, step, fid: each generation record's FID along diffusion training."""
+    """encoder, data, metric, step, fid, ci_low, ci_high: each generation record's FID along diffusion training
+    (curve points are [step, fid] or [step, fid, ci_low, ci_high])."""
     rows = []
     for (enc, data), r in latest_records(records, "generation").items():
         metric = f"{feature_network_prefix(r)}-FID"
         for point in r["metrics"].get("fid_curve") or []:
             if len(point) >= 2 and _num(point[1]) is not None:
-                rows.append({"encoder": enc, "data": data, "metric": metric, "step": point[0], "fid": point[1]})
-    return pd.DataFrame(rows, columns=["encoder", "data", "metric", "step", "fid"])
+                lo, hi = (point[2], point[3]) if len(point) >= 4 else (None, None)
+                rows.append({"encoder": enc, "data": data, "metric": metric, "step": point[0], "fid": point[1],
+                             "ci_low": _num(lo), "ci_high": _num(hi)})
+    return pd.DataFrame(rows, columns=["encoder", "data", "metric", "step", "fid", "ci_low", "ci_high"])
 
 
 def pca_points_table(records: list[dict]) -> pd.DataFrame:
