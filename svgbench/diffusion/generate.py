@@ -19,9 +19,9 @@ def shard(n: int, rank: int, world: int) -> list[int]:
 
 
 @torch.no_grad()
-def generate(model, stats, encoder, indices, num_classes: int, sampler, *, seed: int, batch_size: int,
-             device: str) -> tuple[torch.Tensor, dict]:
-    """Samples of the given global indices (uint8 N x 3 x H x W).
+def sample_batches(model, stats, encoder, indices, num_classes: int, sampler, *, seed: int, batch_size: int,
+                   device: str):
+    """Yields (global indices, uint8 B x 3 x H x W images on the CPU, sample seconds, decode seconds) per batch.
 
     Sample i has label i mod num_classes and noise from (seed, i) alone, so any split of the indices over
     batches or processes gives the same images.
@@ -30,7 +30,6 @@ def generate(model, stats, encoder, indices, num_classes: int, sampler, *, seed:
 
     indices = list(indices)
     c, h, w = model.in_channels, model.input_size, model.input_size
-    out, t_sample, t_decode = [], 0.0, 0.0
     for i in range(0, len(indices), batch_size):
         idx = indices[i:i + batch_size]
         noise = noise_for_indices(idx, (c, h, w), seed, device=device)
@@ -41,11 +40,65 @@ def generate(model, stats, encoder, indices, num_classes: int, sampler, *, seed:
         t1 = time.perf_counter()
         x = encoder.decode(stats.denormalize(z))
         _sync(device)
-        t_sample += t1 - t0
-        t_decode += time.perf_counter() - t1
-        out.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
+        yield idx, ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu(), t1 - t0, time.perf_counter() - t1
+
+
+def generate(model, stats, encoder, indices, num_classes: int, sampler, *, seed: int, batch_size: int,
+             device: str) -> tuple[torch.Tensor, dict]:
+    """Samples of the given global indices (uint8 N x 3 x H x W) and seconds per image (sampling, decoding)."""
+    out, t_sample, t_decode = [], 0.0, 0.0
+    indices = list(indices)
+    for _, x, ts, td in sample_batches(model, stats, encoder, indices, num_classes, sampler, seed=seed,
+                                       batch_size=batch_size, device=device):
+        out.append(x)
+        t_sample, t_decode = t_sample + ts, t_decode + td
     n = max(1, len(indices))
     return torch.cat(out), {"sample_s_per_image": t_sample / n, "decode_s_per_image": t_decode / n}
+
+
+def _world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def generate_features(model, stats, encoder, n: int, num_classes: int, sampler, features, *, seed: int,
+                      batch_size: int, device: str, keep: int = 10, writer=None, progress=None):
+    """Features of n samples without keeping the images: -> (features dict of N-row CPU tensors in sample order,
+    the first `keep` images, timing).
+
+    features(uint8 B x 3 x H x W) -> {name: B x D tensor}. Under torch.distributed each rank samples its shard
+    and only the features are gathered (every rank gets all of them). writer.write(images) receives every image
+    in order (one process only: ranks do not exchange images).
+    """
+    import torch.distributed as dist
+
+    rank, world = _world()
+    if writer is not None and world > 1:
+        raise ValueError("streaming samples to an .npz is done in one process; run without torch.distributed")
+    parts, kept, t_sample, t_decode = [], [], 0.0, 0.0
+    mine = shard(n, rank, world)
+    for idx, x, ts, td in sample_batches(model, stats, encoder, mine, num_classes, sampler, seed=seed,
+                                         batch_size=batch_size, device=device):
+        parts.append({k: v.float().cpu() for k, v in features(x).items()})
+        if writer is not None:
+            writer.write(x)
+        if idx[0] < keep:
+            kept.append(x[: keep - idx[0]])
+        t_sample, t_decode = t_sample + ts, t_decode + td
+        if progress is not None:
+            progress(len(idx))
+    feats = {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
+    timing = {"sample_s_per_image": t_sample / max(1, len(mine)), "decode_s_per_image": t_decode / max(1, len(mine))}
+    if world > 1:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, (feats, kept, timing))
+        feats = {k: torch.cat([g[0][k] for g in gathered if g[0]]) for k in next(g[0] for g in gathered if g[0])}
+        kept = gathered[0][1]
+    first = torch.cat(kept)[:keep] if kept else torch.empty(0, dtype=torch.uint8)
+    return feats, first, timing
 
 
 def generate_all(model, stats, encoder, n, num_classes, sampler, *, seed, batch_size, device) -> tuple[torch.Tensor, dict]:
@@ -97,11 +150,6 @@ def save_adm_npz(images: torch.Tensor, labels: torch.Tensor, path: str | Path) -
     np.savez(buf, images.permute(0, 2, 3, 1).contiguous().numpy(), labels.numpy().astype(np.int64))
     atomic_write_bytes(Path(path), buf.getvalue())
     return Path(path)
-
-
-def _sync(device):
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def _sync(device):

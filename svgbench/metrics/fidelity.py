@@ -54,3 +54,233 @@ def dinov2_available() -> tuple[bool, str]:
     if missing:
         return False, f"FD_DINOv2 needs DINOv2 ViT-L/14 in the torch hub cache (missing: {', '.join(missing)})"
     return True, ""
+
+
+# ---------------------------------------------------------------------------------------------
+# ADM evaluation protocol (guided-diffusion evaluations/evaluator.py): FID, IS, precision, recall of
+# generated samples against a reference batch .npz (arr_0: N x H x W x 3 uint8; optional mu, sigma)
+# ---------------------------------------------------------------------------------------------
+
+INCEPTION = "inception-v3-compat"
+POOL, LOGITS = "2048", "logits_unbiased"  # FID / precision-recall features, Inception Score logits
+
+
+def inception_extractor(weights_path, device: str = "cpu"):
+    """torch-fidelity's inception-v3-compat with pool (2048) and unbiased-logit (1008) outputs, from a local file.
+
+    torch-fidelity reads the file with torch.load(weights_only=False); svgbench reads it first with
+    weights_only=True (svgbench.checkpoints.load_state_dict), so a file holding anything but tensors is
+    refused (CheckpointError) before torch-fidelity unpickles it.
+    """
+    from torch_fidelity.utils import create_feature_extractor
+
+    from ..checkpoints import load_state_dict
+
+    load_state_dict(weights_path)
+    ext = create_feature_extractor(INCEPTION, [POOL, LOGITS], cuda=False, verbose=False,
+                                   feature_extractor_weights_path=str(weights_path))
+    return ext.to(device)
+
+
+@torch.no_grad()
+def extract_features(extractor, images: torch.Tensor, device: str = "cpu", batch_size: int = 64) -> dict:
+    """uint8 N x 3 x H x W -> {POOL: N x 2048, LOGITS: N x 1008} float32 on the CPU."""
+    out = {POOL: [], LOGITS: []}
+    for i in range(0, len(images), batch_size):
+        pool, logits = extractor(images[i:i + batch_size].to(device))
+        out[POOL].append(pool.float().cpu())
+        out[LOGITS].append(logits.float().cpu())
+    return {k: torch.cat(v) if v else torch.empty(0) for k, v in out.items()}
+
+
+def cat_features(parts: list[dict]) -> dict:
+    parts = [p for p in parts if p and len(p[POOL])]
+    return {k: torch.cat([p[k] for p in parts]) for k in (POOL, LOGITS)}
+
+
+def iter_npz_images(path, batch_size: int = 256):
+    """Batches of arr_0 of an .npz as uint8 B x 3 x H x W tensors, read from the zip member in pieces.
+
+    numpy's np.load reads a whole member into memory (an ImageNet reference batch is gigabytes), so the
+    .npy header is parsed here and the images are read batch by batch (stored or deflated members).
+    """
+    import zipfile
+
+    import numpy as np
+
+    with zipfile.ZipFile(path) as zf, zf.open("arr_0.npy") as f:
+        version = np.lib.format.read_magic(f)
+        shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                 else np.lib.format.read_array_header_2_0(f))
+        if dtype != np.uint8 or len(shape) != 4 or shape[3] != 3 or fortran:
+            raise ValueError(f"{path}: arr_0 must be N x H x W x 3 uint8 (C order), got {shape} {dtype}")
+        per = shape[1] * shape[2] * 3
+        for start in range(0, shape[0], batch_size):
+            b = min(batch_size, shape[0] - start)
+            buf = f.read(b * per)
+            if len(buf) != b * per:
+                raise ValueError(f"{path}: arr_0 is truncated at image {start}")
+            x = torch.frombuffer(bytearray(buf), dtype=torch.uint8).view(b, shape[1], shape[2], 3)
+            yield x.permute(0, 3, 1, 2).contiguous()
+
+
+def npz_image_count(path) -> int:
+    import zipfile
+
+    import numpy as np
+
+    with zipfile.ZipFile(path) as zf, zf.open("arr_0.npy") as f:
+        version = np.lib.format.read_magic(f)
+        shape = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                 else np.lib.format.read_array_header_2_0(f))[0]
+    return int(shape[0])
+
+
+class AdmNpzWriter:
+    """Streams uint8 images into an .npz in np.savez's layout (arr_0: N x H x W x 3, then arr_1..., mu, sigma),
+    written to a temporary file and renamed on close; images are never all in memory.
+
+    np.savez needs the whole array; a stored zip member opened for writing takes it piece by piece.
+    """
+
+    def __init__(self, path, n: int, height: int, width: int):
+        import os
+        import zipfile
+
+        import numpy as np
+
+        self.path, self.n, self.hw, self.written = str(path), n, (height, width), 0
+        self.tmp = f"{self.path}.tmp{os.getpid()}"
+        self.zf = zipfile.ZipFile(self.tmp, "w", zipfile.ZIP_STORED, allowZip64=True)
+        self.f = self.zf.open("arr_0.npy", "w", force_zip64=True)
+        np.lib.format.write_array_header_1_0(self.f, {"descr": "|u1", "fortran_order": False,
+                                                      "shape": (n, height, width, 3)})
+
+    def write(self, images: torch.Tensor) -> None:
+        """images: uint8 B x 3 x H x W, in sample order."""
+        if images.dtype != torch.uint8 or tuple(images.shape[1:]) != (3, *self.hw):
+            raise ValueError(f"expected uint8 B x 3 x {self.hw[0]} x {self.hw[1]}, got {tuple(images.shape)} "
+                             f"{images.dtype}")
+        if self.written + len(images) > self.n:
+            raise ValueError(f"{self.path}: more than the {self.n} images announced")
+        self.f.write(images.permute(0, 2, 3, 1).contiguous().numpy().tobytes())
+        self.written += len(images)
+
+    def close(self, **arrays) -> str:
+        """Finish arr_0 and add the named arrays (e.g. arr_1=labels, mu=..., sigma=...); -> the path."""
+        import os
+
+        import numpy as np
+
+        self.f.close()
+        if self.written != self.n:
+            self.zf.close()
+            os.remove(self.tmp)
+            raise ValueError(f"{self.path}: {self.written} images written, {self.n} announced")
+        for name, arr in arrays.items():
+            with self.zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)
+        self.zf.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+
+class FeatureMoments:
+    """mean and covariance (unbiased, float64) of feature rows accumulated in one pass, as np.cov computes
+    them: the ADM reference batch's mu / sigma without keeping its features."""
+
+    def __init__(self):
+        self.n, self.s, self.ss = 0, None, None
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.double()
+        if self.s is None:
+            self.s, self.ss = torch.zeros(x.shape[1], dtype=torch.float64), torch.zeros(x.shape[1], x.shape[1],
+                                                                                        dtype=torch.float64)
+        # centred on the running mean estimate would be more stable; features are O(1), float64 suffices
+        self.n += len(x)
+        self.s += x.sum(0)
+        self.ss += x.T @ x
+
+    def result(self):
+        mu = self.s / self.n
+        sigma = (self.ss - self.n * torch.outer(mu, mu)) / (self.n - 1)
+        return mu.numpy(), sigma.numpy()
+
+
+def write_reference_npz(batches, n: int, path, *, extractor=None, device: str = "cpu", labels=None) -> str:
+    """An ADM reference batch from a stream of uint8 B x 3 x H x W batches (n images in all): arr_0, and with an
+    extractor also mu / sigma of its Inception pool features (float64, one pass). -> the path."""
+    writer, moments = None, FeatureMoments()
+    for x in batches:
+        if writer is None:
+            writer = AdmNpzWriter(path, n, x.shape[2], x.shape[3])
+        writer.write(x)
+        if extractor is not None:
+            moments.add(extract_features(extractor, x, device)[POOL])
+    if writer is None:
+        raise ValueError("write_reference_npz: no images")
+    extra = {}
+    if labels is not None:
+        extra["arr_1"] = labels
+    if extractor is not None:
+        extra["mu"], extra["sigma"] = moments.result()
+    return writer.close(**extra)
+
+
+_REFERENCE_MEMO: dict = {}
+
+
+def reference_features(path, extractor, weights_path, device: str = "cpu", batch_size: int = 64) -> dict:
+    """{POOL, LOGITS, "mu", "sigma", "stats_source"} of a reference .npz: features of its arr_0 (needed by
+    precision/recall), mu / sigma from the file when it has them (float64), else from the features.
+
+    Memoised per process on (file, size, mtime, weights file): a run scores several cells against one
+    reference.
+    """
+    import os
+    import zipfile
+
+    import numpy as np
+
+    st, wst = os.stat(path), os.stat(weights_path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, os.path.realpath(weights_path), wst.st_mtime_ns)
+    if key in _REFERENCE_MEMO:
+        return _REFERENCE_MEMO[key]
+    feats = cat_features([extract_features(extractor, x, device, batch_size)
+                          for x in iter_npz_images(path, batch_size)])
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+    if {"mu.npy", "sigma.npy"} <= names:
+        with np.load(path) as z:
+            mu, sigma, src = z["mu"].astype(np.float64), z["sigma"].astype(np.float64), f"{path} (mu, sigma)"
+        if mu.shape != (feats[POOL].shape[1],) or sigma.shape != (len(mu), len(mu)):
+            raise ValueError(f"{path}: mu {mu.shape} / sigma {sigma.shape} do not match {feats[POOL].shape[1]}-d "
+                             f"Inception pool features")
+    else:
+        f = feats[POOL].double().numpy()
+        mu, sigma, src = f.mean(0), np.cov(f, rowvar=False), f"{path} (arr_0 features)"
+    out = feats | {"mu": mu, "sigma": sigma, "stats_source": src}
+    _REFERENCE_MEMO.clear()  # one reference at a time: its features are the size of the reference batch
+    _REFERENCE_MEMO[key] = out
+    return out
+
+
+def adm_metrics(samples: dict, reference: dict, *, splits: int = 10, k: int = 3) -> dict:
+    """FID (against the reference's mu / sigma), Inception Score (splits, on the samples' unbiased logits) and
+    precision / recall (k-NN radius k) through torch-fidelity's own functions. samples: {POOL, LOGITS}."""
+    from torch_fidelity.metric_fid import fid_statistics_to_metric
+    from torch_fidelity.metric_isc import isc_features_to_metric
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    import numpy as np
+
+    f = samples[POOL].double().numpy()
+    fid = fid_statistics_to_metric({"mu": f.mean(0), "sigma": np.cov(f, rowvar=False)},
+                                   {"mu": reference["mu"], "sigma": reference["sigma"]}, verbose=False)
+    isc = isc_features_to_metric(samples[LOGITS], splits=min(splits, len(f)))
+    prc = prc_features_to_metric(samples[POOL], reference[POOL], prc_neighborhood=k, prc_batch_size=10000,
+                                 save_cpu_ram=True, verbose=False)
+    return {"fid": fid["frechet_inception_distance"], "inception_score": isc["inception_score_mean"],
+            "inception_score_std": isc["inception_score_std"], "precision": prc["precision"],
+            "recall": prc["recall"]}

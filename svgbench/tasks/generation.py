@@ -1,10 +1,20 @@
 """Generation: flow-matching diffusion on an encoder's latents; FID/KID/precision/recall, training
 efficiency (FID vs training steps) and few-step sampling (FID and time vs sampler steps).
 
-Per encoder, the diffusion model comes from svgbench's shipped weights for that encoder (when their
-recorded encoder-weights hash matches), or is trained here for `train_steps` on the encoder's cached
-latents of the training split, with judge-FID evaluated along the way. Samples are decoded by the
-encoder's own decoder and compared with real images of the evaluation split.
+Per encoder, the diffusion model comes from a checkpoint file (`diffusion`: official SVG-XL `{"ema": ...}`
+with its `diffusion_stats`, SiT/DiT-XL/2 on SD-VAE latents, or an svgbench export; CLI `--diffusion
+ENCODER=PATH[,stats=PATH]`), else from svgbench's shipped weights for that encoder (when their recorded
+encoder-weights hash matches), or is trained here for `train_steps` on the encoder's cached latents of the
+training split, with judge-FID evaluated along the way. Samples are decoded by the encoder's own decoder
+(a decode-only encoder suffices) and compared with real images of the evaluation split, or, with
+`reference_npz`, scored by the ADM protocol (FID / IS / precision / recall against a reference batch .npz,
+Inception features only, sharded over torch.distributed ranks).
+
+The sampling task takes the same model: SamplingConfig has the same `diffusion`, `diffusion_stats`,
+`diffusion_encoder`, `protocol`, `guidance`, `bf16` and `reference_npz` fields (the CLI's --diffusion sets
+both tasks); its nested `generation` config only carries the training settings for --train-diffusion.
+Trained runs live in a folder named by a hash of their training settings, so generation and sampling share
+one trained model when their settings agree and never resume each other's runs when they differ.
 
 Feature network: torch-fidelity's inception-v3-compat where its weights are on the machine and the
 data is not the embedded shapes; on shapes, svgbench's shapes judge (labelled `judge-FID` in every
@@ -39,7 +49,16 @@ class GenerationConfig:
     sample_steps: int = 25
     sampler: str = "euler"
     shift: float = 0.15
-    guidance: float = 1.0
+    guidance: float = 1.0  # CFG scale (1: none); with a protocol, a value other than 1 overrides the protocol's
+    guidance_mode: str = "constant"  # "constant" | "interval" | "zero-init" (see diffusion.samplers.Guidance)
+    guidance_interval: tuple[float, float] | None = None  # mode "interval": guide where lo <= t <= hi
+    protocol: str | None = None  # a named published setting (diffusion.protocols.PROTOCOLS); None: the fields above
+    protocol_steps: int | None = None  # run the protocol at this many steps instead of its own (few-step rows)
+    bf16: bool = False  # run the diffusion model's forward under bf16 autocast (the ODE state stays float32)
+    diffusion: str | None = None  # diffusion checkpoint file (official SVG-XL, SiT/DiT-XL/2, svgbench export)
+    diffusion_stats: str | None = None  # its latent statistics (e.g. the official dinov3_sp_stats.pt)
+    diffusion_encoder: str | None = None  # the encoder `diffusion` belongs to; others ignore it (None: every one)
+    reference_npz: str | None = None  # ADM reference batch (arr_0 N x H x W x 3 uint8, optional mu / sigma)
     fid_targets: tuple[float, ...] = ()  # for each, report the first training step whose FID is at or below it
     fd_dinov2: bool = True  # real data: also FD on DINOv2 ViT-L/14 features where those weights are local
     samples_npz: str | None = None  # write the scored samples here as an ADM-evaluator .npz (arr_0: N x H x W x 3)
@@ -60,7 +79,14 @@ class SamplingConfig:
     shift: float = 0.15
     seed: int = 0
     train: bool = False  # as GenerationConfig.train
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    guidance: float = 1.0  # as GenerationConfig (the fields below name the same model as the generation task's)
+    protocol: str | None = None  # each row runs the protocol with its (method, steps)
+    bf16: bool = False
+    diffusion: str | None = None
+    diffusion_stats: str | None = None
+    diffusion_encoder: str | None = None
+    reference_npz: str | None = None
+    generation: GenerationConfig = field(default_factory=GenerationConfig)  # training settings for train=True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,6 +148,9 @@ def diffusion_for(encoder: LatentEncoder, dataset, cfg: GenerationConfig, device
     from ..train.diffusion import train_diffusion
 
     name, whash = encoder.spec.name, encoder.weights_hash()
+    got = checkpoint_model(encoder, dataset, cfg, device)
+    if got is not None:
+        return got
     ncls = num_classes_of(dataset)
     if not cfg.retrain:
         shipped = load_shipped(encoder, dataset.data_config.name, ncls, device)
@@ -132,9 +161,10 @@ def diffusion_for(encoder: LatentEncoder, dataset, cfg: GenerationConfig, device
             f"no shipped diffusion model matches encoder {name!r} (weights {whash}) on "
             f"{dataset.data_config.name}; run with --train-diffusion to train one (CPU: hours, GPU: minutes)")
     latents, labels = _latents(encoder, dataset, cfg, device)
-    run_dir = Path(cfg.runs_dir) / f"{name}-{whash[:8]}-{dataset.data_config.key()}"
     dcfg = DiffusionConfig(size=cfg.size, steps=cfg.train_steps, batch_size=cfg.train_batch, lr=cfg.lr,
-                           eval_every=cfg.eval_every, seed=cfg.seed, out=str(run_dir))
+                           eval_every=cfg.eval_every, seed=cfg.seed)
+    run_dir = Path(cfg.runs_dir) / f"{name}-{whash[:8]}-{dataset.data_config.key()}-{_training_key(dcfg, cfg)}"
+    dcfg = dataclasses.replace(dcfg, out=str(run_dir))
     result = train_diffusion(latents, labels, dcfg, num_classes=ncls, evaluate=evaluate,
                              log=log or (lambda s: None))
     from ..train.common import RunDir
@@ -145,9 +175,86 @@ def diffusion_for(encoder: LatentEncoder, dataset, cfg: GenerationConfig, device
                                                                "diffusion_config": asdict(dcfg)}
 
 
+def _training_key(dcfg: DiffusionConfig, cfg) -> str:
+    """8 hex digits naming a training run's settings: runs with other settings never resume this one."""
+    import hashlib
+    import json
+
+    d = asdict(dcfg) | {"train_size": cfg.train_size}
+    d.pop("out")
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def checkpoint_model(encoder: LatentEncoder, dataset, cfg, device: str):
+    """The model of cfg.diffusion for this encoder -> (model, stats, [], provenance), or None when the config
+    names no checkpoint or names one for another encoder (`diffusion_encoder`). The load is strict: a latent
+    shape that differs from the encoder's raises CheckpointError naming both."""
+    from ..diffusion.official import load_diffusion_checkpoint
+
+    if not cfg.diffusion or (cfg.diffusion_encoder and cfg.diffusion_encoder != encoder.spec.name):
+        return None
+    res = dataset.data_config.resolution
+    model, stats, info = load_diffusion_checkpoint(cfg.diffusion, cfg.diffusion_stats,
+                                                   latent_shape=encoder.spec.latent_shape(res))
+    return model.to(device).eval(), stats.to(device), [], {
+        "diffusion_weights": f"checkpoint:{Path(cfg.diffusion).name}", "diffusion_layout": info["layout"],
+        "diffusion_size": info["architecture"]["size"], "diffusion_stats_source": str(info["stats_source"])}
+
+
 def recorded_provenance(prov: dict) -> dict:
     """What of diffusion_for's provenance goes into a result record (not the run's paths or config)."""
-    return {k: prov[k] for k in ("diffusion_weights", "train_steps") if k in prov}
+    return {k: prov[k] for k in ("diffusion_weights", "train_steps", "diffusion_layout", "diffusion_size",
+                                 "diffusion_stats_source") if k in prov}
+
+
+def make_sampler(cfg, method: str | None = None, steps: int | None = None):
+    """The ODESampler of a generation or sampling config: its protocol (with method / steps / guidance
+    overrides) or its own sampler fields; bf16 autocast when cfg.bf16."""
+    from ..diffusion.protocols import build_sampler
+    from ..diffusion.samplers import Guidance, ODESampler
+
+    autocast = torch.bfloat16 if cfg.bf16 else None
+    method = method or getattr(cfg, "sampler", "euler")
+    steps = steps or getattr(cfg, "sample_steps", 25)
+    if cfg.protocol:
+        over = {"autocast": autocast}
+        if not isinstance(cfg, GenerationConfig):
+            over |= {"method": method, "steps": steps}
+        elif cfg.protocol_steps:
+            over["steps"] = cfg.protocol_steps
+        if cfg.guidance != 1.0:
+            over["scale"] = cfg.guidance
+        return build_sampler(cfg.protocol, **over)
+    mode = getattr(cfg, "guidance_mode", "constant")
+    guidance = Guidance(scale=cfg.guidance, mode=mode, interval=getattr(cfg, "guidance_interval", None))
+    return ODESampler(method, steps, cfg.shift, guidance, autocast=autocast)
+
+
+def forward_batches(sampler) -> float:
+    """Model forwards per sampled batch, in units of one forward at the batch size: a guided evaluation runs
+    the 2B batch [cond, uncond], a zero-init step none."""
+    ts, n = sampler.times.tolist(), 0.0
+    for i in range(sampler.steps):
+        evals = [ts[i]] if sampler.method == "euler" or (i == sampler.steps - 1 and sampler.heun_final_euler) \
+            else [ts[i], ts[i + 1]]
+        for t in evals:
+            n += 0 if sampler.guidance.zeroed(i) else (1 if sampler.guidance.scale_at(t) == 1.0 else 2)
+    return n
+
+
+def sampling_efficiency(model, sampler, batch: int, sample_s_per_image: float, device: str) -> dict:
+    """{"gflops_per_image", "mfu"}: FLOPs of one model forward at the sampling batch size (counted by torch's
+    FlopCounterMode) x forwards per batch, per image; MFU against the device's dense peak for the arithmetic
+    used (None where the peak is unknown, e.g. on a CPU)."""
+    from ..diffusion.flops import count_flops, mfu, precision_of
+
+    c, h = model.in_channels, model.input_size
+    x = torch.zeros(batch, c, h, h, device=device)
+    t, y = torch.full((batch,), 0.5, device=device), torch.zeros(batch, dtype=torch.long, device=device)
+    with torch.no_grad():
+        per_image = count_flops(model, x, t, y) / batch * forward_batches(sampler)
+    util = mfu(per_image, sample_s_per_image, device, precision_of(sampler.autocast, device))
+    return {"gflops_per_image": round(per_image / 1e9, 4), "mfu": None if util is None else round(util, 5)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,9 +295,45 @@ def score(real: torch.Tensor, fake: torch.Tensor, extractor: str, weights: str |
     return out
 
 
+_GEN_METRICS = ("fid", "kid", "precision", "recall")
+_ADM_METRICS = ("fid", "inception_score", "precision", "recall")
+
+
+def _na(metrics, reason: str, pending: bool) -> dict:
+    """Every metric None with its reason; pending (recomputed on rerun) when the reason is missing weights."""
+    out = {m: None for m in metrics} | {"unavailable": {m: reason for m in metrics}}
+    return out | ({"pending": {m: reason for m in metrics}} if pending else {})
+
+
+def adm_scorer(cfg, device: str):
+    """-> (features(images) -> dict, reference dict, label) for the ADM protocol, or (None, None, reason)."""
+    from ..metrics.fidelity import extract_features, inception_extractor, reference_features
+    from ..metrics.recon import inception_weights_path
+
+    weights = inception_weights_path()
+    if weights is None:
+        return None, None, "Inception weights are not on this machine (set SVGBENCH_INCEPTION_WEIGHTS)"
+    ext = inception_extractor(weights, device)
+    ref = reference_features(cfg.reference_npz, ext, weights, device, batch_size=cfg.batch_size)
+    return (lambda x: extract_features(ext, x, device, cfg.batch_size)), ref, \
+        f"inception-v3-compat (ADM reference {Path(cfg.reference_npz).name})"
+
+
+def score_adm(model, stats, encoder, n, ncls, sampler, feats_fn, ref, cfg, device, writer=None, progress=None):
+    """ADM metrics of n samples -> (metrics, first images, timing)."""
+    from ..diffusion.generate import generate_features
+    from ..metrics.fidelity import adm_metrics
+
+    feats, first, timing = generate_features(model, stats, encoder, n, ncls, sampler, feats_fn, seed=cfg.seed,
+                                              batch_size=cfg.batch_size, device=device, writer=writer,
+                                              progress=progress)
+    return adm_metrics(feats, ref), first, timing
+
+
 def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = GenerationConfig(), device: str = "cpu",
                    progress=None, log=None, on_model=None) -> dict:
-    """Final FID/KID/precision/recall of the encoder's diffusion model (and its FID-vs-training-steps curve).
+    """Final FID/KID/precision/recall of the encoder's diffusion model (and its FID-vs-training-steps curve);
+    with cfg.reference_npz, FID / Inception Score / precision / recall by the ADM protocol instead.
 
     `log` receives training progress when a model is trained here; `on_model(model, stats, curve, provenance)`
     sees the diffusion model before it is scored (`svgbench train diffusion --export` ships it from there).
@@ -200,10 +343,11 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
     if not encoder.spec.has_decoder:
         raise ValueError(f"encoder {encoder.spec.name!r} has no decoder: generated latents cannot be scored")
     encoder = encoder.to(device).eval()
+    if cfg.reference_npz:
+        return _run_generation_adm(encoder, dataset, cfg, device, progress, log, on_model)
     extractor, weights, label = feature_network(dataset.data_config.name)
     if extractor is None:
-        return {"fid": None, "kid": None, "precision": None, "recall": None,
-                "unavailable": {m: label for m in ("fid", "kid", "precision", "recall")}}
+        return _na(_GEN_METRICS, label, pending=True)
     ncls = num_classes_of(dataset)
     real = real_images(dataset, cfg.eval_samples)
     curve_real = real[: cfg.curve_samples]
@@ -220,18 +364,18 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
     try:
         model, stats, curve, prov = diffusion_for(encoder, dataset, cfg, device, evaluate=evaluate, log=log)
     except NoDiffusionModel as e:
-        return {"fid": None, "kid": None, "precision": None, "recall": None,
-                "unavailable": {m: str(e) for m in ("fid", "kid", "precision", "recall")}}
+        return _na(_GEN_METRICS, str(e), pending=False)
     if on_model is not None:
         on_model(model, stats, curve, prov)
     prov = recorded_provenance(prov)
-    sampler = ODESampler(cfg.sampler, cfg.sample_steps, cfg.shift)
+    ncls = _model_classes(model, ncls)
+    sampler = make_sampler(cfg)
     fake, timing = generate_all(model, stats, encoder, len(real), ncls, sampler, seed=cfg.seed, batch_size=cfg.batch_size,
                                 device=device)
     if progress is not None:
         progress(len(real))
     out = score(real, fake, extractor, weights, device)
-    out["samples"] = sample_strip(fake, class_names(dataset))
+    out["samples"] = sample_strip(fake, _class_labels(dataset, ncls))
     if cfg.samples_npz:
         save_adm_npz(fake, torch.arange(len(fake)) % ncls, cfg.samples_npz)
     if cfg.fd_dinov2 and dataset.data_config.name != "shapes":
@@ -244,45 +388,111 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
         else:
             out["fd_dinov2"] = None
             out.setdefault("unavailable", {})["fd_dinov2"] = why
-    out |= timing | prov
+            out.setdefault("pending", {})["fd_dinov2"] = why
+    out |= timing | prov | _efficiency(model, sampler, cfg, timing, device)
     out["feature_network"] = label
     out["fid_curve"] = [[r["step"], r["fid"]] for r in curve]
     if cfg.fid_targets:  # training efficiency: steps to reach each FID level (None: not within the curve)
         out["steps_to_fid"] = {f"{t:g}": next((s for s, f in out["fid_curve"] if f <= t), None)
                                for t in sorted(cfg.fid_targets, reverse=True)}
     out["num_samples"] = len(real)
-    return out
+    return out | _protocol_fields(cfg, sampler)
+
+
+def _model_classes(model, dataset_classes: int) -> int:
+    """Sample labels cycle over the model's classes (a published checkpoint's 1000, not the folder's)."""
+    return int(getattr(model, "num_classes", dataset_classes) or dataset_classes)
+
+
+def _class_labels(dataset, ncls: int) -> list[str]:
+    names = class_names(dataset)
+    return names if len(names) == ncls else [str(i) for i in range(ncls)]
+
+
+def _efficiency(model, sampler, cfg, timing, device) -> dict:
+    eff = sampling_efficiency(model, sampler, cfg.batch_size, timing["sample_s_per_image"], device)
+    return {"sample_gflops_per_image": eff["gflops_per_image"], "sample_mfu": eff["mfu"]}
+
+
+def _protocol_fields(cfg, sampler) -> dict:
+    g = sampler.guidance
+    return {"protocol": cfg.protocol, "sampler_method": sampler.method, "sampler_steps": sampler.steps,
+            "sampler_shift": sampler.shift, "guidance_scale": g.scale, "guidance_mode": g.mode,
+            "autocast": "bf16" if cfg.bf16 else None}
+
+
+def _run_generation_adm(encoder, dataset, cfg, device, progress, log, on_model) -> dict:
+    from ..metrics.fidelity import AdmNpzWriter
+
+    feats_fn, ref, label = adm_scorer(cfg, device)
+    if feats_fn is None:
+        return _na(_ADM_METRICS, label, pending=True)
+    try:
+        model, stats, curve, prov = diffusion_for(encoder, dataset, cfg, device, log=log)
+    except NoDiffusionModel as e:
+        return _na(_ADM_METRICS, str(e), pending=False)
+    if on_model is not None:
+        on_model(model, stats, curve, prov)
+    ncls = _model_classes(model, num_classes_of(dataset))
+    sampler = make_sampler(cfg)
+    n, res = cfg.eval_samples, dataset.data_config.resolution
+    writer = AdmNpzWriter(cfg.samples_npz, n, res, res) if cfg.samples_npz else None
+    out, first, timing = score_adm(model, stats, encoder, n, ncls, sampler, feats_fn, ref, cfg, device,
+                                   writer=writer, progress=progress)
+    if writer is not None:
+        writer.close(arr_1=(torch.arange(n) % ncls).numpy())
+    out |= {"kid": None, "unavailable": {"kid": "not part of the ADM evaluation protocol"},
+            "samples": sample_strip(first, _class_labels(dataset, ncls)), "feature_network": label,
+            "reference_stats": ref["stats_source"], "num_samples": n, "fid_curve": []}
+    return out | timing | recorded_provenance(prov) | _efficiency(model, sampler, cfg, timing, device) \
+        | _protocol_fields(cfg, sampler)
+
+
+def _diffusion_of_sampling(encoder, dataset, cfg: SamplingConfig, device):
+    gcfg = dataclasses.replace(cfg.generation, train=cfg.train or cfg.generation.train, diffusion=cfg.diffusion,
+                               diffusion_stats=cfg.diffusion_stats, diffusion_encoder=cfg.diffusion_encoder)
+    model, stats, _, prov = diffusion_for(encoder, dataset, gcfg, device)
+    return model, stats, recorded_provenance(prov)
 
 
 def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = SamplingConfig(), device: str = "cpu",
                  progress=None) -> dict:
-    """FID and time per image at each (method, steps): the few-step sampling table of one encoder."""
-    from ..diffusion.samplers import ODESampler
-
+    """FID and time per image at each (method, steps): the few-step sampling table of one encoder. Each row
+    also carries GFLOPs per image and MFU; with reference_npz, FID / IS / precision / recall by the ADM
+    protocol."""
     if not encoder.spec.has_decoder:
         raise ValueError(f"encoder {encoder.spec.name!r} has no decoder: generated latents cannot be scored")
     encoder = encoder.to(device).eval()
-    extractor, weights, label = feature_network(dataset.data_config.name)
-    if extractor is None:
-        return {"unavailable": {"fid": label}}
+    if cfg.reference_npz:
+        feats_fn, ref, label = adm_scorer(cfg, device)
+        if feats_fn is None:
+            return {"unavailable": {"fid": label}, "pending": {"fid": label}}
+    else:
+        extractor, weights, label = feature_network(dataset.data_config.name)
+        if extractor is None:
+            return {"unavailable": {"fid": label}, "pending": {"fid": label}}
     try:
-        gcfg = cfg.generation if not cfg.train else dataclasses.replace(cfg.generation, train=True)
-        model, stats, _, prov = diffusion_for(encoder, dataset, gcfg, device)
-        prov = recorded_provenance(prov)
+        model, stats, prov = _diffusion_of_sampling(encoder, dataset, cfg, device)
     except NoDiffusionModel as e:
         return {"unavailable": {"fid": str(e)}}
-    ncls = num_classes_of(dataset)
-    real = real_images(dataset, cfg.eval_samples)
+    ncls = _model_classes(model, num_classes_of(dataset))
+    real = None if cfg.reference_npz else real_images(dataset, cfg.eval_samples)
+    n = cfg.eval_samples if cfg.reference_npz else len(real)
     rows = []
     for method in cfg.methods:
         for steps in cfg.steps:
             if method == "heun" and steps > cfg.heun_max_steps:
                 continue
-            sampler = ODESampler(method, steps, cfg.shift)
-            fake, timing = generate_all(model, stats, encoder, len(real), ncls, sampler, seed=cfg.seed,
-                                        batch_size=cfg.batch_size, device=device)
-            fid = score(real, fake, extractor, weights, device, kid=False, prc=False)["fid"]
-            rows.append({"method": method, "steps": steps, "nfe": sampler.nfe, "fid": fid, **timing})
+            sampler = make_sampler(cfg, method, steps)
+            if cfg.reference_npz:
+                m, _, timing = score_adm(model, stats, encoder, n, ncls, sampler, feats_fn, ref, cfg, device)
+            else:
+                fake, timing = generate_all(model, stats, encoder, n, ncls, sampler, seed=cfg.seed,
+                                            batch_size=cfg.batch_size, device=device)
+                m = {"fid": score(real, fake, extractor, weights, device, kid=False, prc=False)["fid"]}
+            eff = sampling_efficiency(model, sampler, cfg.batch_size, timing["sample_s_per_image"], device)
+            rows.append({"method": method, "steps": steps, "nfe": sampler.nfe, **m, **timing, **eff})
             if progress is not None:
                 progress(0)
-    return {"curve": rows, "feature_network": label, "num_samples": len(real), **prov}
+    return {"curve": rows, "feature_network": label, "num_samples": n, "protocol": cfg.protocol,
+            "autocast": "bf16" if cfg.bf16 else None, **prov}
