@@ -470,9 +470,10 @@ def sampling_curve_table(records: list[dict], task: str = "sampling") -> pd.Data
                          "steps": c.get("steps"), "nfe": c.get("nfe"), "fid": _num(c.get("fid")),
                          "ci_low": _num(c.get("ci_low")), "ci_high": _num(c.get("ci_high")),
                          "sample_s_per_image": _num(c.get("sample_s_per_image")),
-                         "decode_s_per_image": _num(c.get("decode_s_per_image"))})
+                         "decode_s_per_image": _num(c.get("decode_s_per_image")),
+                         "gflops_per_image": _num(c.get("gflops_per_image")), "mfu": _num(c.get("mfu"))})
     cols = ["encoder", "data", "metric", "method", "steps", "nfe", "fid", "ci_low", "ci_high", "sample_s_per_image",
-            "decode_s_per_image"]
+            "decode_s_per_image", "gflops_per_image", "mfu"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -538,11 +539,23 @@ def curve_timings(records: list[dict], task: str = "sampling") -> pd.DataFrame:
     curve = sampling_curve_table(records, task)
     rows = []
     for c in curve.itertuples():
-        for col, what in (("sample_s_per_image", "sample s/img"), ("decode_s_per_image", "decode s/img")):
+        for col, what in (("sample_s_per_image", "sample s/img"), ("decode_s_per_image", "decode s/img"),
+                          ("gflops_per_image", "sampling GFLOP/img"), ("mfu", "sampling MFU")):
             value = getattr(c, col)
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
                 rows.append({"task": task, "encoder": c.encoder, "data": c.data,
                              "measure": f"{c.method} {steps_title(c.steps)}: {what}", "value": value})
+    return pd.DataFrame(rows, columns=["task", "encoder", "data", "measure", "value"])
+
+
+def _statistics_timings(records: list[dict]) -> pd.DataFrame:
+    """task, encoder, data, measure, value rows: the seconds each cell spent on its intervals (`stats_s`)."""
+    rows = []
+    for task in dict.fromkeys(r["task"] for r in records):
+        for (enc, data), r in latest_records(records, task).items():
+            if _num(r["metrics"].get("stats_s")) is not None:
+                rows.append({"task": task, "encoder": enc, "data": data, "measure": "statistics (intervals) s",
+                             "value": r["metrics"]["stats_s"]})
     return pd.DataFrame(rows, columns=["task", "encoder", "data", "measure", "value"])
 
 
@@ -642,6 +655,9 @@ def write_reports(results_dir: str | Path = "results", records: list[dict] | Non
         atomic_write_bytes(results_dir / f"{task}.csv", df.to_csv(index=False).encode())
         atomic_write_bytes(results_dir / f"{task}.json", _dumps(_json_rows(df)))
         out[task] = md_path
+    stats = _statistics_timings(records)
+    if not stats.empty:
+        timing_frames.append(stats)
     if timing_frames:
         eff = pd.concat(timing_frames, ignore_index=True)
         devices = sorted({r.get("device_name", r.get("device", "?")) for r in records})
