@@ -6,18 +6,71 @@ through `svgbench.cache` into the store, then computes per-channel latent statis
 of the pooled features by streaming. The cap is the process's RSS after its imports and a warm-up
 plus CAP_MB; the set is sized so that its fp32 latents take 4x the cap. Peak RSS (getrusage
 ru_maxrss) must stay under the cap: a correctness property, not a timing. Throughput is reported.
+
+Encoding throughput through the pipeline (`test_pipeline_encoding_throughput`): JPEG files at 256 px on
+disk (an ImageNet-layout folder), the SVG encoder's ViT-S/16+ configuration at random init loaded from a
+safetensors file it writes. Both sides run the same encoder on the same consecutive batches:
+- bare: the images decoded once before any timing and held in memory; per batch, `encoder.encode`
+  (eval, no grad), output dropped;
+- pipeline: `svgbench.cache.cached_features(kind="latent")` into an empty cache folder with 2 DataLoader
+  workers: JPEG decode and resize in the workers, the same forward, fp16 check, shards written.
+Bare passes and pipeline calls alternate; the ratio is the median over rounds of bare time / pipeline
+time (goal >= 0.9x; reported, not asserted). The stored latents equal the bare outputs to fp16
+precision. Quick mode (`pytest tasks/`): a depth-1 configuration and 8 images, sanity only;
+`--benchmark`: the published sizes, and the rows go to <results>/scale.md and scale.csv.
 """
 
+import csv
+import io
 import json
+import statistics
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
+from svgbench.checkpoints import atomic_write_bytes
+
+from .conftest import rows_written_by
+
 CAP_MB = 200
 LATENT = (392, 16, 16)
+PIPELINE_GOAL = 0.9  # pipeline throughput / bare forward throughput, at least (reported)
+WORKERS = 2
+CSV_FIELDS = ("benchmark", "subject", "images", "batch_size", "workers", "rounds", "bare_img_per_s",
+              "pipeline_img_per_s", "ratio", "goal", "meets_goal", "peak_mb", "cap_mb", "note")
+
+
+def write_scale(results: Path, rows: list[dict]) -> None:
+    """<results>/scale.md and scale.csv from the rows of this module's benchmarks."""
+    results.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(results / "scale.csv", buf.getvalue().encode())
+    lines = ["# scale", "", "Measured by `pytest tasks/test_scale.py --benchmark` (see its docstring); wall-clock "
+             "values vary with the machine's load.", "",
+             "| benchmark | subject | images | batch | workers | rounds | bare img/s | pipeline img/s | ratio "
+             "| goal | peak RSS MB / cap | note |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        def f(k, fmt="{:.2f}"):
+            v = r.get(k)
+            return "" if v is None else fmt.format(v) if isinstance(v, float) else str(v)
+        mem = f"{r['peak_mb']:.0f} / {r['cap_mb']:.0f}" if r.get("peak_mb") is not None else ""
+        goal = f">= {r['goal']}x ({'met' if r['meets_goal'] else 'not met'})" if r.get("goal") else ""
+        lines.append(f"| {r['benchmark']} | {r['subject']} | {f('images')} | {f('batch_size')} | {f('workers')} "
+                     f"| {f('rounds')} | {f('bare_img_per_s')} | {f('pipeline_img_per_s')} | {f('ratio', '{:.3f}x')} "
+                     f"| {goal} | {mem} | {r.get('note', '')} |")
+    atomic_write_bytes(results / "scale.md", ("\n".join(lines) + "\n").encode())
+
+
+scale_rows = rows_written_by(write_scale)
 
 _SCRIPT = textwrap.dedent(r"""
     import json, math, resource, sys, tempfile, time
@@ -71,7 +124,7 @@ _SCRIPT = textwrap.dedent(r"""
 """)
 
 
-def test_store_memory_is_bounded_by_the_batch(benchmark, tmp_path):
+def test_store_memory_is_bounded_by_the_batch(benchmark, tmp_path, scale_rows):
     def run():
         proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(tmp_path / "cache"), str(CAP_MB)],
                               capture_output=True, text=True, timeout=600)
@@ -81,6 +134,11 @@ def test_store_memory_is_bounded_by_the_batch(benchmark, tmp_path):
     m = benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.extra_info.update(m)
     print("\nstore scale:", json.dumps(m))
+    scale_rows.append({"benchmark": "bounded memory", "subject": "392x16x16 projection latents -> store -> stats",
+                       "images": m["images"], "batch_size": 64, "workers": 0, "rounds": 1,
+                       "pipeline_img_per_s": m["encode_img_per_s"], "peak_mb": m["peak_mb"], "cap_mb": m["cap_mb"],
+                       "note": f"fp32 latents {m['latent_gb_fp32']:.2f} GiB; stats pass {m['stats_img_per_s']:.0f} "
+                               f"img/s; {m['shards']} shards ({m['store_dtype']})"})
     assert m["latent_gb_fp32"] * 1024 >= 4 * m["cap_mb"]
     assert m["peak_mb"] < m["cap_mb"], f"peak RSS {m['peak_mb']:.0f} MB over the cap {m['cap_mb']:.0f} MB"
 
@@ -110,3 +168,82 @@ def test_streamed_statistics_equal_in_memory_on_a_small_set(tmp_path, monkeypatc
                                 (fid_moments(got["pooled"].store, batch_size=7), fid_moments(got["pooled"].features))):
         for a, b in zip(streamed, in_memory):
             assert a.dtype == torch.float64 and torch.equal(a, b)
+
+
+class _Decoded(torch.utils.data.Dataset):
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+
+def _svg_encoder(folder: Path, full: bool):
+    """The SVG encoder (published ViT-S/16+ configuration, or a depth-1 one in quick mode) at random init,
+    written to and loaded from an svgbench safetensors file."""
+    import dataclasses
+
+    from svgbench.encoders import create_encoder
+    from svgbench.encoders.svg import ENCODER_CONFIGS, create_svg
+
+    torch.manual_seed(0)
+    if full:
+        ref = create_encoder("svg-dinov3-vits16plus", weights="random")
+        path = folder / "svg-dinov3-vits16plus-random.safetensors"
+        ref.save(path)
+        return create_encoder("svg-dinov3-vits16plus", weights=str(path))
+    cfg = dataclasses.replace(ENCODER_CONFIGS["svg-dinov3-vits16plus"][0], dino_overrides={"depth": 1},
+                              residual_layers=1, decoder_ch=8, decoder_res_blocks=1, decoder_attn_resolutions=(),
+                              decoder_groups=4)
+    ref = create_svg("svg-dinov3-vits16plus", weights="random", config=cfg)
+    path = folder / "svg-depth1-random.safetensors"
+    ref.save(path)
+    return create_svg("svg-dinov3-vits16plus", weights=str(path), config=cfg)
+
+
+def test_pipeline_encoding_throughput(benchmark, tmp_path, full, scale_rows):
+    from svgbench.cache import cached_features
+    from svgbench.data import DataConfig, build_dataset
+    from svgbench.data.synthetic import write_stripes_imagefolder
+
+    n, batch, rounds = (32, 16, 3) if full else (8, 4, 1)
+    root = write_stripes_imagefolder(tmp_path / "imagenet", {"val": n // 4}, num_classes=4, resolution=256)
+    dataset = build_dataset(DataConfig(name="imagefolder", root=str(root), split="val", resolution=256, size=n))
+    encoder = _svg_encoder(tmp_path, full).eval()
+    images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])  # decoded once, outside any timing
+    batches = [images[i:i + batch] for i in range(0, len(images), batch)]
+
+    def bare(keep=False):
+        t0 = time.perf_counter()
+        out = [encoder.encode(b) for b in batches]
+        return time.perf_counter() - t0, (torch.cat(out) if keep else None)
+
+    def pipeline():
+        with tempfile.TemporaryDirectory(dir=tmp_path) as cache:
+            t0 = time.perf_counter()
+            got = cached_features(encoder, dataset, kind="latent", batch_size=batch, cache_dir=cache,
+                                  num_workers=WORKERS)
+            return time.perf_counter() - t0, got.features.clone()
+
+    _, reference = bare(keep=True)  # warm-up, and the values the pipeline must reproduce
+    bare_s, pipe_s = [], []
+
+    def one_round():
+        bare_s.append(bare()[0])
+        t, stored = pipeline()
+        pipe_s.append(t)
+        return stored
+
+    stored = benchmark.pedantic(one_round, rounds=rounds, iterations=1)
+    torch.testing.assert_close(stored, reference, atol=0.02 * float(reference.abs().max()), rtol=2e-3)
+    ratio = statistics.median(b / p for b, p in zip(bare_s, pipe_s))
+    row = {"benchmark": "encoding throughput",
+           "subject": f"svg-dinov3-vits16plus encode ({'ViT-S/16+' if full else 'depth-1'}, random init), "
+                      f"256 px JPEG", "images": n, "batch_size": batch, "workers": WORKERS, "rounds": rounds,
+           "bare_img_per_s": n / statistics.median(bare_s), "pipeline_img_per_s": n / statistics.median(pipe_s),
+           "ratio": ratio, "goal": PIPELINE_GOAL, "meets_goal": ratio >= PIPELINE_GOAL,
+           "note": f"{torch.get_num_threads()} torch threads"}
+    benchmark.extra_info.update(row)
+    scale_rows.append(row)
+    print("\npipeline throughput:", json.dumps(row))
+    assert stored.shape == (n,) + LATENT

@@ -24,7 +24,10 @@ class EncoderSpec:
     """What an encoder produces and where its weights come from.
 
     `downsample` is the number of input pixels per latent cell along each side; a resolution must
-    be a multiple of `resolution_multiple` (the patch or stride the network needs).
+    be a multiple of `resolution_multiple` (the patch or stride the network needs), unless
+    `resize_to_multiple`: then an image whose side is not a multiple is resized (bilinear, antialiased,
+    never cropped) to the largest multiple at or below it, and the latent grid is side // downsample
+    (DINOv2's patch 14 in a 256 px matrix: 256 -> 252, 18 x 18 tokens covering the whole image).
     """
 
     name: str
@@ -38,6 +41,7 @@ class EncoderSpec:
     patch_size: int | None = None
     resolution_multiple: int | None = None
     fixed_resolution: bool = False
+    resize_to_multiple: bool = False
     input_range: tuple[float, float] = (-1.0, 1.0)
     notes: str = ""
     extra: dict = field(default_factory=dict)
@@ -53,11 +57,23 @@ class EncoderSpec:
                 f"(its position embeddings are built for that size), got {height}x{width}"
             )
         mult = self.resolution_multiple or self.downsample
+        if self.resize_to_multiple:
+            if height < mult or width < mult:
+                raise EncoderInputError(f"encoder {self.name!r} cannot take {height}x{width} images: height and "
+                                        f"width must be at least {mult} (its patch/stride)")
+            return
         if height % mult or width % mult:
             raise EncoderInputError(
                 f"encoder {self.name!r} cannot take {height}x{width} images: height and width must be "
                 f"multiples of {mult} (its patch/stride); e.g. {self.resolution}x{self.resolution}"
             )
+
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (height, width) the network sees for an input of this size (see `resize_to_multiple`)."""
+        if not self.resize_to_multiple:
+            return height, width
+        mult = self.resolution_multiple or self.downsample
+        return height // mult * mult, width // mult * mult
 
     def replace(self, **changes) -> "EncoderSpec":
         return dataclasses.replace(self, **changes)
@@ -149,6 +165,14 @@ class LatentEncoder(nn.Module):
 # ImageNet statistics: the DINO family's input normalisation.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def fit_to_network(images: torch.Tensor, spec: EncoderSpec) -> torch.Tensor:
+    """Resize B x 3 x H x W images to `spec.network_size(H, W)` (bilinear, antialiased); unchanged when equal."""
+    size = spec.network_size(images.shape[2], images.shape[3])
+    if size == tuple(images.shape[2:]):
+        return images
+    return torch.nn.functional.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
 def to_imagenet_normalized(images: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,12 @@ Weights come from timm's hub tag (internet), a local file in timm's layout, or t
 `.pth` (DINOv2 / DINOv3 key names; timm's own checkpoint filter converts them), or svgbench's
 embedded safetensors for tiny-ssl. The latent is the grid of final-norm patch tokens
 (DINO's `x_norm_patchtokens`), D x H/p x W/p. Raw DINO has no pixel decoder.
+
+Resolution rule for DINOv2 (patch 14) in a matrix whose resolution is not a multiple of 14 (256 px for
+ImageNet): the image is resized, not cropped, to the largest multiple of 14 at or below its side
+(256 -> 252, an 18 x 18 token grid; spec.resize_to_multiple). Resizing keeps every token over the same
+part of the image as the pixels (and segmentation labels) under it, which a centre crop would not; the
+position embeddings are interpolated by timm (dynamic_img_size), as for any non-native size.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoints import CheckpointError, check_and_load, file_sha256, load_state_dict
-from .base import EncoderSpec, LatentEncoder, to_imagenet_normalized
+from .base import EncoderSpec, LatentEncoder, fit_to_network, to_imagenet_normalized
 
 EMBEDDED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
@@ -30,11 +36,12 @@ class DinoPreset:
     dim: int
     kwargs: dict = field(default_factory=dict)
     embedded: str | None = None  # file name under svgbench/weights for the embedded default
+    resize_to_multiple: bool = False  # resize sides that are not a multiple of `patch` (see the module docstring)
 
 
 ENCODER_CONFIGS: dict[str, DinoPreset] = {
-    "dinov2-vits14": DinoPreset("vit_small_patch14_dinov2", "lvd142m", 224, 14, 384),
-    "dinov2-vitb14": DinoPreset("vit_base_patch14_dinov2", "lvd142m", 224, 14, 768),
+    "dinov2-vits14": DinoPreset("vit_small_patch14_dinov2", "lvd142m", 224, 14, 384, resize_to_multiple=True),
+    "dinov2-vitb14": DinoPreset("vit_base_patch14_dinov2", "lvd142m", 224, 14, 768, resize_to_multiple=True),
     "dinov3-vits16plus": DinoPreset("vit_small_plus_patch16_dinov3", "lvd1689m", 256, 16, 384),
     # The embedded default's frozen self-supervised encoder: a small convnet whose stride-8 feature map
     # is the grid of patch tokens (a ViT of this size learns the shapes far too slowly on a CPU).
@@ -156,7 +163,7 @@ class DinoEncoder(LatentEncoder):
         self.model = model.eval().requires_grad_(False)
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.model.forward_features(to_imagenet_normalized(images))
+        x = self.model.forward_features(to_imagenet_normalized(fit_to_network(images, self.spec)))
         return x[:, self.model.num_prefix_tokens:]
 
     def _encode(self, images):
@@ -173,6 +180,7 @@ def _spec(name: str, preset: DinoPreset, resolution: int, weights: str, dim: int
     return EncoderSpec(
         name=name, family="dino", latent_channels=dim, downsample=preset.patch, resolution=resolution,
         has_decoder=False, weights=weights, feature_dim=dim, patch_size=preset.patch,
+        resize_to_multiple=preset.resize_to_multiple,
         notes="raw DINO patch tokens; no pixel decoder (see tiny-svg-dino-only for a trained one)",
         extra={"timm_arch": preset.arch},
     )
@@ -201,7 +209,8 @@ def create_dino(name: str, weights: str | None = None, resolution: int | None = 
     res = resolution or preset.resolution
     desc, path = resolve_weights(name, preset, weights)
     state = load_state_dict(path) if path is not None else None
-    model = build_for_state(preset, res, state, **overrides)
+    model = build_for_state(preset, res // preset.patch * preset.patch if preset.resize_to_multiple else res,
+                            state, **overrides)
     if path is not None:
         load_dino_weights(model, path, state)
     elif desc.startswith("hf-hub:"):

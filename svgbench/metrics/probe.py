@@ -29,6 +29,18 @@ class DegenerateFeaturesError(ValueError):
     """Features no read-out can be fitted to (NaN/inf values, no variance); the message says which."""
 
 
+def phase_bar(desc: str | None, total: int, unit: str):
+    """A tqdm bar for an inner phase of a task (fitting, encoding a training split), apart from the runner's
+    count of evaluation images. Shown on a terminal only: disable=None is tqdm's own non-tty test, so it is
+    quiet under pytest and in logs; desc None: no bar at all. tqdm prints the rate and the ETA."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, mininterval=0.5,
+                disable=True if desc is None else None)
+
+
 ##################################################################################################
 # Checks and standardisation
 ##################################################################################################
@@ -144,14 +156,14 @@ def _head_scores(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: t
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
                  lrs=DEFAULT_LRS, wds=DEFAULT_WDS, epochs: int = 100, batch_size: int = 256,
                  momentum: float = 0.9, val_fraction: float = 0.1, seed: int = 0,
-                 device: str | torch.device = "cpu") -> ProbeResult:
+                 device: str | torch.device = "cpu", progress: str | None = None) -> ProbeResult:
     """Fit len(lrs) x len(wds) softmax-regression heads at once and score the best on the test set.
 
     Features are standardised with the mean/std of the fitting part of `train_x`. Every head
     starts at zero and sees the same seeded batch order; SGD with momentum, cosine-decayed lr,
     weight decay on the weights (not the biases). The head with the best validation top-1 (ties:
     lower validation loss, then grid order) is evaluated on `test_x`. Same inputs and seed, same
-    device -> same result.
+    device -> same result. progress: the description of a bar over the optimiser steps (`phase_bar`), or None.
     """
     check_features(train_x, "training features")
     check_features(test_x, "test features", allow_constant=True)
@@ -187,6 +199,7 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     steps_per_epoch = math.ceil(n / batch_size)
     total = epochs * steps_per_epoch
     step = 0
+    bar = phase_bar(progress, total, "step")
     for _ in range(epochs):
         perm = torch.randperm(n, generator=gen).to(device)
         for s in range(0, n, batch_size):
@@ -201,6 +214,8 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
                 weight.sub_(scale.view(heads, 1, 1) * buf_w)
                 bias.sub_(scale.view(heads, 1) * buf_b)
             step += 1
+        bar.update(steps_per_epoch)
+    bar.close()
 
     with torch.no_grad():
         correct, loss = _head_scores(xv, yv, weight, bias)
@@ -222,12 +237,13 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
 
 
 def sklearn_probe(train_x, train_y, test_x, test_y, *, Cs=(1e-3, 1e-2, 1e-1, 1.0), val_fraction: float = 0.1,
-                  seed: int = 0, max_iter: int = 1000) -> dict:
+                  seed: int = 0, max_iter: int = 1000, progress: str | None = None) -> dict:
     """Independent cross-check: standardised L2 logistic regression (scikit-learn, lbfgs).
 
     Like `linear_probe`: standardised with the fit part's mean/std, each inverse regularisation
     strength in `Cs` fitted on the same seeded fit / validation split, the best validation top-1
     (ties: the smaller C) scored on the test set. -> {top1, top5, C, fit_s}, accuracies in %.
+    progress: the description of a bar over the values of C (`phase_bar`), or None.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -250,11 +266,13 @@ def sklearn_probe(train_x, train_y, test_x, test_y, *, Cs=(1e-3, 1e-2, 1e-1, 1.0
     # Ascending C with warm starts: each fit starts from the more regularised solution.
     model = LogisticRegression(max_iter=max_iter, warm_start=True)
     best = None
-    for c in Cs:
-        model.set_params(C=c).fit(xf, train_y[fit])
-        score = float(np.mean(model.predict(scaler.transform(x[val])) == train_y[val]))
-        if best is None or score > best[0]:
-            best = (score, c, model.coef_.copy(), model.intercept_.copy())
+    with phase_bar(progress, len(Cs), "fit") as bar:
+        for c in Cs:
+            model.set_params(C=c).fit(xf, train_y[fit])
+            score = float(np.mean(model.predict(scaler.transform(x[val])) == train_y[val]))
+            if best is None or score > best[0]:
+                best = (score, c, model.coef_.copy(), model.intercept_.copy())
+            bar.update(1)
     fit_s = time.perf_counter() - t0
     _, c, model.coef_, model.intercept_ = best
     proba = model.predict_proba(scaler.transform(test_x.double().numpy()))

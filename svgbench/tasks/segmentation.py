@@ -136,7 +136,14 @@ def _token_grid(tokens: torch.Tensor, encoder: LatentEncoder, height: int, width
 
 
 def _patch_tokens(encoder, dataset, cfg: SegConfig, device: str, progress) -> torch.Tensor:
+    """Patch tokens of `dataset`; progress(n) per batch, or, when None, a bar of its own (the training split)."""
     from ..cache import cached_features
+    from ..metrics.probe import phase_bar
+
+    if progress is None:
+        with phase_bar(f"{encoder.spec.name}: seg training tokens", len(dataset), "img") as bar:
+            return cached_features(encoder, dataset, kind="patch", batch_size=cfg.batch_size, device=device,
+                                   progress=bar.update).features
 
     return cached_features(encoder, dataset, kind="patch", batch_size=cfg.batch_size, device=device,
                            progress=progress).features
@@ -190,8 +197,12 @@ def _lr_factor(step: int, total: int, warmup: int, warmup_ratio: float = 1e-6, p
     return factor
 
 
-def _train_head(feats: torch.Tensor, masks: torch.Tensor, num_classes: int, cfg: SegConfig, device: str):
-    """-> (trained head in eval mode, final-epoch mean loss). feats N x D x h x w, masks N x H x W uint8."""
+def _train_head(feats: torch.Tensor, masks: torch.Tensor, num_classes: int, cfg: SegConfig, device: str,
+                progress: str | None = None):
+    """-> (trained head in eval mode, final-epoch mean loss). feats N x D x h x w, masks N x H x W uint8.
+    progress: the description of a bar over the optimiser steps (on a terminal only), or None."""
+    from ..metrics.probe import phase_bar
+
     n = feats.shape[0]
     bs = min(cfg.train_batch_size, n)
     steps_per_epoch = n // bs  # full batches only: every BN step sees the same batch size
@@ -205,6 +216,7 @@ def _train_head(feats: torch.Tensor, masks: torch.Tensor, num_classes: int, cfg:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total, warmup))
     gen = torch.Generator().manual_seed(cfg.seed)
     epoch_loss = math.nan
+    bar = phase_bar(progress, total, "step")
     for _ in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen)
         losses = []
@@ -219,9 +231,12 @@ def _train_head(feats: torch.Tensor, masks: torch.Tensor, num_classes: int, cfg:
             opt.step()
             sched.step()
             losses.append(loss.detach())
+            bar.update(1)
         epoch_loss = float(torch.stack(losses).mean())
+        bar.set_postfix(loss=f"{epoch_loss:.3f}", refresh=False)
         if not math.isfinite(epoch_loss):
             break
+    bar.close()
     return head.eval(), epoch_loss
 
 
@@ -313,7 +328,8 @@ def run_segmentation(encoder: LatentEncoder, dataset, cfg: SegConfig = SegConfig
 
     _head_class()  # mmseg import outside the timed region
     t0 = time.perf_counter()
-    head, final_loss = _train_head(train_feats, train_masks, num_classes, cfg, device)
+    head, final_loss = _train_head(train_feats, train_masks, num_classes, cfg, device,
+                                   progress=f"{name}: seg head")
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
     train_s = time.perf_counter() - t0

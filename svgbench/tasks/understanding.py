@@ -19,8 +19,8 @@ from ..cache import cached_features
 from ..data import build_dataset
 from ..encoders.base import LatentEncoder
 from ..metrics.probe import (DEFAULT_LRS, DEFAULT_WDS, accuracy, degenerate_reason, knn_correct, linear_probe,
-                             pca_figure, pca_points, pca_projection, silhouette, sklearn_probe, standardize,
-                             variance_ratio)
+                             pca_figure, pca_points, pca_projection, phase_bar, silhouette, sklearn_probe,
+                             standardize, variance_ratio)
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,13 @@ def _splits(dataset, cfg):
 
 
 def _features(encoder, dataset, cfg, device, progress):
+    """`progress(n)` counts evaluation images only (the runner's bar has their number as its total); the
+    training split has its own bar."""
     train_ds, test_ds = _splits(dataset, cfg)
     t0 = time.perf_counter()
-    tr = cached_features(encoder, train_ds, kind="pooled", batch_size=cfg.batch_size, device=device,
-                         progress=progress)
+    with phase_bar(f"{encoder.spec.name}: {cfg.train_split} features", len(train_ds), "img") as bar:
+        tr = cached_features(encoder, train_ds, kind="pooled", batch_size=cfg.batch_size, device=device,
+                             progress=bar.update)
     te = cached_features(encoder, test_ds, kind="pooled", batch_size=cfg.batch_size, device=device,
                          progress=progress)
     if tr.labels is None or te.labels is None:
@@ -128,8 +131,10 @@ def run_probe(encoder: LatentEncoder, dataset, cfg: ProbeConfig = ProbeConfig(),
     if why:
         out["unavailable"] = {m: why for m in metrics}
         return out
+    name = encoder.spec.name
     res = linear_probe(tr.features, tr.labels, te.features, te.labels, lrs=cfg.lrs, wds=cfg.wds, epochs=cfg.epochs,
-                       batch_size=cfg.probe_batch_size, val_fraction=cfg.val_fraction, seed=cfg.seed, device=device)
+                       batch_size=cfg.probe_batch_size, val_fraction=cfg.val_fraction, seed=cfg.seed, device=device,
+                       progress=f"{name}: probe grid, seed {cfg.seed}")
     out.update(probe_top1=res.top1, probe_top5=res.top5, probe_val_top1=res.val_top1, probe_lr=res.lr,
                probe_wd=res.wd, probe_fit_s=res.fit_s, num_classes=res.num_classes)
     if res.top5 is None:
@@ -140,7 +145,7 @@ def run_probe(encoder: LatentEncoder, dataset, cfg: ProbeConfig = ProbeConfig(),
         unavailable["probe_top1_sklearn"] = unavailable["sklearn_fit_s"] = why
     else:
         sk = sklearn_probe(tr.features, tr.labels, te.features, te.labels, Cs=cfg.sklearn_Cs,
-                           val_fraction=cfg.val_fraction, seed=cfg.seed)
+                           val_fraction=cfg.val_fraction, seed=cfg.seed, progress=f"{name}: logreg cross-check")
         out.update(probe_top1_sklearn=sk["top1"], sklearn_fit_s=sk["fit_s"])
     out["unavailable"] = unavailable
     t0 = time.perf_counter()
@@ -151,7 +156,8 @@ def run_probe(encoder: LatentEncoder, dataset, cfg: ProbeConfig = ProbeConfig(),
         seeds = [cfg.seed + i for i in range(cfg.spread_seeds)]
         tops = [res.top1] + [linear_probe(tr.features, tr.labels, te.features, te.labels, lrs=cfg.lrs, wds=cfg.wds,
                                           epochs=cfg.epochs, batch_size=cfg.probe_batch_size,
-                                          val_fraction=cfg.val_fraction, seed=s, device=device).top1
+                                          val_fraction=cfg.val_fraction, seed=s, device=device,
+                                          progress=f"{name}: probe grid, seed {s}").top1
                              for s in seeds[1:]]
         out["seed_spread"] = {"probe_top1": seed_spread(tops, seeds)}
     else:
