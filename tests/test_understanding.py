@@ -339,3 +339,27 @@ def test_tasks_run_and_refuse_train_split_as_eval(tmp_path, monkeypatch):
         assert len(failures) == 1 and "same as the probe's training split" in failures[0].error
     finally:
         unregister_encoder("test-conv")
+
+
+def test_progress_counts_evaluation_images_only(tmp_path, monkeypatch):
+    """The runner's bar has the evaluation images as its total: training-split encodes, the probe grid and
+    the cross-check report through their own bars (quiet off a terminal), never through `progress`."""
+    import io
+    import sys
+
+    from svgbench.metrics.probe import phase_bar
+    from svgbench.tasks.understanding import KnnConfig, ProbeConfig, run_knn, run_probe
+
+    monkeypatch.setenv("SVGBENCH_CACHE", str(tmp_path / "cache"))
+    data = build_dataset(DataConfig(resolution=32, size=24))
+    seen = []
+    m = run_probe(ConvEncoder(), data, ProbeConfig(train_size=60, epochs=2, spread_seeds=0), progress=seen.append)
+    assert sum(seen) == len(data) == m["num_test"] and m["num_train"] == 60
+    seen.clear()
+    run_knn(ConvEncoder(), data, KnnConfig(train_size=60), progress=seen.append)  # features from the cache now
+    assert sum(seen) == len(data)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal: tqdm's disable=None turns the bar off
+    with phase_bar("probe grid", 10, "step") as bar:
+        bar.update(10)
+        assert bar.disable
+    assert sys.stderr.getvalue() == "" and phase_bar(None, 3, "step").disable

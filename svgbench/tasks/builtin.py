@@ -26,7 +26,7 @@ RECONSTRUCTION = TaskSpec(
         MetricSpec("encode_ips", "encode img/s", "{:.1f}", True, timing=True),
         MetricSpec("decode_ips", "decode img/s", "{:.1f}", True, timing=True),
     ),
-    needs=frozenset({"decoder"}), description="encode -> decode: PSNR, SSIM, LPIPS, rFID")
+    needs=frozenset({"decoder"}), description="encode -> decode: PSNR, SSIM, LPIPS, rFID, judge-rFID")
 
 PROBE = TaskSpec(
     "probe", "svgbench.tasks.understanding:run_probe", "svgbench.tasks.understanding:ProbeConfig",
