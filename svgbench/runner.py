@@ -178,9 +178,8 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
                 records.append(read_record(path, key))
                 state["skipped"] += 1
                 continue
-            if "decoder" in task.needs and not encoder.spec.has_decoder:
-                # not applicable: a record of n/a with the reason, so the encoder keeps its row in every table
-                why = f"no pixel decoder: `{task.name}` needs one"
+            why = _not_applicable_reason(task, encoder, cfg)
+            if why:  # not applicable: a record of n/a with the reason, so the encoder keeps its row in every table
                 record = _not_applicable(cfg, task, tcfg, encoder, device, key, kwargs, weights_hash, why)
                 if main:
                     write_record(path, record)
@@ -249,11 +248,29 @@ def _decide(cfg: RunConfig, path: Path, key: str, claim_path: Path, name: str, t
     return "claimed"
 
 
+MASKED_DATA = ("shapes", "segfolder")  # the datasets with per-pixel masks
+
+
+def _not_applicable_reason(task, encoder, cfg: RunConfig) -> str | None:
+    """Why `task` cannot run for `encoder` on the run's data (its spec's `needs`), or None when it can."""
+    if "decoder" in task.needs and not encoder.spec.has_decoder:
+        return f"no pixel decoder: `{task.name}` needs one"
+    if "masks" in task.needs and cfg.data.name not in MASKED_DATA:
+        return (f"data {cfg.data.name!r} has no per-pixel masks: `{task.name}` needs them "
+                f"(--data segfolder with an ADE20K-layout folder)")
+    return None
+
+
+def _spec_dict(encoder, cfg: RunConfig) -> dict:
+    """The encoder's spec as recorded: its latent shape at the run's resolution (not its native one)."""
+    return encoder.spec.as_dict() | {"latent_shape": list(encoder.spec.latent_shape(cfg.data.resolution))}
+
+
 def _not_applicable(cfg, task, tcfg, encoder, device, key, kwargs, weights_hash, why: str) -> Record:
     keys = [m.key for m in task.metrics if not m.timing and m.higher_is_better is not None]
     keys += [task.curve.value] if task.curve is not None else []
     return Record(
-        key=key, task=task.name, encoder=encoder.spec.name, encoder_kwargs=kwargs, spec=encoder.spec.as_dict(),
+        key=key, task=task.name, encoder=encoder.spec.name, encoder_kwargs=kwargs, spec=_spec_dict(encoder, cfg),
         weights_hash=weights_hash, data=cfg.data.as_dict() | {"key": cfg.data.key()}, config=dataclasses.asdict(tcfg),
         seed=cfg.seed, metrics={"unavailable": {k: why for k in keys}}, device=device, device_name=device_name(device),
         wall_s=0.0, versions=versions())
@@ -274,7 +291,7 @@ def _compute(cfg, task, tcfg, encoder, dataset, device, key, kwargs, weights_has
     finally:
         bar.close()
     return Record(
-        key=key, task=task.name, encoder=encoder.spec.name, encoder_kwargs=kwargs, spec=encoder.spec.as_dict(),
+        key=key, task=task.name, encoder=encoder.spec.name, encoder_kwargs=kwargs, spec=_spec_dict(encoder, cfg),
         weights_hash=weights_hash, data=cfg.data.as_dict() | {"key": cfg.data.key()}, config=dataclasses.asdict(tcfg),
         seed=cfg.seed, metrics=finite_or_na(metrics), device=device, device_name=device_name(device),
         wall_s=round(time.perf_counter() - t0, 3), versions=versions())

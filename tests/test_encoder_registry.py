@@ -126,8 +126,10 @@ def test_input_validation(images64):
     with pytest.raises(NotImplementedError, match="no pixel decoder"):
         dino.decode(torch.zeros(1, 128, 8, 8))
     vit = create_encoder("dinov2-vits14", weights="random", depth=1)
-    with pytest.raises(ValueError, match="multiples of 14"):
-        vit.encode(torch.zeros(1, 3, 256, 256))
+    # DINOv2 (patch 14) resizes a side that is not a multiple of 14 to the largest one below: 256 -> 252
+    assert vit.encode(torch.zeros(1, 3, 256, 256)).shape == (1, 384, 18, 18)
+    with pytest.raises(ValueError, match="at least 14"):
+        vit.encode(torch.zeros(1, 3, 8, 8))
     with pytest.raises(ValueError, match="decodes latents of shape"):
         enc.decode(torch.zeros(1, 5, 8, 8))
 
