@@ -55,7 +55,16 @@ def test_generation(encoder_name, run_options, full, tmp_path, request):
         assert "fid" in m["unavailable"]
         return
     assert m["fid"] > 0 and m["kid"] is not None and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1
-    assert all(f > 0 for _, f in m["fid_curve"])
+    assert all(p[1] > 0 for p in m["fid_curve"])
+    # every evaluated point here carries its interval; a shipped model's stored curve has none, and says so
+    assert all(len(p) == 4 for p in m["fid_curve"]) or "fid_curve" in m.get("notes", {})
+    assert m["ci"]["fid"]["ci_low"] <= m["ci"]["fid"]["ci_high"]
+    if m["class_accuracy"] is None:
+        assert "class_accuracy" in m["unavailable"]
+    else:
+        ci = m["ci"]["class_accuracy"]
+        assert ci["ci_low"] <= m["class_accuracy"] <= ci["ci_high"]
+        assert len(m["per_item"]["class_accuracy"]) == m["num_samples"]
     assert m["samples"]["count"] == min(10, m["num_samples"]) and m["samples"]["png_base64"]
 
 
@@ -67,6 +76,7 @@ def test_sampling(encoder_name, run_options, full, tmp_path, request):
         return
     assert {r["method"] for r in m["curve"]} == {"euler", "heun"}
     assert all(r["fid"] > 0 and r["sample_s_per_image"] > 0 for r in m["curve"])
+    assert all(r["ci_low"] is not None and r["ci_low"] <= r["ci_high"] for r in m["curve"])
 
 
 # (model size, latent C x h x w, batch): the tiny shapes model everywhere; SVG-XL's shape (392 x 16 x 16) on GPU

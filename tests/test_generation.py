@@ -150,7 +150,19 @@ def test_generation_task_end_to_end(tmp_path, judge_file, monkeypatch):
     m = run_generation(enc, ds, cfg)
     assert m["feature_network"].startswith("judge") and m["num_samples"] == 24
     assert m["fid"] > 0 and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1 and m["kid"] is not None
-    assert [s for s, _ in m["fid_curve"]] == [2, 4] and m["steps_to_fid"] == {"1e+09": 2, "-1": None}
+    assert [p[0] for p in m["fid_curve"]] == [2, 4] and m["steps_to_fid"] == {"1e+09": 2, "-1": None}
+    # curve points evaluated here carry their judge-FID interval: [step, fid, ci_low, ci_high]
+    assert all(len(p) == 4 and 0 <= p[2] <= p[3] for p in m["fid_curve"])
+    ci = m["ci"]
+    assert set(ci) >= {"fid", "kid", "precision", "recall", "class_accuracy"}
+    assert ci["fid"]["ci_low"] <= ci["fid"]["ci_high"] and ci["fid"]["n"] == 24
+    assert ci["kid"]["ci_low"] <= m["kid"] <= ci["kid"]["ci_high"]
+    for k in ("precision", "recall"):
+        assert 0 <= ci[k]["ci_low"] <= m[k] <= ci[k]["ci_high"] <= 1
+    # class accuracy: the judge's top-1 against label i mod 10, from the per-sample hits kept in the record
+    hits = m["per_item"]["class_accuracy"]
+    assert len(hits) == 24 and set(hits) <= {0.0, 100.0} and m["class_accuracy"] == pytest.approx(np.mean(hits))
+    assert ci["class_accuracy"]["ci_low"] <= m["class_accuracy"] <= ci["class_accuracy"]["ci_high"]
     assert np.load(tmp_path / "samples.npz")["arr_0"].shape == (24, 64, 64, 3)
     # the same run reused: the trained run directory is resumed, not retrained
     again = run_generation(enc, ds, cfg)
@@ -159,6 +171,7 @@ def test_generation_task_end_to_end(tmp_path, judge_file, monkeypatch):
                                              batch_size=8, generation=cfg))
     assert [(r["method"], r["steps"], r["nfe"]) for r in s["curve"]] == [("euler", 1, 1), ("euler", 2, 2),
                                                                         ("heun", 1, 2), ("heun", 2, 4)]
+    assert all(0 <= r["ci_low"] <= r["ci_high"] and r["n"] == 16 for r in s["curve"])
 
 
 def test_generation_without_judge_is_na(tmp_path, monkeypatch):
@@ -246,3 +259,72 @@ def test_two_process_diffusion_training_evaluates_on_every_rank(tmp_path):
     assert [(r["step"], r["n"]) for r in rows] == [(2, 6), (4, 6)]
     a, b = (torch.load(tmp_path / f"ema-{r}.pt", weights_only=True) for r in (0, 1))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_metrics_from_features_equal_torch_fidelity_on_images(judge_file):
+    """One feature pass serves every metric: the values equal torch-fidelity's own calculate_metrics."""
+    from svgbench.metrics.fidelity import metrics_from_features, network_extractor, network_features
+
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(1)
+    real = torch.randint(0, 256, (70, 3, 64, 64), generator=g, dtype=torch.uint8)
+    fake = (real.float() * 0.6 + 50).clamp(0, 255).to(torch.uint8)
+    name = judge_mod.register_judge()
+    ref = fidelity_metrics(real, fake, feature_extractor=name, fid=True, kid=True, prc=True)
+    ext, layer = network_extractor(name, logits=True)
+    fr, ff = network_features(ext, real), network_features(ext, fake)
+    assert layer == "judge" and ff["logits"].shape == (70, 10)
+    ours = metrics_from_features(ff[layer], fr[layer], fid=True, kid=True, prc=True)
+    assert {k: ours[k] for k in ref} == ref
+    # the logits are the judge's own classification of the same images
+    with torch.no_grad():
+        direct = judge_mod.load_judge(judge_file)(fake).argmax(1)
+    assert torch.equal(ff["logits"].argmax(1), direct)
+
+
+def test_half_sample_jackknife_matches_the_standard_error_of_a_mean_difference():
+    """Cross-check against the closed form: se(mean(a) - mean(b)) = sqrt(var a / n1 + var b / n2)."""
+    from svgbench.metrics.fidelity import half_sample_jackknife
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(600, 1, generator=g) * 2 + 1, torch.randn(400, 1, generator=g)
+
+    def stat(x, y):
+        return {"d": float(x.mean() - y.mean())}
+
+    value = stat(a, b)
+    got = half_sample_jackknife(a, b, stat, value, subsets=400, seed=0)["d"]
+    se = float(np.sqrt(float(a.var()) / 600 + float(b.var()) / 400))
+    assert abs(got["se"] - se) / se < 0.15, (got["se"], se)
+    assert got["ci_low"] < value["d"] < got["ci_high"]
+    assert got["ci_high"] - got["ci_low"] == pytest.approx(2 * 1.959964 * got["se"], rel=1e-5)
+
+
+def test_progress_maps_work_onto_the_bar():
+    from svgbench.tasks.generation import Progress
+
+    seen = []
+    bar = Progress(seen.append, 512, work=250 * (2 + 5))  # two points: 1 and 4 model evaluations, +1 each
+    for _ in range(5):
+        bar(50 * 1)  # point 1: five batches of 50 images x 1 evaluation
+    bar(250)  # its decoding and scoring
+    assert sum(seen) == int(512 * 500 / 1750) and len(seen) == 6
+    for _ in range(5):
+        bar(50 * 4)
+    bar(250)
+    assert sum(seen) == 512 and all(k > 0 for k in seen)
+
+
+def test_progress_moves_with_every_model_evaluation():
+    """A batch reports after each of its model evaluations; the reports of a batch sum to its images."""
+    from svgbench.diffusion.generate import generate
+    from svgbench.diffusion.samplers import euler
+
+    torch.set_num_threads(1)
+    enc, model, stats = _tiny_setup()
+    seen = []
+    a, _ = generate(model, stats, enc, range(10), 10, euler(steps=3), seed=5, batch_size=6, device="cpu",
+                    progress=seen.append)
+    assert len(seen) == 2 * (3 + 1) and sum(seen) == pytest.approx(10)
+    b, _ = generate(model, stats, enc, range(10), 10, euler(steps=3), seed=5, batch_size=6, device="cpu")
+    assert torch.equal(a, b)  # reporting does not touch the samples

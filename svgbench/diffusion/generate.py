@@ -18,38 +18,65 @@ def shard(n: int, rank: int, world: int) -> list[int]:
     return list(range(rank * per, min(n, (rank + 1) * per)))
 
 
+class _Counted:
+    """The model, reporting each evaluation: progress inside a batch, whose many steps can take minutes."""
+
+    def __init__(self, model, on_call):
+        self.model, self.on_call = model, on_call
+
+    def __call__(self, *args, **kwargs):
+        out = self.model(*args, **kwargs)
+        self.on_call()
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
 @torch.no_grad()
 def sample_batches(model, stats, encoder, indices, num_classes: int, sampler, *, seed: int, batch_size: int,
-                   device: str):
+                   device: str, progress=None):
     """Yields (global indices, uint8 B x 3 x H x W images on the CPU, sample seconds, decode seconds) per batch.
 
     Sample i has label i mod num_classes and noise from (seed, i) alone, so any split of the indices over
-    batches or processes gives the same images.
+    batches or processes gives the same images. progress(k), if given, is called after each model evaluation
+    with k = the batch's share of images (B / the sampler's nfe; float), the rest when the batch is decoded:
+    the calls of one batch sum to its B images.
     """
     from .samplers import noise_for_indices
 
     indices = list(indices)
     c, h, w = model.in_channels, model.input_size, model.input_size
+    per_call = 1.0 / max(1, int(getattr(sampler, "nfe", 1) or 1))
     for i in range(0, len(indices), batch_size):
         idx = indices[i:i + batch_size]
         noise = noise_for_indices(idx, (c, h, w), seed, device=device)
         labels = torch.tensor(idx, device=device) % num_classes
+        calls = [0]
+
+        def on_call(b=len(idx)):
+            calls[0] += 1
+            progress(b * per_call)
+
         t0 = time.perf_counter()
-        z = sampler(model, noise, labels)
+        z = sampler(model if progress is None else _Counted(model, on_call), noise, labels)
         _sync(device)
         t1 = time.perf_counter()
         x = encoder.decode(stats.denormalize(z))
         _sync(device)
+        if progress is not None:  # zero-init guidance steps count in nfe but call no model
+            progress(max(0.0, len(idx) * (1 - calls[0] * per_call)))
         yield idx, ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu(), t1 - t0, time.perf_counter() - t1
 
 
 def generate(model, stats, encoder, indices, num_classes: int, sampler, *, seed: int, batch_size: int,
-             device: str) -> tuple[torch.Tensor, dict]:
-    """Samples of the given global indices (uint8 N x 3 x H x W) and seconds per image (sampling, decoding)."""
+             device: str, progress=None) -> tuple[torch.Tensor, dict]:
+    """Samples of the given global indices (uint8 N x 3 x H x W) and seconds per image (sampling, decoding).
+    progress(k): images done (float, as `sample_batches` reports them, after each model evaluation)."""
     out, t_sample, t_decode = [], 0.0, 0.0
     indices = list(indices)
     for _, x, ts, td in sample_batches(model, stats, encoder, indices, num_classes, sampler, seed=seed,
-                                       batch_size=batch_size, device=device):
+                                       batch_size=batch_size, device=device, progress=progress):
         out.append(x)
         t_sample, t_decode = t_sample + ts, t_decode + td
     n = max(1, len(indices))
@@ -81,15 +108,13 @@ def generate_features(model, stats, encoder, n: int, num_classes: int, sampler, 
     parts, kept, t_sample, t_decode = [], [], 0.0, 0.0
     mine = shard(n, rank, world)
     for idx, x, ts, td in sample_batches(model, stats, encoder, mine, num_classes, sampler, seed=seed,
-                                         batch_size=batch_size, device=device):
+                                         batch_size=batch_size, device=device, progress=progress):
         parts.append({k: v.float().cpu() for k, v in features(x).items()})
         if writer is not None:
             writer.write(x)
         if idx[0] < keep:
             kept.append(x[: keep - idx[0]])
         t_sample, t_decode = t_sample + ts, t_decode + td
-        if progress is not None:
-            progress(len(idx))
     feats = {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
     timing = {"sample_s_per_image": t_sample / max(1, len(mine)), "decode_s_per_image": t_decode / max(1, len(mine))}
     if world > 1:
@@ -101,16 +126,19 @@ def generate_features(model, stats, encoder, n: int, num_classes: int, sampler, 
     return feats, first, timing
 
 
-def generate_all(model, stats, encoder, n, num_classes, sampler, *, seed, batch_size, device) -> tuple[torch.Tensor, dict]:
-    """All n samples; under torch.distributed each rank makes its shard and all ranks receive the whole set."""
+def generate_all(model, stats, encoder, n, num_classes, sampler, *, seed, batch_size, device,
+                 progress=None) -> tuple[torch.Tensor, dict]:
+    """All n samples; under torch.distributed each rank makes its shard and all ranks receive the whole set.
+    progress(k): images done on this rank (float, after each model evaluation), scaled to the whole set's count."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return generate(model, stats, encoder, range(n), num_classes, sampler, seed=seed, batch_size=batch_size,
-                        device=device)
+                        device=device, progress=progress)
     rank, world = dist.get_rank(), dist.get_world_size()
+    scaled = None if progress is None else (lambda k: progress(k * world))  # the shards advance together
     mine, timing = generate(model, stats, encoder, shard(n, rank, world), num_classes, sampler, seed=seed,
-                            batch_size=batch_size, device=device)
+                            batch_size=batch_size, device=device, progress=scaled)
     parts = [None] * world
     dist.all_gather_object(parts, mine)
     return torch.cat([p for p in parts if p is not None and len(p)]), timing

@@ -40,6 +40,106 @@ def fidelity_metrics(real: torch.Tensor, fake: torch.Tensor, *, feature_extracto
     return {k: float(v) for k, v in out.items()}
 
 
+# ---------------------------------------------------------------------------------------------
+# metrics from features: each image set goes through the network once, however many metrics and
+# intervals are computed from it
+# ---------------------------------------------------------------------------------------------
+
+def network_extractor(name: str, weights_path=None, device: str = "cpu", logits: bool = False):
+    """torch-fidelity's registered extractor `name` computing its default FID/KID/precision-recall layer, plus
+    "logits" when asked for and the network provides them (the shapes judge). -> (extractor, layer name).
+
+    A weights file is first read with torch.load(weights_only=True) (svgbench.checkpoints.load_state_dict),
+    so a file holding anything but tensors is refused before torch-fidelity unpickles it.
+    """
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+    from torch_fidelity.utils import create_feature_extractor
+
+    cls = FEATURE_EXTRACTORS_REGISTRY[name]
+    layers = {cls.get_default_feature_layer_for_metric(m) for m in ("fid", "kid", "prc")}
+    if len(layers) != 1:
+        raise ValueError(f"{name}: FID, KID and precision-recall use different layers {sorted(layers)}")
+    layer = layers.pop()
+    wanted = [layer] + (["logits"] if logits and "logits" in cls.get_provided_features_list() else [])
+    kw = {}
+    if weights_path is not None:
+        from ..checkpoints import load_state_dict
+
+        load_state_dict(weights_path)
+        kw["feature_extractor_weights_path"] = str(weights_path)
+    ext = create_feature_extractor(name, wanted, cuda=False, verbose=False, **kw)
+    return ext.to(device), layer
+
+
+@torch.no_grad()
+def network_features(extractor, images: torch.Tensor, device: str = "cpu", batch_size: int = 64) -> dict:
+    """uint8 N x 3 x H x W -> {output name: N x D CPU tensor}, in consecutive batches of `batch_size` as
+    torch-fidelity's calculate_metrics forms them (so the features, and the metrics, equal its own)."""
+    out: dict[str, list] = {}
+    for i in range(0, len(images), batch_size):
+        got = extractor.convert_features_tuple_to_dict(extractor(images[i:i + batch_size].to(device)))
+        for k, v in got.items():
+            out.setdefault(k, []).append(v.cpu())
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def _tf_kwargs(**over) -> dict:
+    from torch_fidelity.defaults import DEFAULTS
+
+    return dict(DEFAULTS) | {"verbose": False, "save_cpu_ram": True, "cuda": False} | over
+
+
+def metrics_from_features(fake: torch.Tensor, real: torch.Tensor, *, fid: bool = True, kid: bool = False,
+                          prc: bool = False, kid_subsets: int | None = None) -> dict[str, float]:
+    """torch-fidelity's FID / KID / precision-recall from N x D features of generated (`fake`) and reference
+    (`real`) images: the same keys and values as `fidelity_metrics` on the images (its functions, its
+    defaults, KID subsets of min(1000, N) as there). kid_subsets: None = torch-fidelity's 100; 1 with
+    N <= 1000 = the unbiased MMD^2 of the whole sets once."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_kid import kid_features_to_metric
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    out = {}
+    if fid:
+        out |= fid_statistics_to_metric(fid_features_to_statistics(fake), fid_features_to_statistics(real), False)
+    if kid:
+        kw = _tf_kwargs(kid_subset_size=min(1000, len(real), len(fake)))
+        out |= kid_features_to_metric(fake, real, **(kw | ({"kid_subsets": kid_subsets} if kid_subsets else {})))
+    if prc:
+        out |= prc_features_to_metric(fake, real, **_tf_kwargs())
+    return {k: float(v) for k, v in out.items()}
+
+
+def half_sample_jackknife(fake: torch.Tensor, real: torch.Tensor, statistic, values: dict, *, subsets: int = 50,
+                          level: float = 0.95, seed: int = 0) -> dict:
+    """Normal intervals value +- z * se for the two-sample statistics statistic(fake, real) -> {name: float},
+    with se from the delete-d jackknife at d = N/2 (Shao & Wu 1989): the statistic on `subsets` random
+    half-size subsets of each set (drawn without replacement), var = m / (N - m) * mean((theta_s - mean)^2)
+    with m = N // 2 (about 1). Subsets, not bootstrap resamples: a resample with duplicated rows puts
+    points at zero distance from themselves, which biases k-NN radii (precision / recall) and the
+    diagonal-free kernel sums of KID. values: {name: the statistic on all rows}.
+    -> {name: {"ci_low", "ci_high", "se", "n", "method", "level"}}.
+    """
+    import numpy as np
+    from scipy.stats import norm
+
+    n1, n2 = len(fake), len(real)
+    m1, m2 = n1 // 2, n2 // 2
+    if min(m1, m2) < 2:
+        raise ValueError(f"half-sample jackknife needs >= 4 rows per set, got {n1}, {n2}")
+    rng = np.random.default_rng(seed)
+    draws = [statistic(fake[torch.from_numpy(rng.choice(n1, m1, replace=False))],
+                       real[torch.from_numpy(rng.choice(n2, m2, replace=False))]) for _ in range(subsets)]
+    z = float(norm.ppf(0.5 + level / 2))
+    out = {}
+    for k, v in values.items():
+        th = np.array([d[k] for d in draws], dtype=np.float64)
+        se = float(np.sqrt(m1 / (n1 - m1) * np.mean((th - th.mean()) ** 2)))
+        out[k] = {"ci_low": float(v - z * se), "ci_high": float(v + z * se), "se": se, "n": min(n1, n2),
+                  "method": f"half-sample delete-d jackknife x{subsets}, normal", "level": level}
+    return out
+
+
 DINOV2_EXTRACTOR = "dinov2-vit-l-14"  # FD_DINOv2 (Stein et al., 2023): ViT-L/14 CLS features at 224 px
 DINOV2_FILES = ("facebookresearch_dinov2_main", "checkpoints/dinov2_vitl14_pretrain.pth")
 

@@ -5,6 +5,9 @@ the shape class (the role Inception-v3, trained on ImageNet labels, plays for Im
 independent of every encoder being compared: its own architecture, its own training seed, labels
 instead of self-supervision. It is registered in torch-fidelity's feature-extractor registry as
 `svgbench-shapes-judge`, and every table labels its metrics as judge-FID, never as Inception FID.
+The registered extractor provides two outputs: "judge" (the 256-d features, float64, the default layer of
+FID/KID/precision-recall) and "logits" (its class logits on the same forward, for class accuracy of
+generated samples).
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def register_judge() -> str:
 
         @staticmethod
         def get_provided_features_list():
-            return ("judge",)
+            return ("judge", "logits")
 
         @staticmethod
         def get_default_feature_layer_for_metric(metric):
@@ -95,7 +98,11 @@ def register_judge() -> str:
             return torch.zeros(1, 3, 64, 64, dtype=torch.uint8)
 
         def forward(self, x):
-            return (self.judge.features(x).double(),)
+            f = self.judge.features(x)
+            out = {"judge": f.double(), "logits": None}
+            if "logits" in self.features_list:
+                out["logits"] = self.judge.head(f)
+            return tuple(out[k] for k in self.features_list)
 
     register_feature_extractor(JUDGE_NAME, JudgeExtractor)
     return JUDGE_NAME

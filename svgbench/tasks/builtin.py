@@ -74,18 +74,24 @@ SEG = TaskSpec(
     description="DINOv2 linear segmentation head on frozen patch tokens: mIoU, mAcc, aAcc (mmseg)")
 
 _SAMPLES = "bootstrap over generated and reference samples (cached features)"
+_HALVES = "delete-d jackknife over half-size subsets of generated and reference samples (cached features), normal"
 
 GENERATION = TaskSpec(
     "generation", "svgbench.tasks.generation:run_generation", "svgbench.tasks.generation:GenerationConfig",
     metrics=(
         MetricSpec("fid", "FID", "{:.2f}", False, headline=True, network=True, uncertainty=_SAMPLES),
-        MetricSpec("kid", "KID", "{:.4f}", False, headline=True, network=True, uncertainty=_SAMPLES),
-        MetricSpec("precision", "precision", "{:.3f}", True, headline=True, network=True, uncertainty=_SAMPLES),
-        MetricSpec("recall", "recall", "{:.3f}", True, headline=True, network=True, uncertainty=_SAMPLES),
+        MetricSpec("kid", "KID", "{:.4f}", False, headline=True, network=True, uncertainty=_HALVES),
+        MetricSpec("precision", "precision", "{:.3f}", True, headline=True, network=True, uncertainty=_HALVES),
+        MetricSpec("recall", "recall", "{:.3f}", True, headline=True, network=True, uncertainty=_HALVES),
+        MetricSpec("class_accuracy", "judge class accuracy (%)", "{:.2f}", True, headline=True,
+                   scorecard_title="judge class acc. of samples (%)",
+                   uncertainty="bootstrap over generated samples (judge top-1 vs the conditioning class)"),
         _count("train_steps", "diffusion steps"),
         MetricSpec("feature_network", "feature network", "{}"),
         _count("num_samples", "samples"),
         MetricSpec("sample_s_per_image", "sample s/img", "{:.4f}", False, timing=True),
+        MetricSpec("sample_gflops_per_image", "sample GFLOPs/img", "{:.3f}", False, timing=True),
+        MetricSpec("sample_mfu", "sample MFU", "{:.4f}", True, timing=True),
     ),
     needs=frozenset({"decoder", "diffusion", "labels"}),
     extra_columns="svgbench.tasks.generation:steps_to_fid_columns", extra_columns_fmt="{:d}",

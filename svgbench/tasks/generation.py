@@ -63,6 +63,9 @@ class GenerationConfig:
     fd_dinov2: bool = True  # real data: also FD on DINOv2 ViT-L/14 features where those weights are local
     samples_npz: str | None = None  # write the scored samples here as an ADM-evaluator .npz (arr_0: N x H x W x 3)
     seed: int = 0
+    sample_batch_size: int = 256  # diffusion sampling + decoding batch (noise is per sample: the set does not change)
+    spread_seeds: tuple[int, ...] = ()  # >= 2 more sampling seeds: the headline FID's spread over seed + these
+    # (each costs one more full sampling of eval_samples: off by default, the embedded run's time budget)
     train: bool = False  # train a diffusion model here when no shipped one matches the encoder (CPU: hours)
     retrain: bool = False  # ignore shipped diffusion weights and train here
     runs_dir: str = "runs/diffusion"
@@ -75,6 +78,9 @@ class SamplingConfig:
     eval_samples: int = 250
     steps: tuple[int, ...] = (1, 2, 4, 8, 16, 25, 50)
     methods: tuple[str, ...] = ("euler", "heun")
+    # diffusion sampling + decoding batch: a small model on a CPU runs ~3x faster per image at 256 than at 32;
+    # noise is per sample, so only float rounding in batched kernels differs from another batch size
+    sample_batch_size: int = 256
     heun_max_steps: int = 50  # Heun costs 2 evaluations a step: its curve can stop earlier (fewer step counts)
     shift: float = 0.15
     seed: int = 0
@@ -281,6 +287,88 @@ def sampling_missing_reason(record: dict, method: str, steps: int) -> str | None
     return None
 
 
+FEATURE_BATCH = 64  # torch-fidelity's default batch, with which the scores were always computed
+
+
+class Scorer:
+    """A cell's feature network with the reference images' features computed once: every set of generated
+    images is featurised once, and FID / KID / precision-recall, their intervals and the judge's class
+    accuracy all come from those features.
+
+    extractor / weights: as `feature_network` returns them; real: uint8 N x 3 x H x W reference images.
+    """
+
+    def __init__(self, extractor: str, weights: str | None, real: torch.Tensor, device: str):
+        from ..metrics.fidelity import network_extractor
+
+        self.ext, self.layer = network_extractor(extractor, weights, device, logits=True)
+        self.device = device
+        self.real = self.features(real)
+
+    def features(self, images: torch.Tensor) -> dict:
+        from ..metrics.fidelity import network_features
+
+        return network_features(self.ext, images, self.device, FEATURE_BATCH)
+
+    def score(self, fake: dict, kid=True, prc=True, ci=True, seed: int = 0) -> dict:
+        """fake: features of the generated images. -> {"fid", ["kid", "precision", "recall"], "ci": {...}}."""
+        from ..metrics import stats
+        from ..metrics.fidelity import half_sample_jackknife, metrics_from_features
+
+        f, r = fake[self.layer], self.real[self.layer]
+        m = metrics_from_features(f, r, fid=True, kid=kid, prc=prc)
+        out = {"fid": m["frechet_inception_distance"]}
+        if kid:
+            out["kid"] = m["kernel_inception_distance_mean"]
+        if prc:
+            out["precision"], out["recall"] = m["precision"], m["recall"]
+        if not ci:
+            return out
+        out["ci"] = {"fid": stats.ci_entry(stats.frechet_ci(f.double().numpy(), r.double().numpy(), seed=seed))}
+        rest = {k: out[k] for k in ("kid", "precision", "recall") if k in out}
+        if rest:
+            def stat(a, b):
+                # one unbiased MMD^2 per half subset (KID's own 100 subsets would each be the whole half)
+                got = metrics_from_features(a, b, fid=False, kid=kid, prc=prc, kid_subsets=1)
+                return {"kid": got.get("kernel_inception_distance_mean"), "precision": got.get("precision"),
+                        "recall": got.get("recall")}
+
+            for k, e in half_sample_jackknife(f, r, stat, rest, seed=seed).items():
+                if k != "kid":  # a rate: its interval stays within [0, 1]
+                    e["ci_low"], e["ci_high"] = max(0.0, e["ci_low"]), min(1.0, e["ci_high"])
+                out["ci"][k] = e
+        return out
+
+    def class_accuracy(self, fake: dict, labels: torch.Tensor, num_classes: int) -> dict | str:
+        """The judge's top-1 (%) on generated images against the class they were conditioned on, with its
+        interval -> {"value", "per_item" (0 / 100 per sample), "ci"}; or the reason it is not measured."""
+        from ..metrics import stats
+
+        logits = fake.get("logits")
+        if logits is None:
+            return _NO_JUDGE
+        if logits.shape[1] != num_classes:
+            return f"the judge knows {logits.shape[1]} classes, the diffusion model {num_classes}"
+        hit = (logits.argmax(1) == labels).double() * 100.0
+        return {"value": float(hit.mean()), "per_item": hit.tolist(),
+                "ci": stats.ci_entry(stats.mean_ci(hit.numpy()))}
+
+
+class Progress:
+    """Maps work done (any unit) onto the runner's bar of `total` items: `progress(k)` receives the items
+    the fraction of work done corresponds to, as the work advances."""
+
+    def __init__(self, progress, total: int, work: float):
+        self.progress, self.total, self.work, self.done, self.sent = progress, int(total), float(work), 0.0, 0
+
+    def __call__(self, work: float) -> None:
+        self.done += work
+        target = min(self.total, int(self.total * self.done / max(self.work, 1e-12)))
+        if self.progress is not None and target > self.sent:
+            self.progress(target - self.sent)
+            self.sent = target
+
+
 def score(real: torch.Tensor, fake: torch.Tensor, extractor: str, weights: str | None, device: str,
           kid=True, prc=True) -> dict:
     from ..metrics.fidelity import fidelity_metrics
@@ -295,8 +383,9 @@ def score(real: torch.Tensor, fake: torch.Tensor, extractor: str, weights: str |
     return out
 
 
-_GEN_METRICS = ("fid", "kid", "precision", "recall")
-_ADM_METRICS = ("fid", "inception_score", "precision", "recall")
+_GEN_METRICS = ("fid", "kid", "precision", "recall", "class_accuracy")
+_ADM_METRICS = ("fid", "inception_score", "precision", "recall", "class_accuracy")
+_NO_JUDGE = "no classifier of these classes among the feature networks (the shapes judge knows shapes only)"
 
 
 def _na(metrics, reason: str, pending: bool) -> dict:
@@ -325,7 +414,7 @@ def score_adm(model, stats, encoder, n, ncls, sampler, feats_fn, ref, cfg, devic
     from ..metrics.fidelity import adm_metrics
 
     feats, first, timing = generate_features(model, stats, encoder, n, ncls, sampler, feats_fn, seed=cfg.seed,
-                                              batch_size=cfg.batch_size, device=device, writer=writer,
+                                              batch_size=cfg.sample_batch_size, device=device, writer=writer,
                                               progress=progress)
     return adm_metrics(feats, ref), first, timing
 
@@ -350,16 +439,21 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
         return _na(_GEN_METRICS, label, pending=True)
     ncls = num_classes_of(dataset)
     real = real_images(dataset, cfg.eval_samples)
-    curve_real = real[: cfg.curve_samples]
+    curve_scorer = []  # built at the first evaluation: a shipped or checkpoint model never needs it
 
     def evaluate(ema, stats, step):
+        if not curve_scorer:
+            curve_scorer.append(Scorer(extractor, weights, real[: cfg.curve_samples], device))
+        sc = curve_scorer[0]
         was = ema.training
         ema.eval()
-        fake, _ = generate_all(ema, stats, encoder, len(curve_real), ncls,
+        fake, _ = generate_all(ema, stats, encoder, len(sc.real[sc.layer]), ncls,
                                ODESampler(cfg.sampler, cfg.sample_steps, cfg.shift), seed=cfg.seed,
-                               batch_size=cfg.batch_size, device=device)
+                               batch_size=cfg.sample_batch_size, device=device)
         ema.train(was)
-        return {"fid": round(score(curve_real, fake, extractor, weights, device, kid=False, prc=False)["fid"], 4)}
+        got = sc.score(sc.features(fake), kid=False, prc=False, seed=cfg.seed + step)
+        return {"fid": round(got["fid"], 4), "fid_ci_low": round(got["ci"]["fid"]["ci_low"], 4),
+                "fid_ci_high": round(got["ci"]["fid"]["ci_high"], 4)}
 
     try:
         model, stats, curve, prov = diffusion_for(encoder, dataset, cfg, device, evaluate=evaluate, log=log)
@@ -370,11 +464,25 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
     prov = recorded_provenance(prov)
     ncls = _model_classes(model, ncls)
     sampler = make_sampler(cfg)
-    fake, timing = generate_all(model, stats, encoder, len(real), ncls, sampler, seed=cfg.seed, batch_size=cfg.batch_size,
-                                device=device)
-    if progress is not None:
-        progress(len(real))
-    out = score(real, fake, extractor, weights, device)
+    seeds = (cfg.seed, *cfg.spread_seeds) if cfg.spread_seeds else (cfg.seed,)
+    # the bar: sampling batches of every seed, then the scoring (about one more sampling pass)
+    bar = Progress(progress, len(dataset), len(real) * (len(seeds) + 1))
+    fake, timing = generate_all(model, stats, encoder, len(real), ncls, sampler, seed=cfg.seed,
+                                batch_size=cfg.sample_batch_size, device=device, progress=bar)
+    scorer = Scorer(extractor, weights, real, device)
+    feats = scorer.features(fake)
+    out = scorer.score(feats, seed=cfg.seed)
+    bar(len(real))
+    _add_class_accuracy(out, scorer, feats, ncls, len(fake))
+    if len(seeds) > 1:
+        fids = [out["fid"]]
+        for sd in seeds[1:]:
+            more, _ = generate_all(model, stats, encoder, len(real), ncls, sampler, seed=sd,
+                                   batch_size=cfg.sample_batch_size, device=device, progress=bar)
+            fids.append(scorer.score(scorer.features(more), kid=False, prc=False, ci=False)["fid"])
+        from ..metrics.stats import seed_spread
+
+        out["seed_spread"] = {"fid": seed_spread(fids, seeds)}
     out["samples"] = sample_strip(fake, _class_labels(dataset, ncls))
     if cfg.samples_npz:
         save_adm_npz(fake, torch.arange(len(fake)) % ncls, cfg.samples_npz)
@@ -391,12 +499,34 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
             out.setdefault("pending", {})["fd_dinov2"] = why
     out |= timing | prov | _efficiency(model, sampler, cfg, timing, device)
     out["feature_network"] = label
-    out["fid_curve"] = [[r["step"], r["fid"]] for r in curve]
+    out["fid_curve"] = _fid_curve(curve)
+    if curve and len(out["fid_curve"][0]) < 4:
+        out.setdefault("notes", {})["fid_curve"] = (
+            "the FID-vs-training-steps points come from the shipped model's stored curve, which was evaluated "
+            "without intervals: they carry none")
     if cfg.fid_targets:  # training efficiency: steps to reach each FID level (None: not within the curve)
-        out["steps_to_fid"] = {f"{t:g}": next((s for s, f in out["fid_curve"] if f <= t), None)
+        out["steps_to_fid"] = {f"{t:g}": next((p[0] for p in out["fid_curve"] if p[1] <= t), None)
                                for t in sorted(cfg.fid_targets, reverse=True)}
     out["num_samples"] = len(real)
     return out | _protocol_fields(cfg, sampler)
+
+
+def _fid_curve(curve: list[dict]) -> list[list]:
+    """Curve rows -> [step, fid, ci_low, ci_high] where the rows carry an interval, else [step, fid]."""
+    return [[r["step"], r["fid"], r["fid_ci_low"], r["fid_ci_high"]] if "fid_ci_low" in r and "fid_ci_high" in r
+            else [r["step"], r["fid"]] for r in curve]
+
+
+def _add_class_accuracy(out: dict, scorer: Scorer, feats: dict, ncls: int, n: int) -> None:
+    """The record's class_accuracy fields (F6): value, interval and per-sample hits, or n/a with the reason."""
+    got = scorer.class_accuracy(feats, torch.arange(n) % ncls, ncls)
+    if isinstance(got, str):
+        out["class_accuracy"] = None
+        out.setdefault("unavailable", {})["class_accuracy"] = got
+        return
+    out["class_accuracy"] = got["value"]
+    out.setdefault("per_item", {})["class_accuracy"] = got["per_item"]
+    out.setdefault("ci", {})["class_accuracy"] = got["ci"]
 
 
 def _model_classes(model, dataset_classes: int) -> int:
@@ -438,10 +568,11 @@ def _run_generation_adm(encoder, dataset, cfg, device, progress, log, on_model) 
     n, res = cfg.eval_samples, dataset.data_config.resolution
     writer = AdmNpzWriter(cfg.samples_npz, n, res, res) if cfg.samples_npz else None
     out, first, timing = score_adm(model, stats, encoder, n, ncls, sampler, feats_fn, ref, cfg, device,
-                                   writer=writer, progress=progress)
+                                   writer=writer, progress=Progress(progress, len(dataset), n))
     if writer is not None:
         writer.close(arr_1=(torch.arange(n) % ncls).numpy())
-    out |= {"kid": None, "unavailable": {"kid": "not part of the ADM evaluation protocol"},
+    out |= {"kid": None, "class_accuracy": None,
+            "unavailable": {"kid": "not part of the ADM evaluation protocol", "class_accuracy": _NO_JUDGE},
             "samples": sample_strip(first, _class_labels(dataset, ncls)), "feature_network": label,
             "reference_stats": ref["stats_source"], "num_samples": n, "fid_curve": []}
     return out | timing | recorded_provenance(prov) | _efficiency(model, sampler, cfg, timing, device) \
@@ -478,21 +609,28 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
     ncls = _model_classes(model, num_classes_of(dataset))
     real = None if cfg.reference_npz else real_images(dataset, cfg.eval_samples)
     n = cfg.eval_samples if cfg.reference_npz else len(real)
+    points = [(method, steps) for method in cfg.methods for steps in cfg.steps
+              if not (method == "heun" and steps > cfg.heun_max_steps)]
+    samplers = {p: make_sampler(cfg, *p) for p in points}
+    # the bar: a point costs about (model evaluations + 1 for decoding and scoring) per sample
+    cost = {p: samplers[p].nfe + 1 for p in points}
+    bar = Progress(progress, len(dataset), n * sum(cost.values()))
+    scorer = None if cfg.reference_npz else Scorer(extractor, weights, real, device)
     rows = []
-    for method in cfg.methods:
-        for steps in cfg.steps:
-            if method == "heun" and steps > cfg.heun_max_steps:
-                continue
-            sampler = make_sampler(cfg, method, steps)
-            if cfg.reference_npz:
-                m, _, timing = score_adm(model, stats, encoder, n, ncls, sampler, feats_fn, ref, cfg, device)
-            else:
-                fake, timing = generate_all(model, stats, encoder, n, ncls, sampler, seed=cfg.seed,
-                                            batch_size=cfg.batch_size, device=device)
-                m = {"fid": score(real, fake, extractor, weights, device, kid=False, prc=False)["fid"]}
-            eff = sampling_efficiency(model, sampler, cfg.batch_size, timing["sample_s_per_image"], device)
-            rows.append({"method": method, "steps": steps, "nfe": sampler.nfe, **m, **timing, **eff})
-            if progress is not None:
-                progress(0)
+    for p in points:
+        sampler, per_image = samplers[p], (lambda k, c=cost[p]: bar(k * (c - 1)))
+        if cfg.reference_npz:
+            m, _, timing = score_adm(model, stats, encoder, n, ncls, sampler, feats_fn, ref, cfg, device,
+                                     progress=per_image)
+        else:
+            fake, timing = generate_all(model, stats, encoder, n, ncls, sampler, seed=cfg.seed,
+                                        batch_size=cfg.sample_batch_size, device=device, progress=per_image)
+            got = scorer.score(scorer.features(fake), kid=False, prc=False, seed=cfg.seed)
+            ci = got["ci"]["fid"]
+            m = {"fid": got["fid"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "n": ci["n"],
+                 "method_ci": ci["method"], "level": ci["level"]}
+        bar(n)
+        eff = sampling_efficiency(model, sampler, cfg.batch_size, timing["sample_s_per_image"], device)
+        rows.append({"method": p[0], "steps": p[1], "nfe": sampler.nfe, **m, **timing, **eff})
     return {"curve": rows, "feature_network": label, "num_samples": n, "protocol": cfg.protocol,
             "autocast": "bf16" if cfg.bf16 else None, **prov}
