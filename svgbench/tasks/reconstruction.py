@@ -94,8 +94,9 @@ def run_reconstruction(encoder: LatentEncoder, dataset, cfg: ReconConfig = Recon
     if n == 0:
         raise ValueError("reconstruction: the dataset is empty")
     psnr = torch.cat(psnrs)
+    exact = int((~torch.isfinite(psnr)).sum())
     out = {
-        "psnr": float(psnr[torch.isfinite(psnr)].mean()) if torch.isfinite(psnr).any() else float("inf"),
+        "psnr": float(psnr[torch.isfinite(psnr)].mean()) if torch.isfinite(psnr).any() else None,
         "ssim": float(torch.cat(ssims).mean()),
         "lpips": float(torch.cat(lpipss).mean()) if lpipss else None,
         "rfid": None,
@@ -115,6 +116,9 @@ def run_reconstruction(encoder: LatentEncoder, dataset, cfg: ReconConfig = Recon
 
             m = fidelity_metrics(torch.cat(reals), torch.cat(fakes), weights_path=weights, device=device)
             out["rfid"] = m["frechet_inception_distance"]
+    if out["psnr"] is None:
+        unavailable["psnr"] = f"every reconstruction is identical to its original after uint8 quantisation " \
+                              f"({exact} of {n} images): PSNR is infinite"
     out["unavailable"] = unavailable
     if pending:
         out["pending"] = pending
