@@ -311,3 +311,40 @@ def test_seg_missing_folders(tmp_path):
     root = _seg_root(tmp_path, {"a": (_rgb(6, 6), Image.new("L", (6, 6)))})
     with pytest.raises(DataError, match="training"):
         SegFolderDataset(root, 4, split="training")
+
+
+# ----------------------------------------------------------------------------------------------
+# optional GPU JPEG decoding
+
+
+def test_gpu_decode_falls_back_to_pil_without_cuda(cls_root, monkeypatch):
+    import svgbench.data.folders as folders
+
+    default = ImageFolderDataset(cls_root, resolution=16)
+    monkeypatch.setenv(folders.GPU_DECODE_ENV, "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not folders.gpu_decode_enabled()
+    opted = ImageFolderDataset(cls_root, resolution=16)
+    for i in range(len(default)):
+        assert torch.equal(default[i]["image"], opted[i]["image"]), default[i]["path"]
+
+
+def test_torchvision_jpeg_decode_within_one_level_of_pil(cls_root, tmp_path, monkeypatch):
+    import svgbench.data.folders as folders
+
+    f = tmp_path / "x.jpg"
+    f.write_bytes(_jpeg_bytes(64, 48, seed=5))
+    ours = np.asarray(folders.decode_jpeg_rgb(str(f), device="cpu")).astype(int)
+    with Image.open(f) as im:
+        pil = np.asarray(im.convert("RGB")).astype(int)
+    assert ours.shape == pil.shape == (48, 64, 3) and np.abs(ours - pil).max() <= 1
+    Image.fromarray(np.zeros((8, 8), np.uint8), "L").save(tmp_path / "g.jpg")
+    assert folders.decode_jpeg_rgb(str(tmp_path / "g.jpg"), device="cpu") is None  # grayscale: PIL's path
+    # the dataset with the option on (torchvision's decoder on the CPU standing in for nvJPEG)
+    default = ImageFolderDataset(cls_root, resolution=16)
+    monkeypatch.setattr(folders, "gpu_decode_enabled", lambda: True)
+    monkeypatch.setattr(folders, "decode_jpeg_rgb", lambda p, device="cuda", f=folders.decode_jpeg_rgb: f(p, "cpu"))
+    opted = ImageFolderDataset(cls_root, resolution=16)
+    for i in range(len(default)):
+        a, b = default[i]["image"], opted[i]["image"]
+        assert (to_uint8(a).int() - to_uint8(b).int()).abs().max() <= 1, default[i]["path"]

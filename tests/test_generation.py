@@ -136,6 +136,82 @@ def test_diffusion_resume_reproduces_loss_curve(tmp_path):
         assert torch.equal(sa[k], sb[k]), k
 
 
+def _small_store(path, lat, lab, rows):
+    from svgbench.store import ShardedStore, write_index, write_shard
+
+    shards = [write_shard(path, i, s, lat[s:s + rows].numpy(), lab[s:s + rows].numpy())
+              for i, s in enumerate(range(0, len(lat), rows))]
+    write_index(path, {"test": 1}, tuple(lat.shape), True, rows, shards)
+    return ShardedStore.open(path, verify=True)
+
+
+def test_step_indices_share_epochs_over_ranks():
+    from svgbench.train.diffusion import StepIndices
+
+    one = StepIndices(40, 8, seed=3)
+    first = torch.cat([one(s) for s in range(5)])
+    assert sorted(first.tolist()) == list(range(40))  # an epoch visits every row once
+    assert not torch.equal(torch.cat([one(s) for s in range(5, 10)]), first)  # the next epoch reshuffles
+    assert torch.equal(StepIndices(40, 8, seed=3)(7), one(7))  # a function of (seed, step) alone
+    a, b = StepIndices(40, 4, seed=3, rank=0, world=2), StepIndices(40, 4, seed=3, rank=1, world=2)
+    ea, eb = torch.cat([a(s) for s in range(5)]), torch.cat([b(s) for s in range(5)])
+    assert set(ea.tolist()).isdisjoint(eb.tolist()) and sorted(ea.tolist() + eb.tolist()) == list(range(40))
+    odd = StepIndices(10, 4, seed=0)  # batches straddle epochs
+    assert sorted(torch.cat([odd(s) for s in range(5)]).tolist()) == sorted(list(range(10)) * 2)
+
+
+def test_diffusion_from_store_equals_in_memory(tmp_path):
+    """Training from a sharded store streams statistics and batches, with the in-memory path's numbers."""
+    from svgbench.store import channel_stats
+
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    lat, lab = torch.randn(40, 4, 8, 8, generator=g) * 3 + 1, torch.randint(0, 10, (40,), generator=g)
+    store = _small_store(tmp_path / "lat.npy", lat, lab, rows=16)
+    assert store.num_shards == 3
+    values = store.to_tensor()  # what the store holds (fp16-rounded when that is exact enough)
+    sm, ss = channel_stats(store)
+    tm, ts = channel_stats(values)
+    assert torch.equal(sm, tm) and torch.equal(ss, ts)
+    ref = values.double().transpose(0, 1).reshape(4, -1)  # independent: numpy-style float64 moments
+    assert torch.allclose(sm, ref.mean(1), rtol=0, atol=1e-12)
+    assert torch.allclose(ss, ref.std(1, unbiased=False), rtol=0, atol=1e-12)
+
+    base = DiffusionConfig(steps=20, batch_size=8, ckpt_every=20, eval_every=0)
+    a = train_diffusion(values, lab, dataclasses.replace(base, out=str(tmp_path / "a")), num_classes=10,
+                        log=lambda s: None)
+    b = train_diffusion(store, None, dataclasses.replace(base, out=str(tmp_path / "b")), num_classes=10,
+                        log=lambda s: None)
+    assert torch.equal(a.extra["stats"].mean, b.extra["stats"].mean)
+    assert torch.equal(a.extra["stats"].std, b.extra["stats"].std)
+    assert torch.equal(a.extra["stats"].mean, sm.float())
+    ca, cb = RunDir(tmp_path / "a").curve(), RunDir(tmp_path / "b").curve()
+    assert [r["loss"] for r in ca] == [r["loss"] for r in cb] and len(ca) == 1
+    sa, sb = RunDir(tmp_path / "a").load(), RunDir(tmp_path / "b").load()
+    for k in sa["ema"]:
+        assert torch.equal(sa["ema"][k], sb["ema"][k]), k
+    for k in sa["model"]:
+        assert torch.equal(sa["model"][k], sb["model"][k]), k
+
+
+def test_streamed_reference_features_equal_stacked(judge_file):
+    """The reference images stream in batches into the judge: the same features, hence the same FID."""
+    from svgbench.tasks.generation import Scorer, feature_network, real_batches, real_images
+
+    torch.set_num_threads(1)
+    ds = build_dataset(DataConfig(size=70))
+    ext, weights, _ = feature_network("shapes")
+    stacked = Scorer(ext, weights, real_images(ds, 70), "cpu")
+    streamed = Scorer(ext, weights, real_batches(ds, 70, 64), "cpu")
+    assert [len(b) for b in real_batches(ds, 70, 64)] == [64, 6] and streamed.n == 70
+    assert stacked.real.keys() == streamed.real.keys()
+    for k in stacked.real:
+        assert torch.equal(stacked.real[k], streamed.real[k]), k
+    fake = real_images(build_dataset(DataConfig(size=70, split="test")), 70)
+    a, b = stacked.score(stacked.features(fake), ci=False), streamed.score(streamed.features(fake), ci=False)
+    assert a == b and a["fid"] > 0
+
+
 def test_generation_task_end_to_end(tmp_path, judge_file, monkeypatch):
     from svgbench.tasks.generation import GenerationConfig, SamplingConfig, run_generation, run_sampling
 

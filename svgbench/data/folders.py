@@ -136,13 +136,42 @@ def _refuse_truncation_tolerance() -> None:
 _UNREADABLE_FIX = "replace the file or delete it from the folder"
 
 
+GPU_DECODE_ENV = "SVGBENCH_GPU_DECODE"  # "1": decode JPEG files with nvJPEG when CUDA is available
+
+
+def gpu_decode_enabled() -> bool:
+    """SVGBENCH_GPU_DECODE=1 and CUDA available; otherwise every file is decoded by PIL (the default)."""
+    return os.environ.get(GPU_DECODE_ENV, "0") == "1" and torch.cuda.is_available()
+
+
+def decode_jpeg_rgb(path: str, device: str = "cuda") -> Image.Image | None:
+    """`path` decoded by torchvision.io.decode_jpeg on `device` as an RGB PIL image (the crop and resize
+    stay PIL's, so the geometry is unchanged); None when it is not a 3-channel JPEG torchvision decodes
+    (grayscale, CMYK, damaged: PIL then decodes it and names any error). nvJPEG's IDCT may differ from
+    libjpeg-turbo's by a level on some pixels."""
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    try:
+        img = decode_jpeg(read_file(path), mode=ImageReadMode.UNCHANGED, device=device)
+    except Exception:  # not decodable here: PIL's path decides and reports
+        return None
+    if img.ndim != 3 or img.shape[0] != 3:
+        return None
+    return Image.fromarray(img.permute(1, 2, 0).cpu().numpy(), "RGB")
+
+
 def _open_loaded(path: str) -> Image.Image:
     """Open and fully decode `path` (one read of the file); the returned image no longer needs it.
 
+    With SVGBENCH_GPU_DECODE=1 and CUDA, JPEG files are decoded on the GPU (`decode_jpeg_rgb`).
     Any failure (unknown format, bad checksum, truncation, decompression bomb) becomes one DataError
     line naming the file, raised without PIL's chained traceback.
     """
     _refuse_truncation_tolerance()
+    if path.lower().endswith((".jpg", ".jpeg")) and gpu_decode_enabled():
+        im = decode_jpeg_rgb(path)
+        if im is not None:
+            return im
     try:
         with Image.open(path) as im:
             im.load()  # a full decode checks the data (zlib checksums, truncation) as it goes

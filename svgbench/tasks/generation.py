@@ -116,9 +116,29 @@ def feature_network(data_name: str) -> tuple[str | None, str | None, str]:
 
 
 def real_images(dataset, n: int) -> torch.Tensor:
+    """The first min(n, len(dataset)) images, uint8 N x 3 x H x W, stacked: for small sets only."""
+    return torch.cat(list(real_batches(dataset, n)))
+
+
+def real_batches(dataset, n: int, batch_size: int = 64):
+    """The first min(n, len(dataset)) images as uint8 B x 3 x H x W batches of `batch_size` (the last
+    shorter): only one batch is held, so reference features stream at any evaluation size."""
     n = min(n, len(dataset))
-    imgs = torch.stack([dataset[i]["image"] for i in range(n)])
-    return ((imgs.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    for s in range(0, n, batch_size):
+        imgs = torch.stack([dataset[i]["image"] for i in range(s, min(n, s + batch_size))])
+        yield ((imgs.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def streamed_features(ext, batches, device: str) -> dict:
+    """{output name: N x D} of a feature network over uint8 image batches of FEATURE_BATCH (the last
+    shorter): the same batches as network_features forms from the stacked images, so the same features."""
+    from ..metrics.fidelity import network_features
+
+    out: dict[str, list] = {}
+    for b in batches:
+        for k, v in network_features(ext, b, device, FEATURE_BATCH).items():
+            out.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in out.items()}
 
 
 def class_names(dataset) -> list[str]:
@@ -138,6 +158,7 @@ def num_classes_of(dataset) -> int:
 # ---------------------------------------------------------------------------------------------
 
 def _latents(encoder, dataset, cfg, device, progress=None):
+    """-> (ShardedStore of the training split's latents, int64 labels): streamed by the training, never loaded whole."""
     from ..cache import cached_features
     from ..data import build_dataset
 
@@ -146,7 +167,7 @@ def _latents(encoder, dataset, cfg, device, progress=None):
                           progress=progress)
     if got.labels is None:
         raise ValueError(f"generation needs class labels in the training split of {train.data_config.key()}")
-    return got.features, got.labels
+    return got.store, got.labels
 
 
 def diffusion_for(encoder: LatentEncoder, dataset, cfg: GenerationConfig, device: str, evaluate=None, log=None):
@@ -295,15 +316,17 @@ class Scorer:
     images is featurised once, and FID / KID / precision-recall, their intervals and the judge's class
     accuracy all come from those features.
 
-    extractor / weights: as `feature_network` returns them; real: uint8 N x 3 x H x W reference images.
+    extractor / weights: as `feature_network` returns them; real: the reference images, uint8
+    N x 3 x H x W, or an iterable of such batches of FEATURE_BATCH (`real_batches`), streamed.
     """
 
-    def __init__(self, extractor: str, weights: str | None, real: torch.Tensor, device: str):
+    def __init__(self, extractor: str, weights: str | None, real, device: str):
         from ..metrics.fidelity import network_extractor
 
         self.ext, self.layer = network_extractor(extractor, weights, device, logits=True)
         self.device = device
-        self.real = self.features(real)
+        self.real = self.features(real) if isinstance(real, torch.Tensor) else streamed_features(self.ext, real, device)
+        self.n = len(self.real[self.layer])
 
     def features(self, images: torch.Tensor) -> dict:
         from ..metrics.fidelity import network_features
@@ -438,16 +461,17 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
     if extractor is None:
         return _na(_GEN_METRICS, label, pending=True)
     ncls = num_classes_of(dataset)
-    real = real_images(dataset, cfg.eval_samples)
+    n = min(cfg.eval_samples, len(dataset))
     curve_scorer = []  # built at the first evaluation: a shipped or checkpoint model never needs it
 
     def evaluate(ema, stats, step):
         if not curve_scorer:
-            curve_scorer.append(Scorer(extractor, weights, real[: cfg.curve_samples], device))
+            curve_scorer.append(Scorer(extractor, weights, real_batches(dataset, min(n, cfg.curve_samples),
+                                                                        FEATURE_BATCH), device))
         sc = curve_scorer[0]
         was = ema.training
         ema.eval()
-        fake, _ = generate_all(ema, stats, encoder, len(sc.real[sc.layer]), ncls,
+        fake, _ = generate_all(ema, stats, encoder, sc.n, ncls,
                                ODESampler(cfg.sampler, cfg.sample_steps, cfg.shift), seed=cfg.seed,
                                batch_size=cfg.sample_batch_size, device=device)
         ema.train(was)
@@ -466,18 +490,18 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
     sampler = make_sampler(cfg)
     seeds = (cfg.seed, *cfg.spread_seeds) if cfg.spread_seeds else (cfg.seed,)
     # the bar: sampling batches of every seed, then the scoring (about one more sampling pass)
-    bar = Progress(progress, len(dataset), len(real) * (len(seeds) + 1))
-    fake, timing = generate_all(model, stats, encoder, len(real), ncls, sampler, seed=cfg.seed,
+    bar = Progress(progress, len(dataset), n * (len(seeds) + 1))
+    fake, timing = generate_all(model, stats, encoder, n, ncls, sampler, seed=cfg.seed,
                                 batch_size=cfg.sample_batch_size, device=device, progress=bar)
-    scorer = Scorer(extractor, weights, real, device)
+    scorer = Scorer(extractor, weights, real_batches(dataset, n, FEATURE_BATCH), device)
     feats = scorer.features(fake)
     out = scorer.score(feats, seed=cfg.seed)
-    bar(len(real))
+    bar(n)
     _add_class_accuracy(out, scorer, feats, ncls, len(fake))
     if len(seeds) > 1:
         fids = [out["fid"]]
         for sd in seeds[1:]:
-            more, _ = generate_all(model, stats, encoder, len(real), ncls, sampler, seed=sd,
+            more, _ = generate_all(model, stats, encoder, n, ncls, sampler, seed=sd,
                                    batch_size=cfg.sample_batch_size, device=device, progress=bar)
             fids.append(scorer.score(scorer.features(more), kid=False, prc=False, ci=False)["fid"])
         from ..metrics.stats import seed_spread
@@ -487,12 +511,14 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
     if cfg.samples_npz:
         save_adm_npz(fake, torch.arange(len(fake)) % ncls, cfg.samples_npz)
     if cfg.fd_dinov2 and dataset.data_config.name != "shapes":
-        from ..metrics.fidelity import DINOV2_EXTRACTOR, dinov2_available, fidelity_metrics
+        from ..metrics.fidelity import DINOV2_EXTRACTOR, dinov2_available, metrics_from_features, network_extractor
 
         ok, why = dinov2_available()
-        if ok:
-            out["fd_dinov2"] = fidelity_metrics(real, fake, feature_extractor=DINOV2_EXTRACTOR,
-                                                device=device)["frechet_inception_distance"]
+        if ok:  # fidelity_metrics' FD from streamed real features (its batches of 64, its statistics)
+            ext, layer = network_extractor(DINOV2_EXTRACTOR, None, device)
+            real_f = streamed_features(ext, real_batches(dataset, n, FEATURE_BATCH), device)[layer]
+            fake_f = streamed_features(ext, [fake], device)[layer]
+            out["fd_dinov2"] = metrics_from_features(fake_f, real_f, fid=True)["frechet_inception_distance"]
         else:
             out["fd_dinov2"] = None
             out.setdefault("unavailable", {})["fd_dinov2"] = why
@@ -507,7 +533,7 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
     if cfg.fid_targets:  # training efficiency: steps to reach each FID level (None: not within the curve)
         out["steps_to_fid"] = {f"{t:g}": next((p[0] for p in out["fid_curve"] if p[1] <= t), None)
                                for t in sorted(cfg.fid_targets, reverse=True)}
-    out["num_samples"] = len(real)
+    out["num_samples"] = n
     return out | _protocol_fields(cfg, sampler)
 
 
@@ -607,15 +633,15 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
     except NoDiffusionModel as e:
         return {"unavailable": {"fid": str(e)}}
     ncls = _model_classes(model, num_classes_of(dataset))
-    real = None if cfg.reference_npz else real_images(dataset, cfg.eval_samples)
-    n = cfg.eval_samples if cfg.reference_npz else len(real)
+    n = cfg.eval_samples if cfg.reference_npz else min(cfg.eval_samples, len(dataset))
     points = [(method, steps) for method in cfg.methods for steps in cfg.steps
               if not (method == "heun" and steps > cfg.heun_max_steps)]
     samplers = {p: make_sampler(cfg, *p) for p in points}
     # the bar: a point costs about (model evaluations + 1 for decoding and scoring) per sample
     cost = {p: samplers[p].nfe + 1 for p in points}
     bar = Progress(progress, len(dataset), n * sum(cost.values()))
-    scorer = None if cfg.reference_npz else Scorer(extractor, weights, real, device)
+    scorer = None if cfg.reference_npz else Scorer(extractor, weights, real_batches(dataset, n, FEATURE_BATCH),
+                                                   device)
     rows = []
     for p in points:
         sampler, per_image = samplers[p], (lambda k, c=cost[p]: bar(k * (c - 1)))

@@ -4,8 +4,13 @@ The model (svgbench.diffusion.models) learns velocity on per-channel normalised 
 rectified-flow objective (svgbench.diffusion.transport), keeps an EMA copy for sampling, and runs
 resumably: `last.pt` holds model, EMA, optimiser, latent statistics and step; the batch of every step
 (indices, noise, t, label dropout) is a function of (seed, step, rank), so a resumed run replays the
-uninterrupted one exactly. An optional `evaluate(ema_model, stats, step)` callback adds rows (e.g.
-judge-FID) to the curve along the way; the result's `extra["stats"]` holds the latent statistics. Under torchrun each rank draws its own batch (DDP).
+uninterrupted one exactly. The latents come as an in-memory tensor (small sets) or a ShardedStore /
+CachedFeatures (any size): from a store, the statistics take one streaming pass and each batch reads
+its rows from the store's Dataset, so the set is never materialised. Both sources give the same
+statistics bit for bit and the same batches (epochs of DistributedSampler, each rank its own share).
+An optional `evaluate(ema_model, stats, step)` callback adds rows (e.g. judge-FID) to the curve along
+the way; the result's `extra["stats"]` holds the latent statistics. Under torchrun each rank draws its
+own batch (DDP).
 """
 
 from __future__ import annotations
@@ -22,33 +27,99 @@ from .common import TrainResult, is_main, resume, rng_state, start_run, step_gen
 ON_DEVICE_BYTES = 8 << 30  # latent sets up to this size are moved to the GPU once instead of per batch
 
 
-def train_diffusion(latents: torch.Tensor, labels: torch.Tensor, cfg: DiffusionConfig, *, num_classes: int,
-                    evaluate=None, log=print, on_step=None) -> TrainResult:
-    """latents: N x C x h x w (un-normalised), labels: N int64. -> TrainResult(model=EMA model, extra={"stats"})."""
-    from ..diffusion.transport import LatentStats, RectifiedFlow
+class StepIndices:
+    """Row indices of each step's batch on one rank: positions [step * B, (step + 1) * B) of the
+    concatenated epochs of a DistributedSampler (shuffled with `seed`, epoch e seeded by seed + e,
+    drop_last), so every rank sees its own disjoint share of each epoch, and the batch of a step is a
+    function of (seed, step, rank, world) alone: a resumed run replays the uninterrupted one.
+    Holds one epoch's indices (N / world int64), never rows."""
 
-    if latents.ndim != 4 or labels.shape[0] != latents.shape[0]:
-        raise ValueError(f"latents must be N x C x h x w with one label each, got {tuple(latents.shape)} "
-                         f"and {tuple(labels.shape)} labels")
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        from torch.utils.data import DistributedSampler
+
+        if n < world:
+            raise ValueError(f"{n} latents cannot be shared over {world} ranks")
+        self.sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed,
+                                          drop_last=True)
+        self.per_epoch, self.batch_size = len(self.sampler), batch_size
+        self._epoch, self._order = None, None
+
+    def epoch(self, e: int) -> torch.Tensor:
+        if self._epoch != e:
+            self.sampler.set_epoch(e)
+            self._epoch, self._order = e, torch.tensor(list(self.sampler), dtype=torch.int64)
+        return self._order
+
+    def __call__(self, step: int) -> torch.Tensor:
+        out, pos = [], step * self.batch_size
+        while len(out) < self.batch_size:
+            e, j = divmod(pos, self.per_epoch)
+            take = min(self.batch_size - len(out), self.per_epoch - j)
+            out.extend(self.epoch(e)[j:j + take].tolist())
+            pos += take
+        return torch.tensor(out, dtype=torch.int64)
+
+
+def store_rows(dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float32 rows, int64 labels) of `idx` from a StoreDataset, read in row order (each shard mapped
+    once per batch) and returned in the order of `idx`."""
+    order = torch.argsort(idx, stable=True)
+    items = [dataset[int(i)] for i in idx[order]]
+    x = torch.empty((len(idx),) + tuple(items[0][0].shape), dtype=torch.float32)
+    y = torch.empty(len(idx), dtype=torch.int64)
+    x[order] = torch.stack([r for r, _ in items])
+    y[order] = torch.tensor([lab for _, lab in items], dtype=torch.int64)
+    return x, y
+
+
+def train_diffusion(latents, labels: torch.Tensor | None, cfg: DiffusionConfig, *, num_classes: int,
+                    evaluate=None, log=print, on_step=None) -> TrainResult:
+    """latents: N x C x h x w tensor (un-normalised), or a ShardedStore / CachedFeatures of such rows
+    (streamed); labels: N int64, or None to take the store's. -> TrainResult(model=EMA model, extra={"stats"})."""
+    from ..diffusion.transport import LatentStats, RectifiedFlow
+    from ..store import ShardedStore, channel_stats
+
+    store = getattr(latents, "store", latents)  # CachedFeatures -> its ShardedStore
+    if isinstance(store, ShardedStore):
+        labels = store.labels() if labels is None else labels
+        shape, source = store.shape, store
+    else:
+        source = latents = torch.as_tensor(latents).float()
+        shape = tuple(latents.shape)
+    if len(shape) != 4 or labels is None or labels.shape[0] != shape[0]:
+        raise ValueError(f"latents must be N x C x h x w with one label each, got {tuple(shape)} "
+                         f"and {None if labels is None else tuple(labels.shape)} labels")
     run, rank, world, device = start_run(cfg)
-    model = build_diffusion_model(cfg, tuple(latents.shape[1:]), num_classes).to(device)
+    model = build_diffusion_model(cfg, tuple(shape[1:]), num_classes).to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
-    stats = LatentStats.from_latents(latents.float())
+    stats = LatentStats(*channel_stats(source))  # one float64 pass; the same numbers from a store or a tensor
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     flow = RectifiedFlow(shift=cfg.shift)
     start, _ = resume(run, {"model": model, "ema": ema, "opt": opt, "stats": stats}, log)
     stats = stats.to(device)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    data = stats.normalize(latents.float())  # normalised once; batches index into it
-    if device.type == "cuda" and data.numel() * 4 <= ON_DEVICE_BYTES:  # small latent sets live on the GPU
-        data, labels = data.to(device), labels.to(device)
+    indices = StepIndices(shape[0], cfg.batch_size, cfg.seed, rank, world)
+    if isinstance(store, ShardedStore):
+        rows = store.dataset()
+
+        def batch(idx):
+            x, _ = store_rows(rows, idx)
+            return stats.normalize(x), labels[idx]
+    else:
+        data = stats.normalize(latents)  # normalised once; batches index into it
+        if device.type == "cuda" and data.numel() * 4 <= ON_DEVICE_BYTES:  # small latent sets live on the GPU
+            data, labels = data.to(device), labels.to(device)
+
+        def batch(idx):
+            idx = idx.to(data.device)
+            return data[idx], labels[idx]
     ema_params, model_params = list(ema.parameters()), list(model.parameters())
     t0 = time.perf_counter()
     last = {}
     for step in range(start, cfg.steps):
         g = step_generator(cfg.seed, step, rank)
-        idx = torch.randint(0, data.shape[0], (cfg.batch_size,), generator=g).to(data.device)
-        x, y = data[idx].to(device), labels[idx].to(device)
+        x, y = batch(indices(step))
+        x, y = x.to(device), y.to(device)
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
         out = flow.loss(ddp, x, y, generator=g)
