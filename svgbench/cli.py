@@ -110,10 +110,43 @@ def _diffusion_overrides(items) -> dict:
 
 def cmd_run(args) -> int:
     """Ctrl-C ends the run with status 130 after saying which cell was in flight (no traceback)."""
+    _guard_interrupts()
     try:
         return _cmd_run(args)
     except KeyboardInterrupt as e:
         return _interrupted(e, args.results)
+
+
+def _guard_interrupts() -> None:
+    """Make a Ctrl-C impossible to lose.
+
+    Python raises KeyboardInterrupt wherever the main thread is when SIGINT arrives; if that is inside a
+    hook whose exceptions Python ignores (os.fork's after-fork hooks, run by multiprocessing and DataLoader
+    workers), the interrupt is printed as "Exception ignored" and the run goes on. So the first SIGINT also
+    starts a thread that re-raises it in the main thread every 2 s until it is handled: `_interrupted` sets
+    SIGINT back to SIG_DFL, after which `_thread.interrupt_main` does nothing.
+    """
+    import _thread
+    import signal
+    import threading
+    import time
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return  # not ours to handle (a background job ignores SIGINT)
+
+    def repeat():
+        while signal.getsignal(signal.SIGINT) is on_sigint:
+            time.sleep(2.0)
+            _thread.interrupt_main(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        if not started.is_set():
+            started.set()
+            threading.Thread(target=repeat, name="svgbench-interrupt", daemon=True).start()
+        raise KeyboardInterrupt
+
+    started = threading.Event()
+    signal.signal(signal.SIGINT, on_sigint)
 
 
 def _cmd_run(args) -> int:
