@@ -404,3 +404,21 @@ def test_progress_moves_with_every_model_evaluation():
     assert len(seen) == 2 * (3 + 1) and sum(seen) == pytest.approx(10)
     b, _ = generate(model, stats, enc, range(10), 10, euler(steps=3), seed=5, batch_size=6, device="cpu")
     assert torch.equal(a, b)  # reporting does not touch the samples
+
+
+def test_diffusion_checkpoints_by_wall_clock_too(tmp_path):
+    """ckpt_minutes: a checkpoint when that much time passed, even between ckpt_every steps (only last.pt kept)."""
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    lat, lab = torch.randn(32, 4, 8, 8, generator=g), torch.randint(0, 10, (32,), generator=g)
+    cfg = DiffusionConfig(steps=12, batch_size=8, ckpt_every=1000, ckpt_minutes=0.0, eval_every=0,
+                          out=str(tmp_path / "run"))
+
+    def kill(step):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_diffusion(lat, lab, cfg, num_classes=10, log=lambda s: None, on_step=kill)
+    assert RunDir(cfg.out).load()["step"] == 5  # saved at every step (0 minutes), not only at 1000
+    assert [p.name for p in (tmp_path / "run").glob("*.pt")] == ["last.pt"]

@@ -33,7 +33,8 @@ class DiffusionConfig:
     shift: float = 0.4  # SVG's training time shift (t = 0 is noise)
     seed: int = 0
     eval_every: int = 500
-    ckpt_every: int = 100
+    ckpt_every: int = 100  # resumable checkpoint (run_dir/last.pt, replaced atomically: only the last is kept)
+    ckpt_minutes: float | None = None  # also checkpoint when this many minutes passed since the last one
     out: str = "runs/diffusion"
     threads: int | None = None
 

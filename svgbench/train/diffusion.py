@@ -114,7 +114,7 @@ def train_diffusion(latents, labels: torch.Tensor | None, cfg: DiffusionConfig, 
             idx = idx.to(data.device)
             return data[idx], labels[idx]
     ema_params, model_params = list(ema.parameters()), list(model.parameters())
-    t0 = time.perf_counter()
+    t0 = saved_at = time.perf_counter()
     last = {}
     for step in range(start, cfg.steps):
         g = step_generator(cfg.seed, step, rank)
@@ -144,9 +144,11 @@ def train_diffusion(latents, labels: torch.Tensor | None, cfg: DiffusionConfig, 
                 run.log(row)
                 log(" ".join(f"{k}={v}" for k, v in row.items()))
             last = row
-            if done % cfg.ckpt_every == 0 or done == cfg.steps:
+            due = cfg.ckpt_minutes is not None and time.perf_counter() - saved_at >= 60 * cfg.ckpt_minutes
+            if done % cfg.ckpt_every == 0 or done == cfg.steps or due:
                 run.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                           "stats": stats.state_dict(), "rng": rng_state(), "step": done})
+                saved_at = time.perf_counter()
         if on_step is not None:
             on_step(done)
     return TrainResult(last, ema, {"stats": stats})
