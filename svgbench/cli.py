@@ -123,8 +123,9 @@ def _guard_interrupts() -> None:
     Python raises KeyboardInterrupt wherever the main thread is when SIGINT arrives; if that is inside a
     hook whose exceptions Python ignores (os.fork's after-fork hooks, run by multiprocessing and DataLoader
     workers), the interrupt is printed as "Exception ignored" and the run goes on. So the first SIGINT also
-    starts a thread that re-raises it in the main thread every 2 s until it is handled: `_interrupted` sets
-    SIGINT back to SIG_DFL, after which `_thread.interrupt_main` does nothing.
+    starts a thread that re-raises it in the main thread every 2 s until it is handled (`_interrupted` sets
+    SIGINT back to SIG_DFL, after which `_thread.interrupt_main` does nothing), and a swallowed
+    KeyboardInterrupt is not printed.
     """
     import _thread
     import signal
@@ -145,7 +146,13 @@ def _guard_interrupts() -> None:
             threading.Thread(target=repeat, name="svgbench-interrupt", daemon=True).start()
         raise KeyboardInterrupt
 
+    def quiet_unraisable(unraisable, default=sys.unraisablehook):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            return  # the interrupt an ignoring hook swallowed: `repeat` raises it again, no need to print it
+        default(unraisable)
+
     started = threading.Event()
+    sys.unraisablehook = quiet_unraisable
     signal.signal(signal.SIGINT, on_sigint)
 
 
