@@ -155,14 +155,15 @@ def test_cache_throughput(benchmark, encoder, kind, materialised, device, full, 
             warm = cached_features(enc, materialised, kind=kind, batch_size=BATCH_SIZE, device=device,
                                    cache_dir=cold.dir)
             warm_s.append(time.perf_counter() - t0)
+        got_features, warm_features = got.features, warm.features  # read from the store before it is removed
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     # the cache returns what the forward computed (up to its fp16 storage) and a warm read the same values
     exact = torch.cat([o[kind] if isinstance(o, dict) else o for o in bare_out]).float().cpu()
     assert not got.hit and warm.hit
-    assert torch.equal(warm.features, got.features)
-    torch.testing.assert_close(got.features, exact, rtol=2e-3, atol=2e-3 * float(exact.abs().max()) + 1e-6)
+    assert torch.equal(warm_features, got_features)
+    torch.testing.assert_close(got_features, exact, rtol=2e-3, atol=2e-3 * float(exact.abs().max()) + 1e-6)
 
     rounds = len(cold_s)  # pytest-benchmark runs a single round under --benchmark-disable
     assert len(bare_s) == rounds >= 1
