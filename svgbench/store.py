@@ -7,7 +7,7 @@ An entry is named by its first shard's path `P` (`<stem>.npy`):
     and each file's size and sha256. It is written last, after every shard is on disk.
 A small entry is thus one .npy (+ labels) and one .json, readable by anything that reads .npy.
 
-Each shard is written atomically (temporary file + fsync + os.replace) by the process that encoded
+Each shard is written atomically (temporary file + fsync + rename) by the process that encoded
 it, and is fp16 when its values survive the round trip (`Fp16Check`), else fp32. A shard file at
 its final name is therefore whole unless damaged later; the index's sizes and checksums catch that.
 Readers map one shard at a time, so memory is bounded by a shard, never by the entry.
@@ -19,13 +19,13 @@ import bisect
 import hashlib
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
+
+from .checkpoints import atomic_write, atomic_write_bytes
 
 STORE_VERSION = 1
 SHARD_BYTES = 64 << 20  # fp32 bytes per shard at most (beyond one batch): bounds every buffer
@@ -111,20 +111,14 @@ class _HashingFile:
 
 def write_npy(path: Path, array: np.ndarray) -> dict:
     """Atomically write `array` as .npy; returns its receipt {"bytes", "sha256"}."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            hf = _HashingFile(f)
-            np.lib.format.write_array(hf, np.ascontiguousarray(array), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    hashed = {}
+
+    def write(f):
+        hashed["f"] = hf = _HashingFile(f)
+        np.lib.format.write_array(hf, np.ascontiguousarray(array), allow_pickle=False)
+
+    atomic_write(path, write)
+    hf = hashed["f"]
     return {"bytes": hf.size, "sha256": hf.h.hexdigest()}
 
 
@@ -249,16 +243,7 @@ def write_index(path: Path, key: dict, shape: tuple[int, ...], has_labels: bool,
             "has_labels": has_labels, "shard_rows": rows_per_shard, "shards": shards,
             "store_version": STORE_VERSION}
     data = (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode()
-    p = index_path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)  # no fsync: a lost index only means its shards are re-validated
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(index_path(path), data)
 
 
 def read_index(path: Path, key: dict | None = None) -> dict:
