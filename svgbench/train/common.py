@@ -214,10 +214,17 @@ def _flag_bool(text: str) -> bool:
     raise ValueError(f"expected true/false, got {text!r}")
 
 
+def _float_pair(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise ValueError(f"{text!r} is not two comma-separated numbers")
+    return float(parts[0]), float(parts[1])
+
+
 def add_config_args(parser, cls) -> None:
-    """One --flag per scalar field (int, float, str, bool, optionally None) of config dataclass `cls`;
-    unset flags stay None so that the preset's value is kept."""
-    kinds = {"int": int, "float": float, "str": str, "bool": _flag_bool}
+    """One --flag per scalar field (int, float, str, bool, optionally None) or float pair (`--betas 0.9,0.99`)
+    of config dataclass `cls`; unset flags stay None so that the preset's value is kept."""
+    kinds = {"int": int, "float": float, "str": str, "bool": _flag_bool, "tuple[float, float]": _float_pair}
     for f in dataclasses.fields(cls):
         kind = kinds.get(str(f.type).replace(" | None", ""))
         if kind is not None:
