@@ -302,6 +302,11 @@ def cmd_report(args) -> int:
         return 1
     for task, p in paths.items():
         print(f"{task}: {p}")
+    if args.readme:
+        from .readme import update_readme
+
+        names = update_readme(args.readme, args.results)
+        print(f"{args.readme}: blocks {', '.join(names)} rewritten from {args.results}/")
     return 0
 
 
@@ -389,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="rebuild tables from the records under results/")
     rep.add_argument("--results", default="results")
+    rep.add_argument("--readme", metavar="PATH",
+                     help="also rewrite the svgbench blocks of this README (scorecard, findings) from the new files")
     return p
 
 

@@ -40,7 +40,7 @@ def _latest(records: list[dict]) -> dict[tuple[str, str, str], dict]:
 
 
 def encoder_roles(records: list[dict]) -> dict[str, str | None]:
-    """{"svg", "ssl", "dino_only", "vae"} -> encoder name (None when no record has that role)."""
+    """{"svg", "ssl", "dino_only", "vae", "vae_wide"} -> encoder name (None when no record has that role)."""
     specs = {r["encoder"]: r.get("spec") or {} for r in records}
 
     def svg_cfg(spec):
@@ -54,8 +54,13 @@ def encoder_roles(records: list[dict]) -> dict[str, str | None]:
     only = sorted(n for n, s in specs.items() if s.get("family") == "svg" and not svg_cfg(s).get("residual", True)
                   and (dino is None or svg_cfg(s).get("dino") == dino))
     roles["dino_only"] = only[0] if only else None
+    # the VAE baseline, and the matched-capacity VAE: an SD-VAE-design latent as wide as SVG's
+    width = specs[svg[0]].get("latent_channels") if svg else None
     vae = sorted(n for n, s in specs.items() if s.get("family") == "sd-vae")
-    roles["vae"] = vae[0] if vae else None
+    wide = [n for n in vae if width is not None and specs[n].get("latent_channels") == width]
+    narrow = [n for n in vae if n not in wide]
+    roles["vae"] = (narrow or vae or [None])[0]
+    roles["vae_wide"] = next((n for n in wide if n != roles["vae"]), None)
     return roles
 
 
@@ -164,15 +169,20 @@ def _curve_points(metrics: dict):
     return [[float(v) for v in p[:4]] for p in pts]
 
 
-def _f4(cells, data, roles) -> dict:
-    claim = "SVG's latent reaches the VAE latent's final generation FID in fewer diffusion-training steps"
-    svg, vae = roles["svg"], roles["vae"]
+def _vae_name(role: str) -> str:
+    return "same-width VAE" if role == "vae_wide" else "VAE"
+
+
+def _f4(cells, data, roles, fid="F4", vae_role="vae") -> dict:
+    claim = (f"SVG's latent reaches the {_vae_name(vae_role)} latent's final generation FID in fewer "
+             "diffusion-training steps")
+    svg, vae = roles["svg"], roles[vae_role]
     rs, rv = cells.get(("generation", svg, data)), cells.get(("generation", vae, data))
     if rs is None or rv is None:
-        return _finding("F4", claim, data, reason="not measured: no generation records for both SVG and VAE")
+        return _finding(fid, claim, data, reason="not measured: no generation records for both SVG and VAE")
     fast, slow = _curve_points(rs["metrics"]), _curve_points(rv["metrics"])
     if fast is None or slow is None:
-        return _finding("F4", claim, data, reason="not measured: the FID-vs-step curves carry no per-point intervals")
+        return _finding(fid, claim, data, reason="not measured: the FID-vs-step curves carry no per-point intervals")
     res = speedup_ci(fast, slow)
     fmt = lambda v: "not reached" if v is None else f"{v:.2f}x"  # noqa: E731
     measured = (f"speed-up {fmt(res['value'])} [{fmt(res['ci_low'])}, {fmt(res['ci_high'])}] to FID "
@@ -183,7 +193,7 @@ def _f4(cells, data, roles) -> dict:
         verdict, reason = HOLDS, "even the pessimistic reading gives a speed-up > 1"
     else:
         verdict, reason = UNSURE, "the interval contains 1 (or the pessimistic bound is not reached)"
-    return _finding("F4", claim, data, measured, res["value"], res["ci_low"], res["ci_high"], verdict, reason)
+    return _finding(fid, claim, data, measured, res["value"], res["ci_low"], res["ci_high"], verdict, reason)
 
 
 def _few_step_ratios(metrics: dict) -> dict[int, dict] | None:
@@ -212,16 +222,17 @@ def _few_step_ratios(metrics: dict) -> dict[int, dict] | None:
     return out or None
 
 
-def _f5(cells, data, roles) -> dict:
-    claim = "SVG degrades less than the VAE with few sampler steps (FID at 1, 2, 4 steps / FID at 50)"
-    svg, vae = roles["svg"], roles["vae"]
+def _f5(cells, data, roles, fid="F5", vae_role="vae") -> dict:
+    claim = (f"SVG degrades less than the {_vae_name(vae_role)} with few sampler steps (FID at 1, 2, 4 steps / "
+             "FID at 50)")
+    svg, vae = roles["svg"], roles[vae_role]
     rs, rv = cells.get(("sampling", svg, data)), cells.get(("sampling", vae, data))
     if rs is None or rv is None:
-        return _finding("F5", claim, data, reason="not measured: no sampling records for both SVG and VAE")
+        return _finding(fid, claim, data, reason="not measured: no sampling records for both SVG and VAE")
     a, b = _few_step_ratios(rs["metrics"]), _few_step_ratios(rv["metrics"])
     shared = sorted(set(a or {}) & set(b or {}))
     if not shared:
-        return _finding("F5", claim, data, reason="not measured: no shared few-step points with a reference")
+        return _finding(fid, claim, data, reason="not measured: no shared few-step points with a reference")
 
     def show(r):
         if r["ci_low"] is None:
@@ -239,12 +250,13 @@ def _f5(cells, data, roles) -> dict:
         verdict, reason = FAILS, f"at {s} steps SVG's whole ratio interval lies above the VAE's"
     else:
         verdict, reason = UNSURE, f"at {s} steps the two ratio intervals overlap"
-    return _finding("F5", claim, data, measured, x["value"], x["ci_low"], x["ci_high"], verdict, reason)
+    return _finding(fid, claim, data, measured, x["value"], x["ci_low"], x["ci_high"], verdict, reason)
 
 
-def _f6(cells, data, roles) -> dict:
-    claim = "SVG's generations are more faithful to their class than the VAE's (judge top-1 on generated samples)"
-    svg, vae = roles["svg"], roles["vae"]
+def _f6(cells, data, roles, fid="F6", vae_role="vae") -> dict:
+    claim = (f"SVG's generations are more faithful to their class than the {_vae_name(vae_role)}'s (judge top-1 on "
+             "generated samples)")
+    svg, vae = roles["svg"], roles[vae_role]
     got = {}
     for enc in (svg, vae):
         m = (cells.get(("generation", enc, data)) or {}).get("metrics") or {}
@@ -252,7 +264,7 @@ def _f6(cells, data, roles) -> dict:
         if _finite(m.get("class_accuracy")) and ci and _finite(ci.get("ci_low")) and _finite(ci.get("ci_high")):
             got[enc] = (m["class_accuracy"], ci["ci_low"], ci["ci_high"])
     if svg not in got or vae not in got:
-        return _finding("F6", claim, data, reason="not measured: no class_accuracy with an interval for SVG and VAE")
+        return _finding(fid, claim, data, reason="not measured: no class_accuracy with an interval for SVG and VAE")
     (va, la, ha), (vb, lb, hb) = got[svg], got[vae]
     # independent samples: the half-widths add in quadrature (normal approximation of the difference)
     half = math.hypot((ha - la) / 2, (hb - lb) / 2)
@@ -260,7 +272,7 @@ def _f6(cells, data, roles) -> dict:
     verdict, reason = _sign_verdict(d - half, d + half, "SVG's samples are judged their class more often")
     measured = (f"class accuracy {svg} {va:.2f} [{la:.2f}, {ha:.2f}], {vae} {vb:.2f} [{lb:.2f}, {hb:.2f}]; "
                 f"difference {d:+.2f} [{d - half:+.2f}, {d + half:+.2f}]")
-    return _finding("F6", claim, data, measured, d, d - half, d + half, verdict, reason)
+    return _finding(fid, claim, data, measured, d, d - half, d + half, verdict, reason)
 
 
 def findings_table(records: list[dict], roles: dict | None = None) -> pd.DataFrame:
@@ -288,6 +300,16 @@ def findings_table(records: list[dict], roles: dict | None = None) -> pd.DataFra
             _f5(cells, data, roles),
             _f6(cells, data, roles),
         ]
+        if roles.get("vae_wide"):  # the matched-capacity VAE: semantics, not width
+            wide = roles["vae_wide"]
+            rows += [
+                _diff_finding("F2w", "SVG's semantics are not a matter of width: probe(SVG) > probe(same-width "
+                              "VAE)", cells, data, "probe", "probe_top1", svg, wide, _sign_verdict,
+                              "SVG's probe is better than that of a VAE latent as wide"),
+                _f4(cells, data, roles, "F4w", "vae_wide"),
+                _f5(cells, data, roles, "F5w", "vae_wide"),
+                _f6(cells, data, roles, "F6w", "vae_wide"),
+            ]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -8,7 +8,7 @@ shape for real checkpoints on an ImageNet-layout folder (and ADE20K for segmenta
 from __future__ import annotations
 
 # the embedded default's encoders, in run order (each a registered built-in: svgbench.encoders.registry)
-EMBEDDED_ENCODERS = ("tiny-svg", "tiny-svg-dino-only", "tiny-vae", "tiny-ssl", "pixels")
+EMBEDDED_ENCODERS = ("tiny-svg", "tiny-svg-dino-only", "tiny-vae", "tiny-vae-wide", "tiny-ssl", "pixels")
 
 RUN_PRESETS: dict[str, dict] = {
     "tiny": {
@@ -21,6 +21,10 @@ RUN_PRESETS: dict[str, dict] = {
             "seg": {"train_size": 500, "epochs": 10, "train_batch_size": 32},
             # training efficiency: the first curve step at or below each judge-FID level
             "generation": {"fid_targets": (60, 50, 40)},
+            # the few-step curve where it matters, at a third of the full grid's model evaluations per sample
+            # (111 instead of 318): Euler at 1-50 steps without 25 (the generation task's own setting), Heun
+            # (2 evaluations a step) to 8 steps
+            "sampling": {"steps": (1, 2, 4, 8, 16, 50), "heun_max_steps": 8},
         },
     },
     "imagenet256": {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The generation tasks on one GPU, in one go:
+#   0. XL throughput and MFU (tasks/gpu_bench.py); 0b. the VAE baselines retrained for VAE_STEPS steps (0: skip);
 #   1. the shipped diffusion models retrained with `svgbench train diffusion --export`, one per encoder with a
 #      decoder, in parallel; the number of steps fills TRAIN_SECONDS at the speed a short probe run measures;
 #   2. `svgbench run --tasks generation,sampling` on the GPU with Heun to 50 steps: FID and time per image
@@ -17,7 +18,7 @@ TRAIN_SECONDS=${2:-200}
 PROBE_STEPS=${PROBE_STEPS:-200}
 MIN_STEPS=${MIN_STEPS:-2000}
 MAX_STEPS=${MAX_STEPS:-40000}
-ENCODERS=${ENCODERS:-"tiny-svg tiny-vae tiny-svg-dino-only"}
+ENCODERS=${ENCODERS:-"tiny-svg tiny-vae tiny-vae-wide tiny-svg-dino-only"}
 RUN_ARGS=${RUN_ARGS:-}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -32,6 +33,25 @@ stamp "environment"
   $py -c "import torch, timm, diffusers, torch_fidelity; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'timm', timm.__version__, 'diffusers', diffusers.__version__)"
 } > "$LOG/device.txt" 2>&1
 cat "$LOG/device.txt"
+
+if [ "${VAE_STEPS:-10000}" -gt 0 ]; then
+  # 0b. the VAE baselines, retrained longer (tiny-vae) and at tiny-svg's width (tiny-vae-wide), by one recipe:
+  #     the tiny preset's settings for VAE_STEPS steps; exported with their cards before any diffusion model
+  #     is trained on their latents.
+  stamp "0b. VAE baselines: ${VAE_STEPS:-10000} steps each (vae-tiny, vae-tiny-wide), in parallel"
+  for p in vae-tiny vae-tiny-wide; do
+    enc=${p/vae-tiny/tiny-vae}
+    ( svgbench train vae --preset "$p" --steps "${VAE_STEPS:-10000}" --eval-every $(( ${VAE_STEPS:-10000} / 10 )) \
+          --out "runs/$enc-gpu" > "$LOG/train-$enc.log" 2>&1 &&
+      rm -rf "svgbench/weights/$enc" &&
+      svgbench train vae --preset "$p" --steps "${VAE_STEPS:-10000}" --out "runs/$enc-gpu" \
+          --export "svgbench/weights/$enc" >> "$LOG/train-$enc.log" 2>&1
+      echo "exit $?" >> "$LOG/train-$enc.log"
+      tar czf "$OUT/vae-$enc.tgz" "svgbench/weights/$enc" svgbench/weights/"$enc".* "runs/$enc-gpu/curve.jsonl" ) &
+  done
+  wait
+  tail -n 3 "$LOG"/train-tiny-vae*.log
+fi
 
 stamp "1a. training-speed probe ($PROBE_STEPS steps per encoder, in parallel)"
 for e in $ENCODERS; do

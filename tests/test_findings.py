@@ -49,7 +49,35 @@ def records():
 
 def test_roles_come_from_specs():
     assert encoder_roles(records()) == {"svg": "my-svg", "ssl": "my-ssl", "dino_only": "my-svg-dino-only",
-                                        "vae": "my-vae"}
+                                        "vae": "my-vae", "vae_wide": None}
+
+
+WIDE_SPECS = {
+    "my-svg": dict(SPECS["my-svg"], latent_channels=136),
+    "a-vae-wide": {"family": "sd-vae", "latent_channels": 136, "extra": {}},  # sorts before my-vae
+    "my-vae": {"family": "sd-vae", "latent_channels": 4, "extra": {}},
+}
+
+
+def test_matched_capacity_vae_gets_its_own_findings():
+    """A VAE as wide as SVG's latent is the matched-capacity baseline (F2w, F4w-F6w), never the VAE of F2-F6."""
+    out = [r for r in records() if r["encoder"] != "my-vae"]
+    base = np.random.default_rng(0).random(2000)
+    for name, acc in (("my-vae", 0.5), ("a-vae-wide", 0.6)):
+        v = base < acc
+        out.append({"task": "probe", "encoder": name, "spec": WIDE_SPECS[name], "data": DATA,
+                    "metrics": {"probe_top1": float(100 * v.mean()),
+                                "per_item": {"probe_top1": [100.0 if x else 0.0 for x in v]}}})
+    for r in out:
+        if r["encoder"] == "my-svg":
+            r["spec"] = WIDE_SPECS["my-svg"]
+    roles = encoder_roles(out)
+    assert roles["vae"] == "my-vae" and roles["vae_wide"] == "a-vae-wide"
+    df = findings_table(out).set_index("finding")
+    assert list(df.index) == ["F1", "F1b", "F2", "F3", "F4", "F5", "F6", "F2w", "F4w", "F5w", "F6w"]
+    assert df.loc["F2w", "verdict"] == "holds" and 25 < df.loc["F2w", "value"] < 35  # 90.2 vs 60
+    assert df.loc["F2", "value"] > df.loc["F2w", "value"]  # F2 compares with the 4-channel VAE
+    assert "same-width VAE" in df.loc["F4w", "claim"] and df.loc["F4w", "reason"].startswith("not measured")
 
 
 def test_findings_verdicts():

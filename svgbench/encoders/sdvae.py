@@ -1,4 +1,4 @@
-"""SD-VAE through diffusers' AutoencoderKL: ft-ema, ft-mse, and the embedded tiny-vae.
+"""SD-VAE through diffusers' AutoencoderKL: ft-ema, ft-mse, and the embedded tiny-vae and tiny-vae-wide.
 
 Latent = posterior mean x scaling factor (0.18215 for SD-VAE), 4 x H/8 x W/8. The mean, not a
 sample, so that a latent is a deterministic function of the image (caches and reconstruction
@@ -32,13 +32,17 @@ SD_VAE_CONFIG = dict(
     down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
 )
 
+_TINY_VAE_CONFIG = dict(SD_VAE_CONFIG, block_out_channels=(16, 32, 64, 64), layers_per_block=1, norm_num_groups=4,
+                        sample_size=64, scaling_factor=1.0)
+
 ENCODER_CONFIGS: dict[str, VAEPreset] = {
     "sd-vae-ft-ema": VAEPreset("stabilityai/sd-vae-ft-ema", 256, SD_VAE_CONFIG),
     "sd-vae-ft-mse": VAEPreset("stabilityai/sd-vae-ft-mse", 256, SD_VAE_CONFIG),
     # The SD-VAE design (downsampling 8, 4 channels) at the embedded default's size.
-    "tiny-vae": VAEPreset(None, 64, dict(SD_VAE_CONFIG, block_out_channels=(16, 32, 64, 64), layers_per_block=1,
-                                         norm_num_groups=4, sample_size=64, scaling_factor=1.0),
-                          embedded="tiny-vae"),
+    "tiny-vae": VAEPreset(None, 64, _TINY_VAE_CONFIG, embedded="tiny-vae"),
+    # The matched-capacity baseline: tiny-vae with as many latent channels as tiny-svg (128 DINO + 8 residual),
+    # so that "a semantic latent" and "a wide latent" can be told apart.
+    "tiny-vae-wide": VAEPreset(None, 64, dict(_TINY_VAE_CONFIG, latent_channels=136), embedded="tiny-vae-wide"),
 }
 
 

@@ -49,11 +49,12 @@ class AEConfig:
     threads: int | None = None
 
 
-# The three tiny presets share every optimisation setting: 1500 steps of 32 (about 40 minutes of one core each).
+# The tiny presets share every optimisation setting: 1500 steps of 32 (about 40 minutes of one core each).
 _TINY = dict(steps=1500, lr=4e-4)
 
 TRAIN_PRESETS = {
     "vae-tiny": AEConfig(model="vae", encoder="tiny-vae", out="runs/tiny-vae", **_TINY),
+    "vae-tiny-wide": AEConfig(model="vae", encoder="tiny-vae-wide", out="runs/tiny-vae-wide", **_TINY),
     "svg-tiny": AEConfig(**_TINY),
     "svg-tiny-dino-only": AEConfig(encoder="tiny-svg-dino-only", out="runs/tiny-svg-dino-only", **_TINY),
     "svg-imagenet": AEConfig(encoder="svg-dinov3-vits16plus", data="imagefolder", resolution=256,
@@ -238,6 +239,8 @@ def export(cfg: AEConfig, dest: str | Path) -> None:
 DESCRIPTIONS = {
     "tiny-vae": "diffusers AutoencoderKL, the SD-VAE design (downsampling 8, 4 latent channels) at 64 px: block "
                 "channels 16/32/64/64, one resnet per encoder level; L1 + SSIM loss + KL (weight 1e-6).",
+    "tiny-vae-wide": "tiny-vae with 136 latent channels (tiny-svg's 128 DINO + 8 residual channels): the matched-"
+                     "capacity baseline, same architecture, loss and recipe as tiny-vae, only the latent is wider.",
     "tiny-svg": "SVG autoencoder: frozen tiny-ssl tokens (128 channels) + residual ViT (2 layers, width 128) adding "
                 "8 channels, per-sample distribution alignment, residual masking p = 0.1, and a pixel decoder of "
                 "tiny-vae's decoder size; L1 + SSIM loss.",
