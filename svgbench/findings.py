@@ -180,9 +180,13 @@ def _f4(cells, data, roles, fid="F4", vae_role="vae") -> dict:
     rs, rv = cells.get(("generation", svg, data)), cells.get(("generation", vae, data))
     if rs is None or rv is None:
         return _finding(fid, claim, data, reason="not measured: no generation records for both SVG and VAE")
+    for enc, r in ((svg, rs), (vae, rv)):
+        if not r["metrics"].get("fid_curve"):
+            why = (r["metrics"].get("unavailable") or {}).get("fid") or "its record holds none"
+            return _finding(fid, claim, data, reason=f"not measured: no FID-vs-step curve for {enc} ({why})")
     fast, slow = _curve_points(rs["metrics"]), _curve_points(rv["metrics"])
     if fast is None or slow is None:
-        return _finding(fid, claim, data, reason="not measured: the FID-vs-step curves carry no per-point intervals")
+        return _f4_point(fid, claim, data, rs["metrics"], rv["metrics"], svg if fast is None else vae)
     res = speedup_ci(fast, slow)
     fmt = lambda v: "not reached" if v is None else f"{v:.2f}x"  # noqa: E731
     measured = (f"speed-up {fmt(res['value'])} [{fmt(res['ci_low'])}, {fmt(res['ci_high'])}] to FID "
@@ -194,6 +198,24 @@ def _f4(cells, data, roles, fid="F4", vae_role="vae") -> dict:
     else:
         verdict, reason = UNSURE, "the interval contains 1 (or the pessimistic bound is not reached)"
     return _finding(fid, claim, data, measured, res["value"], res["ci_low"], res["ci_high"], verdict, reason)
+
+
+def _f4_point(fid, claim, data, fast_m, slow_m, bare) -> dict:
+    """F4 from the curves' point values alone, when a curve carries no intervals (a model shipped before
+    curves had them): the ratio is shown, the verdict is inconclusive."""
+    from .metrics.stats import steps_to_reach
+
+    pts = [[(float(p[0]), float(p[1])) for p in m.get("fid_curve") or []
+            if isinstance(p, (list, tuple)) and len(p) >= 2 and _finite(p[1])] for m in (fast_m, slow_m)]
+    why = f"{bare}'s FID-vs-step curve carries no intervals (retrain its diffusion model to get them)"
+    if not pts[0] or not pts[1]:
+        return _finding(fid, claim, data, reason=f"not measured: {why}")
+    s_step, s_fid = sorted(pts[1])[-1]
+    at = steps_to_reach(sorted(pts[0]), s_fid)
+    value = None if not at else s_step / at
+    shown = "not reached" if value is None else f"{value:.2f}x"
+    measured = f"speed-up {shown} (no interval) to FID {s_fid:.2f} (VAE's final, at step {s_step:.0f})"
+    return _finding(fid, claim, data, measured, value, None, None, UNSURE, why)
 
 
 def _few_step_ratios(metrics: dict) -> dict[int, dict] | None:
@@ -232,25 +254,34 @@ def _f5(cells, data, roles, fid="F5", vae_role="vae") -> dict:
     a, b = _few_step_ratios(rs["metrics"]), _few_step_ratios(rv["metrics"])
     shared = sorted(set(a or {}) & set(b or {}))
     if not shared:
-        return _finding(fid, claim, data, reason="not measured: no shared few-step points with a reference")
+        missing = next((e for e, x in ((svg, a), (vae, b)) if not x), None)
+        why = ((cells.get(("sampling", missing, data)) or {}).get("metrics", {}).get("unavailable") or {}).get("fid")
+        return _finding(fid, claim, data, reason="not measured: no shared few-step points with a reference"
+                        + (f" ({missing}: {why})" if missing and why else ""))
 
     def show(r):
         if r["ci_low"] is None:
             return f"{r['value']:.2f}"
         return f"{r['value']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
 
-    measured = "; ".join(f"{s} steps: {svg} {show(a[s])}, {vae} {show(b[s])}" for s in shared)
-    s = shared[0]
+    measured = "; ".join(f"{_steps(s)}: {svg} {show(a[s])}, {vae} {show(b[s])}" for s in shared)
+    # one step count decides, fixed in advance: the most steps among the few-step counts (the paper
+    # compares at 5 steps); the others are shown, not tested (no choosing the count that happens to agree)
+    s = shared[-1]
     x, y = a[s], b[s]
     if x["ci_low"] is None or y["ci_low"] is None:
         verdict, reason = UNSURE, "the sampling curve carries no FID intervals"
     elif x["ci_high"] < y["ci_low"]:
-        verdict, reason = HOLDS, f"at {s} steps SVG's whole ratio interval lies below the VAE's"
+        verdict, reason = HOLDS, f"at {_steps(s)} SVG's whole ratio interval lies below the VAE's"
     elif x["ci_low"] > y["ci_high"]:
-        verdict, reason = FAILS, f"at {s} steps SVG's whole ratio interval lies above the VAE's"
+        verdict, reason = FAILS, f"at {_steps(s)} SVG's whole ratio interval lies above the VAE's"
     else:
-        verdict, reason = UNSURE, f"at {s} steps the two ratio intervals overlap"
+        verdict, reason = UNSURE, f"at {_steps(s)} the two ratio intervals overlap"
     return _finding(fid, claim, data, measured, x["value"], x["ci_low"], x["ci_high"], verdict, reason)
+
+
+def _steps(n: int) -> str:
+    return "1 step" if n == 1 else f"{n} steps"
 
 
 def _f6(cells, data, roles, fid="F6", vae_role="vae") -> dict:
@@ -264,7 +295,11 @@ def _f6(cells, data, roles, fid="F6", vae_role="vae") -> dict:
         if _finite(m.get("class_accuracy")) and ci and _finite(ci.get("ci_low")) and _finite(ci.get("ci_high")):
             got[enc] = (m["class_accuracy"], ci["ci_low"], ci["ci_high"])
     if svg not in got or vae not in got:
-        return _finding(fid, claim, data, reason="not measured: no class_accuracy with an interval for SVG and VAE")
+        missing = svg if svg not in got else vae
+        why = ((cells.get(("generation", missing, data)) or {}).get("metrics", {}).get("unavailable") or {})
+        why = why.get("class_accuracy") or why.get("fid")
+        return _finding(fid, claim, data, reason=f"not measured: no class_accuracy with an interval for {missing}"
+                        + (f" ({why})" if why else ""))
     (va, la, ha), (vb, lb, hb) = got[svg], got[vae]
     # independent samples: the half-widths add in quadrature (normal approximation of the difference)
     half = math.hypot((ha - la) / 2, (hb - lb) / 2)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from .errors import UserError
 
-# block name -> the results file it quotes
+# block name -> the results file it quotes, and the heading where the quote stops (None: the whole file)
 BLOCKS = {"scorecard": "scorecard.md", "findings": "findings.md"}
+STOP = {"scorecard": "## Published"}  # the published figures have their own section in a README
 
 
 def begin_marker(name: str) -> str:
@@ -30,12 +31,14 @@ def end_marker(name: str) -> str:
 
 
 def render_block(results_dir: str | Path, name: str) -> str:
-    """The text the README holds for block `name`: the results file without its first `# ` heading, `## `
-    headings turned into bold lines."""
+    """The text the README holds for block `name`: the results file without its first `# ` heading (and
+    from its STOP heading on), `## ` headings turned into bold lines."""
     path = Path(results_dir) / BLOCKS[name]
     if not path.is_file():
         raise UserError(f"{path}: not found; run `svgbench run` (or `svgbench report`) first")
     lines = path.read_text().splitlines()
+    stop = next((i for i, ln in enumerate(lines) if name in STOP and ln.startswith(STOP[name])), None)
+    lines = lines[:stop]
     if lines and lines[0].startswith("# "):
         lines = lines[1:]
     while lines and not lines[0].strip():

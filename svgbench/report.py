@@ -559,6 +559,18 @@ def _statistics_timings(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", "encoder", "data", "measure", "value"])
 
 
+def _statistics_share(records: list[dict], stats: pd.DataFrame) -> list[str]:
+    """One line: the seconds all cells spent on intervals against their total wall time."""
+    walls = [r.get("wall_s") for recs in (latest_records(records, t) for t in dict.fromkeys(r["task"] for r in records))
+             for r in recs.values() if _num(r.get("wall_s")) is not None]
+    total, spent = float(sum(walls)), float(stats["value"].sum()) if not stats.empty else 0.0
+    if total <= 0:
+        return []
+    return ["", f"Statistics (intervals, the probe's extra head seeds): {spent:.1f} s of {total:.1f} s of cell time "
+                f"({100 * spent / total:.1f}%); without them the cells would take {total - spent:.1f} s "
+                f"(+{100 * spent / max(total - spent, 1e-9):.1f}% with them)."]
+
+
 # ---------------------------------------------------------------------------------------------
 # long frames for the plots
 # ---------------------------------------------------------------------------------------------
@@ -665,6 +677,7 @@ def write_reports(results_dir: str | Path = "results", records: list[dict] | Non
                  "| task | encoder | data | measure | value |", "|---|---|---|---|---|"]
         lines += [f"| {r.task} | {r.encoder} | {r.data} | {r.measure} | {_fmt(r.value, '{:.4g}')} |"
                   for r in eff.itertuples()]
+        lines += _statistics_share(records, stats)
         atomic_write_bytes(results_dir / "efficiency.md", ("\n".join(lines) + "\n").encode())
         atomic_write_bytes(results_dir / "efficiency.csv", eff.to_csv(index=False).encode())
     if records:

@@ -111,3 +111,29 @@ def test_write_findings(tmp_path):
     data = json.loads((tmp_path / "findings.json").read_text())
     assert [f["finding"] for f in data["findings"]][:2] == ["F1", "F1b"] and data["level"] == 0.95
     assert (tmp_path / "findings.csv").read_text().startswith("finding,claim")
+
+
+def test_f4_without_curve_intervals_gives_the_point_ratio_as_inconclusive():
+    """A shipped model's curve evaluated without intervals: F4 shows the point speed-up, never a verdict."""
+    out = [r for r in records() if r["task"] != "generation"]
+    out += [rec("generation", "my-svg", fid_curve=[[1000, 40], [2000, 25], [4000, 20]]),
+            rec("generation", "my-vae", fid_curve=[[1000, 60, 55, 65], [8000, 30, 27, 33]])]
+    f4 = findings_table(out).set_index("finding").loc["F4"]
+    assert f4["value"] == 4.0 and f4["verdict"] == "inconclusive"  # FID 30 first reached at 2000: 8000 / 2000
+    assert "my-svg's FID-vs-step curve carries no intervals" in f4["reason"] and "no interval" in f4["measured"]
+
+
+def test_f5_decides_at_the_most_few_steps_fixed_in_advance():
+    """F5's verdict is read at the largest few-step count (4; the paper compares at 5), whatever the others say."""
+    def curve(points):
+        return [{"method": "euler", "steps": s, "fid": v, "ci_low": v - h, "ci_high": v + h, "n": 250}
+                for s, v, h in points]
+
+    out = records() + [
+        rec("sampling", "my-svg", curve=curve([(1, 90, 20), (2, 40, 5), (4, 22, 2), (50, 20, 1)])),
+        rec("sampling", "my-vae", curve=curve([(1, 95, 20), (2, 80, 5), (4, 60, 3), (50, 20, 1)])),
+    ]
+    f5 = findings_table(out).set_index("finding").loc["F5"]
+    # 1 step: 4.5 [3.3, 5.79] vs 4.75 [3.5, 6.05] overlap; 4 steps: 1.1 [0.95, 1.26] vs 3.0 [2.71, 3.32]
+    assert f5["verdict"] == "holds" and f5["reason"].startswith("at 4 steps")
+    assert f5["value"] == pytest.approx(22 / 20) and "1 step: my-svg 4.50" in f5["measured"]

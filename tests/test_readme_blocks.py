@@ -26,7 +26,8 @@ def _results(tmp_path, findings="# Findings\n\n| a |\n|---|\n| 1 |\n"):
     res = tmp_path / "results"
     res.mkdir()
     (res / "findings.md").write_text(findings)
-    (res / "scorecard.md").write_text("# scorecard\n\nnote\n\n## Measured\n\n| x |\n|---|\n| 2 |\n")
+    (res / "scorecard.md").write_text("# scorecard\n\nnote\n\n## Measured\n\n| x |\n|---|\n| 2 |\n\n"
+                                      "## Published (from baselines/published.csv)\n\n| y |\n")
     return res
 
 

@@ -218,6 +218,25 @@ def test_sampling_pivot_and_timings(synthetic_results):
     assert "heun 4 steps: sample s/img" in set(samp["measure"]) and len(samp) == 2 * 12
 
 
+def test_efficiency_states_the_statistics_share(tmp_path):
+    """efficiency.md ends with the seconds spent on intervals against all cells' wall time (issue: the
+    statistics' extra cost), summed from the records independently here."""
+    recs = synthetic_records()
+    for i, r in enumerate(recs):
+        r["wall_s"] = 10.0 + i
+        if r["task"] in ("probe", "reconstruction"):
+            r["metrics"]["stats_s"] = 0.5 * (i % 3)
+    results = write_synthetic_results(tmp_path / "results", recs)
+    write_reports(results, plots=False)
+    total = sum(r["wall_s"] for r in recs)
+    spent = sum(r["metrics"].get("stats_s", 0.0) for r in recs)
+    assert spent > 0
+    line = (results / "efficiency.md").read_text().rstrip().splitlines()[-1]
+    assert line == (f"Statistics (intervals, the probe's extra head seeds): {spent:.1f} s of {total:.1f} s of cell "
+                    f"time ({100 * spent / total:.1f}%); without them the cells would take {total - spent:.1f} s "
+                    f"(+{100 * spent / (total - spent):.1f}% with them).")
+
+
 # ---------------------------------------------------------------------------------------------
 # plots
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ size or the number of processes.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -327,6 +328,7 @@ class Scorer:
         self.device = device
         self.real = self.features(real) if isinstance(real, torch.Tensor) else streamed_features(self.ext, real, device)
         self.n = len(self.real[self.layer])
+        self.stats_s = 0.0  # seconds spent on intervals (bootstrap, jackknife): the statistics' cost
 
     def features(self, images: torch.Tensor) -> dict:
         from ..metrics.fidelity import network_features
@@ -347,6 +349,7 @@ class Scorer:
             out["precision"], out["recall"] = m["precision"], m["recall"]
         if not ci:
             return out
+        t0 = time.perf_counter()
         out["ci"] = {"fid": stats.ci_entry(stats.frechet_ci(f.double().numpy(), r.double().numpy(), seed=seed))}
         rest = {k: out[k] for k in ("kid", "precision", "recall") if k in out}
         if rest:
@@ -360,6 +363,7 @@ class Scorer:
                 if k != "kid":  # a rate: its interval stays within [0, 1]
                     e["ci_low"], e["ci_high"] = max(0.0, e["ci_low"]), min(1.0, e["ci_high"])
                 out["ci"][k] = e
+        self.stats_s += time.perf_counter() - t0
         return out
 
     def class_accuracy(self, fake: dict, labels: torch.Tensor, num_classes: int) -> dict | str:
@@ -373,8 +377,10 @@ class Scorer:
         if logits.shape[1] != num_classes:
             return f"the judge knows {logits.shape[1]} classes, the diffusion model {num_classes}"
         hit = (logits.argmax(1) == labels).double() * 100.0
-        return {"value": float(hit.mean()), "per_item": hit.tolist(),
-                "ci": stats.ci_entry(stats.mean_ci(hit.numpy()))}
+        t0 = time.perf_counter()
+        ci = stats.ci_entry(stats.mean_ci(hit.numpy()))
+        self.stats_s += time.perf_counter() - t0
+        return {"value": float(hit.mean()), "per_item": hit.tolist(), "ci": ci}
 
 
 class Progress:
@@ -534,6 +540,7 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
         out["steps_to_fid"] = {f"{t:g}": next((p[0] for p in out["fid_curve"] if p[1] <= t), None)
                                for t in sorted(cfg.fid_targets, reverse=True)}
     out["num_samples"] = n
+    out["stats_s"] = scorer.stats_s
     return out | _protocol_fields(cfg, sampler)
 
 
@@ -658,5 +665,6 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
         bar(n)
         eff = sampling_efficiency(model, sampler, cfg.batch_size, timing["sample_s_per_image"], device)
         rows.append({"method": p[0], "steps": p[1], "nfe": sampler.nfe, **m, **timing, **eff})
+    stats_s = {} if scorer is None else {"stats_s": scorer.stats_s}
     return {"curve": rows, "feature_network": label, "num_samples": n, "protocol": cfg.protocol,
-            "autocast": "bf16" if cfg.bf16 else None, **prov}
+            "autocast": "bf16" if cfg.bf16 else None, **stats_s, **prov}

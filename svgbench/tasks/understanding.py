@@ -120,7 +120,8 @@ def run_probe(encoder: LatentEncoder, dataset, cfg: ProbeConfig = ProbeConfig(),
     ci["probe_top1"]: bootstrap interval over test images (svgbench.metrics.stats.mean_ci);
     per_item["probe_top1"]: 100.0 / 0.0 per test image in dataset order (seed cfg.seed's head);
     seed_spread["probe_top1"]: top-1 over cfg.spread_seeds head-training seeds (cfg.seed's result is
-    probe_top1); stats_s: seconds spent on intervals and the extra seeds.
+    probe_top1; the others retrain the head cfg.seed selected); stats_s: seconds spent on intervals and the
+    extra seeds.
     """
     tr, te, _, info = _features(encoder, dataset, cfg, device, progress)
     metrics = ("probe_top1", "probe_top5", "probe_top1_sklearn", "probe_val_top1", "probe_lr", "probe_wd",
@@ -153,11 +154,13 @@ def run_probe(encoder: LatentEncoder, dataset, cfg: ProbeConfig = ProbeConfig(),
     if cfg.spread_seeds >= 3:
         from ..metrics.stats import seed_spread
 
+        # the other seeds retrain the selected head (lr, wd fixed by seed cfg.seed's validation): the spread
+        # of the head's training (batch order, held-out split), at 1/len(grid) of a grid fit's cost
         seeds = [cfg.seed + i for i in range(cfg.spread_seeds)]
-        tops = [res.top1] + [linear_probe(tr.features, tr.labels, te.features, te.labels, lrs=cfg.lrs, wds=cfg.wds,
-                                          epochs=cfg.epochs, batch_size=cfg.probe_batch_size,
+        tops = [res.top1] + [linear_probe(tr.features, tr.labels, te.features, te.labels, lrs=(res.lr,),
+                                          wds=(res.wd,), epochs=cfg.epochs, batch_size=cfg.probe_batch_size,
                                           val_fraction=cfg.val_fraction, seed=s, device=device,
-                                          progress=f"{name}: probe grid, seed {s}").top1
+                                          progress=f"{name}: selected head, seed {s}").top1
                              for s in seeds[1:]]
         out["seed_spread"] = {"probe_top1": seed_spread(tops, seeds)}
     else:
