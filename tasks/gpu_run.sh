@@ -35,22 +35,9 @@ stamp "environment"
 cat "$LOG/device.txt"
 
 if [ "${VAE_STEPS:-10000}" -gt 0 ]; then
-  # 0b. the VAE baselines, retrained longer (tiny-vae) and at tiny-svg's width (tiny-vae-wide), by one recipe:
-  #     the tiny preset's settings for VAE_STEPS steps; exported with their cards before any diffusion model
-  #     is trained on their latents.
   stamp "0b. VAE baselines: ${VAE_STEPS:-10000} steps each (vae-tiny, vae-tiny-wide), in parallel"
-  for p in vae-tiny vae-tiny-wide; do
-    enc=${p/vae-tiny/tiny-vae}
-    ( svgbench train vae --preset "$p" --steps "${VAE_STEPS:-10000}" --eval-every $(( ${VAE_STEPS:-10000} / 10 )) \
-          --out "runs/$enc-gpu" > "$LOG/train-$enc.log" 2>&1 &&
-      rm -rf "svgbench/weights/$enc" &&
-      svgbench train vae --preset "$p" --steps "${VAE_STEPS:-10000}" --out "runs/$enc-gpu" \
-          --export "svgbench/weights/$enc" >> "$LOG/train-$enc.log" 2>&1
-      echo "exit $?" >> "$LOG/train-$enc.log"
-      tar czf "$OUT/vae-$enc.tgz" "svgbench/weights/$enc" svgbench/weights/"$enc".* "runs/$enc-gpu/curve.jsonl" ) &
-  done
-  wait
-  tail -n 3 "$LOG"/train-tiny-vae*.log
+  PYTHON=$py bash tasks/gpu_vae.sh "$OUT" "${VAE_STEPS:-10000}" > "$LOG/vae.log" 2>&1
+  tail -n 5 "$LOG/vae.log"
 fi
 
 stamp "1a. training-speed probe ($PROBE_STEPS steps per encoder, in parallel)"

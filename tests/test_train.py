@@ -178,8 +178,9 @@ def test_shipped_weights_stay_small_and_carry_cards():
     files = [f for f in WEIGHTS_DIR.rglob("*") if f.is_file()]
     total = sum(f.stat().st_size for f in files)
     assert total < 50e6, f"svgbench/weights holds {total / 1e6:.1f} MB"
-    models = [f for f in files if f.suffix == ".safetensors" and f.parent.name != "tiny-vae"]
-    models += [WEIGHTS_DIR / "tiny-vae"] if (WEIGHTS_DIR / "tiny-vae").is_dir() else []
+    folders = {f.parent for f in files if f.name == "config.json"}  # diffusers folders (the tiny VAEs)
+    assert {d.name for d in folders} >= {"tiny-vae", "tiny-vae-wide"}
+    models = [f for f in files if f.suffix == ".safetensors" and f.parent not in folders] + sorted(folders)
     for m in models:
         card = m.with_suffix(".md") if m.suffix else m.parent / f"{m.name}.md"
         assert card.exists(), f"{m} has no model card {card.name}"
