@@ -184,3 +184,14 @@ def test_shipped_weights_stay_small_and_carry_cards():
     for m in models:
         card = m.with_suffix(".md") if m.suffix else m.parent / f"{m.name}.md"
         assert card.exists(), f"{m} has no model card {card.name}"
+
+
+def test_card_command_names_the_flags_that_changed_the_preset():
+    """A card's command reproduces the run: every field that differs from the preset is on it as a flag."""
+    import dataclasses
+
+    from svgbench.train.autoencoder import TRAIN_PRESETS, _changed_fields
+
+    cfg = dataclasses.replace(TRAIN_PRESETS["vae-tiny"], steps=10000, betas=(0.9, 0.99), out="elsewhere")
+    assert _changed_fields(cfg, "vae-tiny") == " --steps 10000 --betas 0.9,0.99"
+    assert _changed_fields(TRAIN_PRESETS["vae-tiny-wide"], "vae-tiny-wide") == ""
