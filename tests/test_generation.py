@@ -422,3 +422,17 @@ def test_diffusion_checkpoints_by_wall_clock_too(tmp_path):
         train_diffusion(lat, lab, cfg, num_classes=10, log=lambda s: None, on_step=kill)
     assert RunDir(cfg.out).load()["step"] == 5  # saved at every step (0 minutes), not only at 1000
     assert [p.name for p in (tmp_path / "run").glob("*.pt")] == ["last.pt"]
+
+
+def test_no_diffusion_model_is_pending_so_a_later_export_is_picked_up(tmp_path, judge_file, monkeypatch):
+    """No diffusion model for an encoder's weights: generation and sampling are n/a *pending*, so the runner
+    recomputes the cells on a rerun (after `svgbench train diffusion --export`) instead of keeping the n/a."""
+    import svgbench.diffusion.store as store
+    from svgbench.tasks.generation import GenerationConfig, SamplingConfig, run_generation, run_sampling
+
+    monkeypatch.setattr(store, "SHIPPED", tmp_path / "no-models")
+    enc, ds = create_encoder("tiny-vae", weights="random"), build_dataset(DataConfig(size=8))
+    g = run_generation(enc, ds, GenerationConfig())
+    s = run_sampling(enc, ds, SamplingConfig())
+    assert g["fid"] is None and "no shipped diffusion model" in g["pending"]["fid"]
+    assert "no shipped diffusion model" in s["pending"]["fid"] and s["unavailable"]["fid"] == s["pending"]["fid"]

@@ -487,8 +487,8 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
 
     try:
         model, stats, curve, prov = diffusion_for(encoder, dataset, cfg, device, evaluate=evaluate, log=log)
-    except NoDiffusionModel as e:
-        return _na(_GEN_METRICS, str(e), pending=False)
+    except NoDiffusionModel as e:  # pending: a model trained and exported later is picked up by a rerun
+        return _na(_GEN_METRICS, str(e), pending=True)
     if on_model is not None:
         on_model(model, stats, curve, prov)
     prov = recorded_provenance(prov)
@@ -593,7 +593,7 @@ def _run_generation_adm(encoder, dataset, cfg, device, progress, log, on_model) 
     try:
         model, stats, curve, prov = diffusion_for(encoder, dataset, cfg, device, log=log)
     except NoDiffusionModel as e:
-        return _na(_ADM_METRICS, str(e), pending=False)
+        return _na(_ADM_METRICS, str(e), pending=True)
     if on_model is not None:
         on_model(model, stats, curve, prov)
     ncls = _model_classes(model, num_classes_of(dataset))
@@ -638,7 +638,7 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
     try:
         model, stats, prov = _diffusion_of_sampling(encoder, dataset, cfg, device)
     except NoDiffusionModel as e:
-        return {"unavailable": {"fid": str(e)}}
+        return {"unavailable": {"fid": str(e)}, "pending": {"fid": str(e)}}
     ncls = _model_classes(model, num_classes_of(dataset))
     n = cfg.eval_samples if cfg.reference_npz else min(cfg.eval_samples, len(dataset))
     points = [(method, steps) for method in cfg.methods for steps in cfg.steps
