@@ -49,14 +49,15 @@ def render_block(results_dir: str | Path, name: str) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _block(name: str) -> re.Pattern:
+    """Block `name` with its markers; group 1 is the text between them."""
+    return re.compile(re.escape(begin_marker(name)) + r"\n(.*?)" + re.escape(end_marker(name)), re.S)
+
+
 def quoted_blocks(readme: str) -> dict[str, str]:
     """name -> the text between the markers of each block present in `readme`."""
-    out = {}
-    for name in BLOCKS:
-        m = re.search(re.escape(begin_marker(name)) + r"\n(.*?)" + re.escape(end_marker(name)), readme, re.S)
-        if m:
-            out[name] = m.group(1)
-    return out
+    found = {name: _block(name).search(readme) for name in BLOCKS}
+    return {name: m.group(1) for name, m in found.items() if m}
 
 
 def update_readme(readme_path: str | Path, results_dir: str | Path) -> list[str]:
@@ -72,8 +73,7 @@ def update_readme(readme_path: str | Path, results_dir: str | Path) -> list[str]
                         f"'{begin_marker('findings')}' and '{end_marker('findings')}' where it should go")
     for name in present:
         body = render_block(results_dir, name)
-        pattern = re.escape(begin_marker(name)) + r"\n.*?" + re.escape(end_marker(name))
-        text = re.sub(pattern, lambda _m: f"{begin_marker(name)}\n{body}{end_marker(name)}", text, flags=re.S)
+        text = _block(name).sub(lambda _m: f"{begin_marker(name)}\n{body}{end_marker(name)}", text)
     from .checkpoints import atomic_write_bytes
 
     atomic_write_bytes(readme_path, text.encode())

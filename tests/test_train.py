@@ -190,8 +190,9 @@ def test_card_command_names_the_flags_that_changed_the_preset():
     """A card's command reproduces the run: every field that differs from the preset is on it as a flag."""
     import dataclasses
 
-    from svgbench.train.autoencoder import TRAIN_PRESETS, _changed_fields
+    from svgbench.train.autoencoder import TRAIN_PRESETS
+    from svgbench.train.common import config_flags
 
     cfg = dataclasses.replace(TRAIN_PRESETS["vae-tiny"], steps=10000, betas=(0.9, 0.99), out="elsewhere")
-    assert _changed_fields(cfg, "vae-tiny") == " --steps 10000 --betas 0.9,0.99"
-    assert _changed_fields(TRAIN_PRESETS["vae-tiny-wide"], "vae-tiny-wide") == ""
+    assert config_flags(cfg, TRAIN_PRESETS["vae-tiny"]) == " --steps 10000 --betas 0.9,0.99"
+    assert config_flags(TRAIN_PRESETS["vae-tiny-wide"], TRAIN_PRESETS["vae-tiny-wide"]) == ""

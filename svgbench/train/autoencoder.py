@@ -10,7 +10,6 @@ Runs resume from `last.pt`; the curve (validation PSNR/SSIM vs step) goes to `cu
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -18,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from .common import (RunDir, TrainResult, add_config_args, all_reduce_mean, config_from_args, is_main, resume,
-                    rng_state, start_run, step_generator, unwrap)
+from .common import (RunDir, TrainResult, add_config_args, all_reduce_mean, config_flags, config_from_args, is_main,
+                     resume, rng_state, start_run, step_generator, unwrap)
 from .losses import PatchDiscriminator, Perceptual, adaptive_gan_weight, hinge_d_loss
 
 
@@ -250,17 +249,6 @@ DESCRIPTIONS = {
 }
 
 
-def _changed_fields(cfg: AEConfig, preset: str) -> str:
-    """The command-line flags that turn `preset` into `cfg` (except the run folder), for a card's command."""
-    base = TRAIN_PRESETS[preset]
-
-    def value(v):
-        return ",".join(str(x) for x in v) if isinstance(v, tuple) else str(v)
-
-    return "".join(f" --{f.name.replace('_', '-')} {value(getattr(cfg, f.name))}" for f in dataclasses.fields(cfg)
-                   if f.name not in ("out", "threads") and getattr(cfg, f.name) != getattr(base, f.name))
-
-
 def write_export_card(cfg: AEConfig, dest: str | Path, preset: str, recipe: str) -> Path | None:
     """A model card next to weights exported into svgbench/weights/ (the shipped embedded models)."""
     from .cards import WEIGHTS_DIR, write_card
@@ -276,7 +264,7 @@ def write_export_card(cfg: AEConfig, dest: str | Path, preset: str, recipe: str)
     metrics = {f"validation PSNR (dB), {cfg.eval_images} shapes/val images": last["val_psnr"],
                "validation SSIM": last["val_ssim"], "weights size (MB)": round(size / 1e6, 2)}
     return write_card(cfg.encoder, cfg.out, dest, description=DESCRIPTIONS.get(cfg.encoder, cfg.encoder),
-                      command=f"svgbench train {recipe} --preset {preset}{_changed_fields(cfg, preset)}  "
+                      command=f"svgbench train {recipe} --preset {preset}{config_flags(cfg, TRAIN_PRESETS[preset])}  "
                               f"# then --export {dest.name}",
                       curve_keys=["l1", "val_psnr", "val_ssim"], metrics=metrics)
 

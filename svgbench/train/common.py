@@ -231,6 +231,16 @@ def add_config_args(parser, cls) -> None:
             parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
 
 
+def config_flags(cfg, base, skip=("out", "threads")) -> str:
+    """The command-line flags (add_config_args' format) that turn config `base` into `cfg`, e.g.
+    " --steps 10000 --betas 0.9,0.99"; fields in `skip` are left out."""
+    def text(v):
+        return ",".join(str(x) for x in v) if isinstance(v, tuple) else str(v)
+
+    return "".join(f" --{f.name.replace('_', '-')} {text(getattr(cfg, f.name))}" for f in dataclasses.fields(cfg)
+                   if f.name not in skip and getattr(cfg, f.name) != getattr(base, f.name))
+
+
 def config_from_args(base, args):
     """`base` with every config flag given on the command line applied."""
     over = {f.name: getattr(args, f.name) for f in dataclasses.fields(base)
