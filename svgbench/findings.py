@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics.stats import LEVEL, N_RESAMPLES, paired_diff_ci, paired_seg_diff_ci, ratio_ci, speedup_ci
+from .records import steps_label
 
 HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
 FEW_STEPS = (1, 2, 4)
@@ -264,7 +265,7 @@ def _f5(cells, data, roles, fid="F5", vae_role="vae") -> dict:
             return f"{r['value']:.2f}"
         return f"{r['value']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
 
-    measured = "; ".join(f"{_steps(s)}: {svg} {show(a[s])}, {vae} {show(b[s])}" for s in shared)
+    measured = "; ".join(f"{steps_label(s)}: {svg} {show(a[s])}, {vae} {show(b[s])}" for s in shared)
     # one step count decides, fixed in advance: the most steps among the few-step counts (the paper
     # compares at 5 steps); the others are shown, not tested (no choosing the count that happens to agree)
     s = shared[-1]
@@ -272,16 +273,12 @@ def _f5(cells, data, roles, fid="F5", vae_role="vae") -> dict:
     if x["ci_low"] is None or y["ci_low"] is None:
         verdict, reason = UNSURE, "the sampling curve carries no FID intervals"
     elif x["ci_high"] < y["ci_low"]:
-        verdict, reason = HOLDS, f"at {_steps(s)} SVG's whole ratio interval lies below the VAE's"
+        verdict, reason = HOLDS, f"at {steps_label(s)} SVG's whole ratio interval lies below the VAE's"
     elif x["ci_low"] > y["ci_high"]:
-        verdict, reason = FAILS, f"at {_steps(s)} SVG's whole ratio interval lies above the VAE's"
+        verdict, reason = FAILS, f"at {steps_label(s)} SVG's whole ratio interval lies above the VAE's"
     else:
-        verdict, reason = UNSURE, f"at {_steps(s)} the two ratio intervals overlap"
+        verdict, reason = UNSURE, f"at {steps_label(s)} the two ratio intervals overlap"
     return _finding(fid, claim, data, measured, x["value"], x["ci_low"], x["ci_high"], verdict, reason)
-
-
-def _steps(n: int) -> str:
-    return "1 step" if n == 1 else f"{n} steps"
 
 
 def _f6(cells, data, roles, fid="F6", vae_role="vae") -> dict:

@@ -142,6 +142,11 @@ def latest_records(records: list[dict], task: str) -> dict[tuple[str, str], dict
     return dict(sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][0])))
 
 
+def steps_label(n: int) -> str:
+    """"1 step", "4 steps": sampler step counts in tables and findings."""
+    return "1 step" if n == 1 else f"{n} steps"
+
+
 def finite_number(value):
     """A finite number, or None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .checkpoints import atomic_write_bytes
 from .records import data_label as _data_label
-from .records import feature_network_prefix, finite_number as _num, latest_records, load_records
+from .records import feature_network_prefix, finite_number as _num, latest_records, load_records, steps_label
 from .tasks import get_task, list_tasks
 
 
@@ -456,10 +456,6 @@ def write_scorecard(results_dir: str | Path, records: list[dict], published: pd.
 # sampling: judge-FID per (encoder, method) x sampler steps; timings go to efficiency
 # ---------------------------------------------------------------------------------------------
 
-def steps_title(n: int) -> str:
-    return f"{n} step" if n == 1 else f"{n} steps"
-
-
 def sampling_curve_table(records: list[dict], task: str = "sampling") -> pd.DataFrame:
     """Long form of every sampling curve: encoder, data, metric, method, steps, nfe, fid, sample/decode s per image."""
     rows = []
@@ -544,7 +540,7 @@ def curve_timings(records: list[dict], task: str = "sampling") -> pd.DataFrame:
             value = getattr(c, col)
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
                 rows.append({"task": task, "encoder": c.encoder, "data": c.data,
-                             "measure": f"{c.method} {steps_title(c.steps)}: {what}", "value": value})
+                             "measure": f"{c.method} {steps_label(c.steps)}: {what}", "value": value})
     return pd.DataFrame(rows, columns=["task", "encoder", "data", "measure", "value"])
 
 

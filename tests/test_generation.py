@@ -63,6 +63,47 @@ def _tiny_setup():
     return enc, model, LatentStats(torch.zeros(4), torch.ones(4))
 
 
+class _SlowCounted(torch.nn.Module):
+    """The model, counting its forwards and taking at least `delay` seconds for each."""
+
+    def __init__(self, model, delay):
+        super().__init__()
+        self.model, self.delay, self.calls = model, delay, 0
+        self.in_channels, self.input_size, self.num_classes = model.in_channels, model.input_size, model.num_classes
+
+    def forward(self, *args):
+        import time
+
+        self.calls += 1
+        time.sleep(self.delay)
+        return self.model(*args)
+
+
+def test_samplers_on_one_noise_share_exact_evaluations_and_are_charged_for_them():
+    """Euler and Heun at several step counts in one pass: every sample is bit-identical to sampling alone, the
+    shared evaluations run once (the first of all five; Euler-2's second = Heun-2's first corrector), and each
+    point's time still counts every evaluation it uses."""
+    from svgbench.diffusion.generate import generate, sample_point_batches
+    from svgbench.diffusion.samplers import ODESampler
+
+    torch.set_num_threads(1)
+    enc, model, stats = _tiny_setup()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():  # off the zero initialisation: velocities that depend on x and t
+            p.normal_(0, 0.05)
+    samplers = {(m, k): ODESampler(m, k, 0.15) for m, ks in (("euler", (1, 2, 4)), ("heun", (1, 2))) for k in ks}
+    slow = _SlowCounted(model, 0.05).eval()
+    got = {p: (x, ts) for _, p, x, ts, _ in sample_point_batches(slow, stats, enc, range(6), 10, samplers, seed=5,
+                                                                 batch_size=6, device="cpu")}
+    assert slow.calls == (1 + 2 + 4 + 2 + 4) - 4 - 1, slow.calls
+    for p, sampler in samplers.items():
+        alone, _ = generate(model, stats, enc, range(6), 10, sampler, seed=5, batch_size=6, device="cpu")
+        assert torch.equal(got[p][0], alone), p
+        assert got[p][1] >= 0.05 * sampler.nfe * 0.95, (p, got[p][1])  # reused evaluations are charged
+    assert got[("heun", 1)][1] >= 0.095  # 2 evaluations, one of them reused from Euler-1
+
+
 def test_samples_do_not_depend_on_batch_size():
     """Noise and labels are per index; only float rounding in batched kernels may move a pixel by one level."""
     from svgbench.diffusion.samplers import euler

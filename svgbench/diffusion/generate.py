@@ -43,30 +43,54 @@ def sample_batches(model, stats, encoder, indices, num_classes: int, sampler, *,
     with k = the batch's share of images (B / the sampler's nfe; float), the rest when the batch is decoded:
     the calls of one batch sum to its B images.
     """
-    from .samplers import noise_for_indices
+    on = None if progress is None else (lambda point, k: progress(k))
+    for idx, _, x, ts, td in sample_point_batches(model, stats, encoder, indices, num_classes, {None: sampler},
+                                                  seed=seed, batch_size=batch_size, device=device, progress=on):
+        yield idx, x, ts, td
+
+
+@torch.no_grad()
+def sample_point_batches(model, stats, encoder, indices, num_classes: int, samplers: dict, *, seed: int,
+                         batch_size: int, device: str, progress=None):
+    """Every sampler of `samplers` ({point: sampler}) on each batch's one noise and labels: yields
+    (global indices, point, uint8 images, sample seconds, decode seconds) per batch and point, one batch of
+    images held at a time.
+
+    The evaluations the samplers share exactly (`SharedEvaluations`: the first one, and Euler's second with
+    Heun's first corrector at the same step count) run once; each point's sample seconds include the
+    reused evaluations' seconds, so they are its cost when run alone. progress(point, k): as in
+    `sample_batches`, per point (a reused evaluation reports nothing; the rest comes with the decoding).
+    """
+    from .samplers import SharedEvaluations, noise_for_indices
 
     indices = list(indices)
     c, h, w = model.in_channels, model.input_size, model.input_size
-    per_call = 1.0 / max(1, int(getattr(sampler, "nfe", 1) or 1))
     for i in range(0, len(indices), batch_size):
         idx = indices[i:i + batch_size]
         noise = noise_for_indices(idx, (c, h, w), seed, device=device)
         labels = torch.tensor(idx, device=device) % num_classes
-        calls = [0]
+        shared = SharedEvaluations() if len(samplers) > 1 else None
+        for point, sampler in samplers.items():
+            per_call = 1.0 / max(1, int(getattr(sampler, "nfe", 1) or 1))
+            calls = [0]
 
-        def on_call(b=len(idx)):
-            calls[0] += 1
-            progress(b * per_call)
+            def on_call(b=len(idx), point=point, per_call=per_call, calls=calls):
+                calls[0] += 1
+                progress(point, b * per_call)
 
-        t0 = time.perf_counter()
-        z = sampler(model if progress is None else _Counted(model, on_call), noise, labels)
-        _sync(device)
-        t1 = time.perf_counter()
-        x = encoder.decode(stats.denormalize(z))
-        _sync(device)
-        if progress is not None:  # zero-init guidance steps count in nfe but call no model
-            progress(max(0.0, len(idx) * (1 - calls[0] * per_call)))
-        yield idx, ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu(), t1 - t0, time.perf_counter() - t1
+            net = model if progress is None else _Counted(model, on_call)
+            charged = 0.0 if shared is None else shared.charged_s
+            t0 = time.perf_counter()
+            z = sampler(net, noise, labels) if shared is None else sampler(net, noise, labels, shared=shared)
+            _sync(device)
+            t1 = time.perf_counter()
+            x = encoder.decode(stats.denormalize(z))
+            _sync(device)
+            if progress is not None:  # zero-init guidance steps and reused evaluations call no model
+                progress(point, max(0.0, len(idx) * (1 - calls[0] * per_call)))
+            sample_s = t1 - t0 + (0.0 if shared is None else shared.charged_s - charged)
+            yield idx, point, ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu(), sample_s, \
+                time.perf_counter() - t1
 
 
 def generate(model, stats, encoder, indices, num_classes: int, sampler, *, seed: int, batch_size: int,
@@ -100,30 +124,50 @@ def generate_features(model, stats, encoder, n: int, num_classes: int, sampler, 
     and only the features are gathered (every rank gets all of them). writer.write(images) receives every image
     in order (one process only: ranks do not exchange images).
     """
+    on = None if progress is None else (lambda point, k: progress(k))
+    return generate_point_features(model, stats, encoder, n, num_classes, {None: sampler}, features, seed=seed,
+                                   batch_size=batch_size, device=device, keep=keep, writer=writer,
+                                   progress=on)[None]
+
+
+def generate_point_features(model, stats, encoder, n: int, num_classes: int, samplers: dict, features, *,
+                            seed: int, batch_size: int, device: str, keep: int = 10, writer=None, progress=None):
+    """`generate_features` for several samplers ({point: sampler}) on the same n noises in one pass
+    (`sample_point_batches`) -> {point: (features, first `keep` images, timing)}. writer: one sampler only."""
     import torch.distributed as dist
 
     rank, world = _world()
-    if writer is not None and world > 1:
-        raise ValueError("streaming samples to an .npz is done in one process; run without torch.distributed")
-    parts, kept, t_sample, t_decode = [], [], 0.0, 0.0
+    if writer is not None and (world > 1 or len(samplers) > 1):
+        raise ValueError("streaming samples to an .npz is done in one process for one sampler; "
+                         "run without torch.distributed")
+    parts = {p: [] for p in samplers}
+    kept = {p: [] for p in samplers}
+    secs = {p: [0.0, 0.0] for p in samplers}
     mine = shard(n, rank, world)
-    for idx, x, ts, td in sample_batches(model, stats, encoder, mine, num_classes, sampler, seed=seed,
-                                         batch_size=batch_size, device=device, progress=progress):
-        parts.append({k: v.float().cpu() for k, v in features(x).items()})
+    for idx, p, x, ts, td in sample_point_batches(model, stats, encoder, mine, num_classes, samplers, seed=seed,
+                                                  batch_size=batch_size, device=device, progress=progress):
+        parts[p].append({k: v.cpu() for k, v in features(x).items()})
         if writer is not None:
             writer.write(x)
         if idx[0] < keep:
-            kept.append(x[: keep - idx[0]])
-        t_sample, t_decode = t_sample + ts, t_decode + td
-    feats = {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
-    timing = {"sample_s_per_image": t_sample / max(1, len(mine)), "decode_s_per_image": t_decode / max(1, len(mine))}
-    if world > 1:
-        gathered = [None] * world
-        dist.all_gather_object(gathered, (feats, kept, timing))
-        feats = {k: torch.cat([g[0][k] for g in gathered if g[0]]) for k in next(g[0] for g in gathered if g[0])}
-        kept = gathered[0][1]
-    first = torch.cat(kept)[:keep] if kept else torch.empty(0, dtype=torch.uint8)
-    return feats, first, timing
+            kept[p].append(x[: keep - idx[0]])
+        secs[p][0] += ts
+        secs[p][1] += td
+    out = {}
+    for p in samplers:
+        feats = {k: torch.cat([q[k] for q in parts[p]]) for k in parts[p][0]} if parts[p] else {}
+        timing = {"sample_s_per_image": secs[p][0] / max(1, len(mine)),
+                  "decode_s_per_image": secs[p][1] / max(1, len(mine))}
+        mine_kept = kept[p]
+        if world > 1:
+            gathered = [None] * world
+            dist.all_gather_object(gathered, (feats, mine_kept, timing))
+            feats = {k: torch.cat([g[0][k] for g in gathered if g[0]])
+                     for k in next(g[0] for g in gathered if g[0])}
+            mine_kept = gathered[0][1]
+        first = torch.cat(mine_kept)[:keep] if mine_kept else torch.empty(0, dtype=torch.uint8)
+        out[p] = (feats, first, timing)
+    return out
 
 
 def generate_all(model, stats, encoder, n, num_classes, sampler, *, seed, batch_size, device,

@@ -10,8 +10,9 @@ same whatever the batch size or the number of processes that produced it.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -187,24 +188,75 @@ class ODESampler:
             return cfg_velocity(model, x, tt, y, scale, null, self.guidance.guided_channels)
 
     @torch.no_grad()
-    def __call__(self, model, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """noise: B x C x H x W at t = 0, labels: (B,) long -> samples B x C x H x W at t = 1."""
+    def __call__(self, model, noise: torch.Tensor, labels: torch.Tensor,
+                 shared: SharedEvaluations | None = None) -> torch.Tensor:
+        """noise: B x C x H x W at t = 0, labels: (B,) long -> samples B x C x H x W at t = 1.
+
+        shared: the SharedEvaluations of this batch, when other samplers run on the same noise and labels.
+        """
         if getattr(model, "training", False):
             raise ValueError("sampling needs the model in eval mode (call model.eval())")
         x = noise.float() if noise.dtype in (torch.float16, torch.bfloat16) else noise
         ts = self.times.tolist()
+
+        def velocity(x, t, step, state):
+            # state: which shared state x is ("noise", or noise + (ts[1] - ts[0]) * v(noise)), or None
+            if shared is None or state is None:
+                return self.velocity(model, x, t, labels, step)
+            key = (self._shared_key(), noise.data_ptr(), labels.data_ptr(), state, ts[0], t, self.guidance.zeroed(step))
+            return shared.velocity(key, lambda: self.velocity(model, x, t, labels, step))
+
         for i in range(self.steps):
             t0, t1 = ts[i], ts[i + 1]
             dt = t1 - t0
-            v0 = self.velocity(model, x, t0, labels, i)
+            # after an Euler first step, the second evaluation is at the state a Heun first predictor reaches
+            state = "noise" if i == 0 else ("first-euler" if i == 1 and self.method == "euler" else None)
+            v0 = velocity(x, t0, i, state)
             x_euler = x + dt * v0
             last = i == self.steps - 1
             if self.method == "euler" or (last and self.heun_final_euler):
                 x = x_euler
             else:
-                v1 = self.velocity(model, x_euler, t1, labels, i)
+                v1 = velocity(x_euler, t1, i, "first-euler" if i == 0 else None)
                 x = x + 0.5 * dt * (v0 + v1)
         return x
+
+    def _shared_key(self) -> tuple:
+        """What besides the state and time decides a velocity: samplers that differ here share nothing."""
+        return repr(self.guidance), self.autocast, self.null_label
+
+
+class SharedEvaluations:
+    """The velocity evaluations that samplers of different methods and step counts share exactly on one batch
+    (same noise, labels, guidance and precision), because the math gives them the same input:
+
+    - the first, v(noise, 0), of every sampler;
+    - v(noise + (t1 - 0) * v(noise, 0), t1), the second Euler evaluation and the first Heun corrector
+      evaluation of samplers whose first step ends at the same t1 (Euler and Heun at one step count).
+
+    The first sampler to need one computes it; the others reuse the tensor (the samples are bit-identical to
+    sampling alone) and are charged the seconds it took (`charged_s`), so a sampler's time per image stays
+    its cost when run alone. One SharedEvaluations serves one batch: it holds one velocity batch per
+    distinct first step.
+    """
+
+    def __init__(self):
+        self._store: dict[tuple, tuple[torch.Tensor, float]] = {}
+        self.charged_s = 0.0  # seconds of reused evaluations, charged to the samplers that reused them
+        self.reused = 0  # evaluations not run again
+
+    def velocity(self, key: tuple, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        hit = self._store.get(key)
+        if hit is not None:
+            self.charged_s += hit[1]
+            self.reused += 1
+            return hit[0]
+        t0 = time.perf_counter()
+        v = compute()
+        if v.is_cuda:  # the evaluation's seconds, not its launch's
+            torch.cuda.synchronize(v.device)
+        self._store[key] = (v, time.perf_counter() - t0)
+        return v
 
 
 def euler(steps: int = 25, shift: float = 0.15, guidance: Guidance | None = None, **kw) -> ODESampler:

@@ -624,6 +624,9 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
     """FID and time per image at each (method, steps): the few-step sampling table of one encoder. Each row
     also carries GFLOPs per image and MFU; with reference_npz, FID / IS / precision / recall by the ADM
     protocol."""
+    from ..diffusion.generate import generate_point_features
+    from ..metrics.fidelity import adm_metrics
+
     if not encoder.spec.has_decoder:
         raise ValueError(f"encoder {encoder.spec.name!r} has no decoder: generated latents cannot be scored")
     encoder = encoder.to(device).eval()
@@ -649,18 +652,21 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
     bar = Progress(progress, len(dataset), n * sum(cost.values()))
     scorer = None if cfg.reference_npz else Scorer(extractor, weights, real_batches(dataset, n, FEATURE_BATCH),
                                                    device)
+    # every point on the same noise in one pass: the evaluations they share run once (each point's time
+    # stays its cost alone); only each point's features are kept
+    got = generate_point_features(model, stats, encoder, n, ncls, samplers,
+                                  feats_fn if scorer is None else scorer.features, seed=cfg.seed,
+                                  batch_size=cfg.sample_batch_size, device=device, keep=0,
+                                  progress=lambda p, k: bar(k * (cost[p] - 1)))
     rows = []
     for p in points:
-        sampler, per_image = samplers[p], (lambda k, c=cost[p]: bar(k * (c - 1)))
-        if cfg.reference_npz:
-            m, _, timing = score_adm(model, stats, encoder, n, ncls, sampler, feats_fn, ref, cfg, device,
-                                     progress=per_image)
+        sampler, (feats, _, timing) = samplers[p], got[p]
+        if scorer is None:
+            m = adm_metrics(feats, ref)
         else:
-            fake, timing = generate_all(model, stats, encoder, n, ncls, sampler, seed=cfg.seed,
-                                        batch_size=cfg.sample_batch_size, device=device, progress=per_image)
-            got = scorer.score(scorer.features(fake), kid=False, prc=False, seed=cfg.seed)
-            ci = got["ci"]["fid"]
-            m = {"fid": got["fid"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "n": ci["n"],
+            fid = scorer.score(feats, kid=False, prc=False, seed=cfg.seed)
+            ci = fid["ci"]["fid"]
+            m = {"fid": fid["fid"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "n": ci["n"],
                  "method_ci": ci["method"], "level": ci["level"]}
         bar(n)
         eff = sampling_efficiency(model, sampler, cfg.batch_size, timing["sample_s_per_image"], device)
