@@ -115,6 +115,10 @@ def test_seed_spread_speedup_and_ratio():
     # point: first fid <= 30 at 2000 -> 2x; optimistic: ci_low <= 33 at 1000 -> 4x; pessimistic: ci_high <= 27 at 4000 -> 1x
     assert (r["value"], r["ci_low"], r["ci_high"]) == (2.0, 1.0, 4.0)
     assert stats.speedup_ci([[100, 90, 80, 99]], slow)["ci_high"] is None
+    # a slow curve that plateaus: its final FID 30.5 was first reached at 2000, not at its last step 4000
+    plateau = [[1000, 60, 55, 65], [2000, 30, 27, 33], [4000, 30.5, 27.5, 33.5]]
+    p = stats.speedup_ci(fast, plateau)
+    assert p["slow_steps"] == 2000 and p["value"] == 1.0  # fast: first fid <= 30.5 at 2000
     q = stats.ratio_ci({"value": 10, "ci_low": 8, "ci_high": 12, "n": 5, "method": "m", "level": 0.95},
                        {"value": 5, "ci_low": 4, "ci_high": 6, "n": 5, "method": "m", "level": 0.95})
     assert (q["value"], q["ci_low"], q["ci_high"]) == (2.0, 8 / 6, 3.0)

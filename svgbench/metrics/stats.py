@@ -322,16 +322,19 @@ def speedup_ci(fast_curve, slow_curve) -> dict:
     Curves: [(step, fid, ci_low, ci_high), ...] evaluated points. The slow run's final point sets the
     target [t_low, t_high]; the fast run reaches it at the first step where its FID is <= the target
     (point value: fid <= final fid), at the earliest where ci_low <= t_high (optimistic) and at the latest
-    where ci_high <= t_low (pessimistic). ratio = slow final step / fast step; the interval comes from the
-    two bounds. The resolution is that of the evaluated steps. A bound that is never reached within the
-    fast curve is None ("not within the evaluated steps"). -> {"value", "ci_low", "ci_high", "n", "method",
-    "level", "target", "steps", "steps_low", "steps_high", "slow_steps"}.
+    where ci_high <= t_low (pessimistic). Both runs are timed alike: the slow run's steps are its own first
+    step at or below its final FID (a curve that plateaus early reached its final level there, not at its
+    last step). ratio = slow steps / fast step; the interval comes from the two bounds. The resolution is
+    that of the evaluated steps. A bound that is never reached within the fast curve is None ("not within
+    the evaluated steps"). -> {"value", "ci_low", "ci_high", "n", "method", "level", "target", "steps",
+    "steps_low", "steps_high", "slow_steps"}.
     """
     slow = sorted((list(p) for p in slow_curve), key=lambda p: p[0])
     fast = sorted((list(p) for p in fast_curve), key=lambda p: p[0])
     if not slow or not fast:
         raise ValueError("both curves need at least one evaluated point")
-    s_step, s_fid, s_lo, s_hi = (float(v) for v in slow[-1][:4])
+    _, s_fid, s_lo, s_hi = (float(v) for v in slow[-1][:4])
+    s_step = steps_to_reach([(p[0], p[1]) for p in slow], s_fid)
     at = steps_to_reach([(p[0], p[1]) for p in fast], s_fid)
     early = steps_to_reach([(p[0], p[2]) for p in fast], s_hi)
     late = steps_to_reach([(p[0], p[3]) for p in fast], s_lo)
