@@ -208,4 +208,15 @@ def save_safetensors(state: dict[str, torch.Tensor], path: str | os.PathLike, *,
 
     meta = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    atomic_write_bytes(path, save(tensors, metadata=meta))
+    atomic_write_bytes(path, _canonical_header(save(tensors, metadata=meta)))
+
+
+def _canonical_header(blob: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted. safetensors writes the header from a hash
+    map, so the metadata's order (and the file's bytes) change from one process to the next; sorted, the same
+    tensors and metadata always give the same bytes (and the same sha256). The data buffer is untouched: its
+    offsets are relative to the end of the header, which is padded with spaces to 8 bytes as the format does."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + blob[8 + n:]

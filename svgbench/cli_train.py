@@ -28,6 +28,14 @@ def run_recipe(recipe: str, argv: list[str]) -> None:
         fn(argv)
 
 
+def _with_ci(metrics: dict, key: str) -> str:
+    """A task metric for a model card: its value, and its 95% interval where the task computed one."""
+    ci = (metrics.get("ci") or {}).get(key) or {}
+    if ci.get("ci_low") is None or ci.get("ci_high") is None:
+        return f"{metrics[key]:.4f}"
+    return f"{metrics[key]:.4f} [{ci['ci_low']:.4f}, {ci['ci_high']:.4f}] (95%, {ci.get('method', 'interval')})"
+
+
 def train_diffusion_main(argv=None) -> None:
     """`svgbench train diffusion --encoder NAME [--export]`: the generation task's diffusion model of one encoder.
 
@@ -90,7 +98,7 @@ def train_diffusion_main(argv=None) -> None:
         raise RuntimeError(f"the exported {dest} was not picked up for {args.encoder}: {shipped}")
     keys = ("fid", "kid", "precision", "recall")
     label = shipped["feature_network"]
-    measured = {f"{k} ({label}), shipped fp16 weights, {shipped['num_samples']} samples": round(shipped[k], 4)
+    measured = {f"{k} ({label}), shipped fp16 weights, {shipped['num_samples']} samples": _with_ci(shipped, k)
                 for k in keys}
     measured |= {f"{k}, fp32 weights before export": round(metrics[k], 4) for k in keys}
     command = (f"svgbench train diffusion --encoder {args.encoder} --train-steps {cfg.train_steps} "

@@ -162,6 +162,7 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
             tcfg_dict = dataclasses.asdict(tcfg)
             tcfg_key = {k: v for k, v in tcfg_dict.items() if k != "batch_size"}  # batch size: speed only
             files = {f: _file_hash(getattr(tcfg, f, None)) for f in task.file_fields}
+            files |= {k: _file_hash(v) if Path(v).is_file() else None for k, v in task.key_files_of(encoder).items()}
             # the device type, not its index: every rank of a distributed run computes the same cell
             key = _hash({"task": task.name, "config": tcfg_key, "data": cfg.data.key(), "encoder": name,
                          "kwargs": kwargs, "weights": weights_hash, "seed": cfg.seed, "device": device.split(":")[0]}

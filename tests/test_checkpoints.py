@@ -68,3 +68,23 @@ def test_a_safetensors_header_length_ending_in_0x80_is_not_taken_for_a_pickle(tm
     assert sniff_format(path) == "safetensors"
     assert torch.equal(load_state_dict(path)["w"], torch.ones(2))
     assert json.loads(path.read_bytes()[8:8 + int.from_bytes(path.read_bytes()[:8], "little")])["__metadata__"]
+
+
+def test_saved_safetensors_bytes_do_not_depend_on_metadata_order(tmp_path):
+    """The same tensors and metadata give byte-identical files (so re-exported weights keep their sha256),
+    and the file still loads with safetensors: the same tensors, the same metadata."""
+    from safetensors import safe_open
+
+    from svgbench.checkpoints import save_safetensors
+
+    state = {"b.weight": torch.arange(6.0).reshape(2, 3), "a.bias": torch.ones(3, dtype=torch.float16)}
+    meta = {f"key{i}": f"value {i}" for i in range(12)}
+    save_safetensors(state, tmp_path / "one.safetensors", metadata=meta)
+    save_safetensors(dict(reversed(state.items())), tmp_path / "two.safetensors",
+                     metadata=dict(reversed(meta.items())))
+    one, two = (tmp_path / "one.safetensors").read_bytes(), (tmp_path / "two.safetensors").read_bytes()
+    assert one == two
+    assert (8 + int.from_bytes(one[:8], "little")) % 8 == 0
+    with safe_open(tmp_path / "one.safetensors", "pt") as f:
+        assert f.metadata() == meta and set(f.keys()) == set(state)
+        assert all(torch.equal(f.get_tensor(k), v) for k, v in state.items())

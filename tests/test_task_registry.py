@@ -85,6 +85,44 @@ def test_runner_refuses_an_unknown_preset_field(tmp_path):
     assert not (tmp_path / "records").exists()
 
 
+def test_replacing_a_key_file_recomputes_the_cell_and_nothing_else_does(tmp_path):
+    """A task's key_files (e.g. the shipped diffusion model it scores) are part of the cell's key: the same
+    file reuses the record, a replaced one (or a first one where there was none) recomputes it."""
+    from svgbench.data import DataConfig
+    from svgbench.runner import RunConfig, run_matrix
+
+    model = tmp_path / "model.bin"
+    calls = []
+
+    def fn(encoder, dataset, cfg, device="cpu", progress=None):
+        calls.append(model.read_bytes() if model.exists() else None)
+        return {"x": float(len(calls))}
+
+    register_task("keyfile-task", fn, _Cfg, metrics=[MetricSpec("x", "x")],
+                  key_files=lambda encoder: {"model": str(model)})
+    try:
+        cfg = RunConfig(encoders=("pixels",), tasks=("keyfile-task",), data=DataConfig(size=8),
+                        results_dir=str(tmp_path / "results"))
+        run_matrix(cfg)
+        model.write_bytes(b"one")
+        run_matrix(cfg)
+        run_matrix(cfg)
+        model.write_bytes(b"two")
+        run_matrix(cfg)
+        assert calls == [None, b"one", b"two"]
+    finally:
+        unregister_task("keyfile-task")
+
+
+def test_generation_and_sampling_cells_are_keyed_by_the_shipped_diffusion_model():
+    from svgbench.diffusion.store import SHIPPED
+    from svgbench.encoders import create_encoder
+
+    enc = create_encoder("tiny-vae", weights="random")
+    for task in ("generation", "sampling"):
+        assert get_task(task).key_files_of(enc) == {"shipped_diffusion": str(SHIPPED / "tiny-vae.safetensors")}
+
+
 def _svgbench(*args, cwd):
     return subprocess.run([sys.executable, "-m", "svgbench", "--plugin", str(EXAMPLE), *args], cwd=cwd,
                           capture_output=True, text=True)

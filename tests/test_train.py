@@ -196,3 +196,25 @@ def test_card_command_names_the_flags_that_changed_the_preset():
     cfg = dataclasses.replace(TRAIN_PRESETS["vae-tiny"], steps=10000, betas=(0.9, 0.99), out="elsewhere")
     assert config_flags(cfg, TRAIN_PRESETS["vae-tiny"]) == " --steps 10000 --betas 0.9,0.99"
     assert config_flags(TRAIN_PRESETS["vae-tiny-wide"], TRAIN_PRESETS["vae-tiny-wide"]) == ""
+
+
+def test_model_card_shows_the_curve_intervals_it_recorded(tmp_path, monkeypatch):
+    """A card's curve table gives each evaluated value with its recorded interval; rows without one stay bare."""
+    import json
+
+    from svgbench.train import cards
+
+    monkeypatch.setattr(cards, "WEIGHTS_DIR", tmp_path / "weights")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"seed": 0, "steps": 200}))
+    rows = [{"step": 100, "loss": 0.5, "fid": 60.0, "wall_s": 1.0},
+            {"step": 200, "loss": 0.4, "fid": 50.0, "fid_ci_low": 45.0, "fid_ci_high": 53.0, "wall_s": 2.0}]
+    (run / "curve.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    weights = tmp_path / "m.safetensors"
+    weights.write_bytes(b"x")
+    path = cards.write_card("m", run, weights, description="d", command="c", curve_keys=["loss", "fid"])
+    text = path.read_text()
+    assert "| 100 | 0.5 | 60.0 |" in text
+    assert "| 200 | 0.4 | 50.0 [45.0, 53.0] |" in text
+    assert "95% interval of fid" in text

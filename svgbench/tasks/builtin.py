@@ -96,6 +96,7 @@ GENERATION = TaskSpec(
     needs=frozenset({"decoder", "diffusion", "labels"}),
     extra_columns="svgbench.tasks.generation:steps_to_fid_columns", extra_columns_fmt="{:d}",
     file_fields=("diffusion", "diffusion_stats", "reference_npz"),
+    key_files="svgbench.tasks.generation:shipped_model_files",
     description="flow-matching diffusion on the latents: FID/KID/precision/recall, FID vs training steps")
 
 SAMPLING = TaskSpec(
@@ -105,6 +106,7 @@ SAMPLING = TaskSpec(
     curve=CurveSpec(key="curve", series="method", x="steps", value="fid", headline_max_x=4),
     missing_reason="svgbench.tasks.generation:sampling_missing_reason",
     file_fields=("diffusion", "diffusion_stats", "reference_npz"),
+    key_files="svgbench.tasks.generation:shipped_model_files",
     note=("Rows: (encoder, sampler); columns: sampler steps; cells: FID of the encoder's diffusion model "
           "under the feature network named in `metric` (judge-FID: svgbench's shapes judge, not Inception). "
           "Time per image is in efficiency.md."),

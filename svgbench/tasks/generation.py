@@ -203,6 +203,14 @@ def diffusion_for(encoder: LatentEncoder, dataset, cfg: GenerationConfig, device
                                                                "diffusion_config": asdict(dcfg)}
 
 
+def shipped_model_files(encoder: LatentEncoder) -> dict:
+    """The shipped diffusion model file of `encoder` (whether or not it exists): part of a generation or
+    sampling cell's key, so a retrained and re-exported model recomputes the cells that scored the old one."""
+    from ..diffusion.store import SHIPPED
+
+    return {"shipped_diffusion": str(SHIPPED / f"{encoder.spec.name}.safetensors")}
+
+
 def _training_key(dcfg: DiffusionConfig, cfg) -> str:
     """8 hex digits naming a training run's settings: runs with other settings never resume this one."""
     import hashlib

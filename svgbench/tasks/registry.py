@@ -64,7 +64,8 @@ def _load_entry_points() -> None:
 
 def register_task(name: str, function: Callable | str, config: type | str, *, metrics=(), needs=(),
                   description: str = "", curve: CurveSpec | None = None, extra_columns=None, missing_reason=None,
-                  extra_columns_fmt: str = "{}", note: str = "", file_fields=(), source: str = "user") -> TaskSpec:
+                  extra_columns_fmt: str = "{}", note: str = "", file_fields=(), key_files=None,
+                  source: str = "user") -> TaskSpec:
     """Register a task; returns its spec. `needs` is a subset of {"decoder", "diffusion", "labels", "masks"}:
     an encoder without a decoder gets n/a (with the reason) for a task that needs one."""
     _check_name(name)
@@ -82,7 +83,7 @@ def register_task(name: str, function: Callable | str, config: type | str, *, me
     if len(keys) != len(set(keys)):
         raise ValueError(f"task {name!r}: duplicate metric keys in {keys}")
     spec = TaskSpec(name, function, config, metrics, frozenset(needs), description, curve, extra_columns,
-                    missing_reason, source, extra_columns_fmt, note, tuple(file_fields))
+                    missing_reason, source, extra_columns_fmt, note, tuple(file_fields), key_files)
     _REGISTRY[name] = spec
     return spec
 

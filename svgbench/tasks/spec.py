@@ -82,6 +82,9 @@ class TaskSpec:
     extra_columns_fmt: str = "{}"
     note: str = ""  # a paragraph under the task table's title (what rows, columns and cells are)
     file_fields: tuple[str, ...] = ()  # config fields naming files: their content hash goes into the cell's key
+    # (encoder) -> {name: path}: files outside the config that the cell's numbers depend on (a shipped model);
+    # their content hash (None: absent) goes into the cell's key, so replacing one recomputes the cell
+    key_files: Callable | str | None = None
 
     def _resolve(self, attr: str):
         value = getattr(self, attr)
@@ -102,6 +105,9 @@ class TaskSpec:
 
     def missing_reason_fn(self) -> Callable | None:
         return None if self.missing_reason is None else self._resolve("missing_reason")
+
+    def key_files_of(self, encoder) -> dict:
+        return {} if self.key_files is None else self._resolve("key_files")(encoder)
 
     def metric(self, key: str) -> MetricSpec | None:
         return next((m for m in self.metrics if m.key == key), None)

@@ -40,6 +40,14 @@ def plot_curve(rows: list[dict], keys: list[str], path: Path, title: str) -> Non
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _cell(row: dict, key: str) -> str:
+    """A curve value for the card's table, with its interval where the evaluation recorded one."""
+    if key not in row:
+        return ""
+    lo, hi = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    return str(row[key]) if lo is None or hi is None else f"{row[key]} [{lo}, {hi}]"
+
+
 def write_card(name: str, run_dir: str | Path, weights: str | Path, *, description: str, command: str,
                curve_keys: list[str], metrics: dict | None = None, notes: str = "",
                hardware: str = "this CPU") -> Path:
@@ -59,7 +67,8 @@ def write_card(name: str, run_dir: str | Path, weights: str | Path, *, descripti
     table = ["| step | " + " | ".join(curve_keys) + " |", "|---|" + "---|" * len(curve_keys)]
     for r in rows:
         if any(k in r for k in curve_keys if k not in ("loss", "l1")) or r is last:
-            table.append(f"| {r['step']} | " + " | ".join(str(r.get(k, "")) for k in curve_keys) + " |")
+            table.append(f"| {r['step']} | " + " | ".join(_cell(r, k) for k in curve_keys) + " |")
+    ci_keys = [k for k in curve_keys if any(f"{k}_ci_low" in r for r in rows)]
     lines = [
         f"# {name}", "", description, "",
         "Trained by svgbench on its procedural `shapes` data. Numbers here are shapes numbers, not ImageNet numbers.",
@@ -69,6 +78,9 @@ def write_card(name: str, run_dir: str | Path, weights: str | Path, *, descripti
         "", "## Config", "", "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", "",
         "## Training curve", "", f"![curve]({Path(name).name}.curve.png)", "", *table, "",
     ]
+    if ci_keys:
+        lines += [f"[low, high]: the 95% interval of {', '.join(ci_keys)} at that step, as the evaluation recorded it.",
+                  ""]
     if metrics:
         lines += ["## Measured", "", *[f"- {k}: {v}" for k, v in metrics.items()], ""]
     if notes:
