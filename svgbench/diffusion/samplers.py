@@ -243,13 +243,11 @@ class SharedEvaluations:
     def __init__(self):
         self._store: dict[tuple, tuple[torch.Tensor, float]] = {}
         self.charged_s = 0.0  # seconds of reused evaluations, charged to the samplers that reused them
-        self.reused = 0  # evaluations not run again
 
     def velocity(self, key: tuple, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         hit = self._store.get(key)
         if hit is not None:
             self.charged_s += hit[1]
-            self.reused += 1
             return hit[0]
         t0 = time.perf_counter()
         v = compute()
