@@ -148,21 +148,33 @@ def to_markdown(df: pd.DataFrame, task: str, formats: dict[str, str] | None = No
 
 
 def interval_notes(records: list[dict], task: str | None = None, keys: set[str] | None = None) -> list[str]:
-    """One line per (metric, method, level) of the intervals in the records of `task` (all tasks: None)."""
+    """One line per (metric, method, level) of the intervals in the records of `task` (all tasks: None), the
+    points of a curve task included. keys: only these (task, metric key); a curve's key is its value's."""
     seen = {}
+
+    def add(how: str, what: str, r: dict) -> None:
+        seen.setdefault(how, set()).add(what if task is not None else f"{r['task']} {what}")
+
     for r in records:
         if task is not None and r["task"] != task:
             continue
+        spec = _spec(r["task"])
         for key, ci in (r["metrics"].get("ci") or {}).items():
             if keys is not None and (r["task"], key) not in keys:
                 continue
-            spec = _spec(r["task"])
             m = spec.metric(key) if spec is not None else None
-            what = m.title if m is not None else key
             how = f"{round(100 * float(ci.get('level', 0.95)))}% interval, {ci.get('method', '?')}"
-            if m is not None and m.uncertainty:
-                how += f" ({m.uncertainty})"
-            seen.setdefault(how, set()).add(what if task is not None else f"{r['task']} {what}")
+            add(how + (f" ({m.uncertainty})" if m is not None and m.uncertainty else ""),
+                m.title if m is not None else key, r)
+        c = spec.curve if spec is not None else None
+        if c is None or (keys is not None and (r["task"], c.value) not in keys):
+            continue
+        what = (f"{c.value_title} at each {c.x_unit} count" if task is not None
+                else curve_headline_title(c, feature_network_prefix(r)))
+        for point in r["metrics"].get(c.key) or []:
+            if _point_ci(point, ""):
+                how = f"{round(100 * float(point.get('level', 0.95)))}% interval, {point.get('method_ci', '?')}"
+                add(how + (f" ({c.uncertainty})" if c.uncertainty else ""), what, r)
     return [f"- [low, high]: {how}, n items as in the csv: {', '.join(sorted(whats))}" for how, whats in
             sorted(seen.items())]
 
@@ -324,7 +336,7 @@ def _scorecard(records: list[dict], intervals: bool = True) -> tuple[pd.DataFram
         for t in specs:  # then curve headlines: the best value at x <= headline_max_x
             if t.curve is None or t.curve.headline_max_x is None:
                 continue
-            _curve_headline(t, tasks[t.name].get(k), nets, prefixes[k], row, na, names[k], spec)
+            _curve_headline(t, tasks[t.name].get(k), nets, prefixes[k], row, na, names[k], spec, intervals)
         rows.append(row)
     df = pd.DataFrame(rows)
     if not df.empty:
@@ -335,7 +347,7 @@ def _scorecard(records: list[dict], intervals: bool = True) -> tuple[pd.DataFram
     return df, na, mixed
 
 
-def _curve_headline(t, rec, nets, prefix, row, na, name, spec) -> None:
+def _curve_headline(t, rec, nets, prefix, row, na, name, spec, intervals: bool = True) -> None:
     c = t.curve
     for net in nets:
         col = curve_headline_title(c, net)
@@ -357,6 +369,8 @@ def _curve_headline(t, rec, nets, prefix, row, na, name, spec) -> None:
         sign = -1 if c.higher_is_better else 1
         best = min(cands, key=lambda p: (sign * p[c.value], p[c.x], p[c.series]))
         row[col] = best[c.value]
+        if intervals:
+            row |= _point_ci(best, col)
         row[at] = f"{best[c.series]}, {c.x_title(best[c.x])}"
 
 
@@ -432,6 +446,7 @@ def write_scorecard(results_dir: str | Path, records: list[dict], published: pd.
     else:
         md += [to_markdown(df.drop(columns=["kind"]), "scorecard", formats=fmts), ""]
         heads = {(t.name, m.key) for t in _scorecard_tasks() for m in t.headline_metrics()}
+        heads |= {(t.name, t.curve.value) for t in _scorecard_tasks() if t.curve is not None}
         md += interval_notes(records, keys=heads) if intervals else []
         md += _reason_lines(na) + mixed
         md += [""]
@@ -473,8 +488,16 @@ def sampling_curve_table(records: list[dict], task: str = "sampling") -> pd.Data
     return pd.DataFrame(rows, columns=cols)
 
 
-def _curve(records: list[dict], task: str) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
-    """The pivot of a curve task: rows (encoder, data, series value), one column per x value; n/a items."""
+def _point_ci(point: dict, title: str) -> dict:
+    """A curve point's interval as the columns "<title> ci_low", "<title> ci_high", "<title> n" (none without one)."""
+    if _num(point.get("ci_low")) is None or _num(point.get("ci_high")) is None:
+        return {}
+    return {f"{title} {part}": point.get(part) for part in CI_PARTS}
+
+
+def _curve(records: list[dict], task: str, intervals: bool = True) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
+    """The pivot of a curve task: rows (encoder, data, series value), one column per x value, each followed by
+    its interval columns where the points carry one; n/a items."""
     spec = get_task(task)
     c = spec.curve
     why_missing = spec.missing_reason_fn()
@@ -493,15 +516,18 @@ def _curve(records: list[dict], task: str) -> tuple[pd.DataFrame, list[tuple[str
         cfg, m = r.get("config") or {}, r["metrics"]
         points = m.get(c.key) or []
         series = list(cfg.get(f"{c.series}s") or []) or sorted({p[c.series] for p in points})
-        by = {(p.get(c.series), p.get(c.x)): _num(p.get(c.value)) for p in points}
+        by = {(p.get(c.series), p.get(c.x)): p for p in points}
         metric = f"{feature_network_prefix(r)}-{c.value_title}"
         run_xs = set(cfg.get(c.x) or xs_all)
         for s_value in sorted(series):
             row = {"encoder": k[0], "data": k[1], c.series: s_value, "metric": metric}
             for n in xs_all:
-                value = by.get((s_value, n))
+                point = by.get((s_value, n)) or {}
+                value = _num(point.get(c.value))
                 row[c.x_title(n)] = value
                 if value is not None:
+                    if intervals:
+                        row |= _point_ci(point, c.x_title(n))
                     continue
                 why = (m.get("unavailable") or {}).get(c.value)
                 why = why or (why_missing(r, s_value, n) if why_missing is not None else None)
@@ -517,7 +543,11 @@ def _curve(records: list[dict], task: str) -> tuple[pd.DataFrame, list[tuple[str
         what = (f"{s_value} (all {c.x_unit}s)" if xs == xs_all else
                 f"{s_value} at {', '.join(str(n) for n in xs)} {c.x_unit}s")
         na.append((name, what, why))
-    return pd.DataFrame(rows), na
+    df = pd.DataFrame(rows)
+    parts = {f"{col} {part}" for col in df.columns for part in CI_PARTS}
+    order = [x for col in df.columns if col not in parts
+             for x in (col, *(f"{col} {part}" for part in CI_PARTS)) if x in df.columns]
+    return df[order], na
 
 
 def curve_table(records: list[dict], task: str = "sampling") -> pd.DataFrame:
@@ -642,11 +672,13 @@ def write_reports(results_dir: str | Path = "results", records: list[dict] | Non
         spec = _spec(task)
         note = [spec.note, ""] if spec is not None and spec.note else []
         if spec is not None and spec.curve is not None:
-            df, na = _curve(records, task)
+            df, na = _curve(records, task, intervals)
             t = curve_timings(records, task)
             if not t.empty:
                 timing_frames.append(t)
-            md = [f"# {task}", "", NOTE, "", *note, to_markdown(df, task), "", *_reason_lines(na)]
+            md = [f"# {task}", "", NOTE, "", *note, to_markdown(df, task), ""]
+            md += interval_notes(records, task) if intervals else []
+            md += _reason_lines(na)
         else:
             full = task_table(records, task, intervals=intervals)
             timing = [c for c in full.columns if c in timing_titles(task)]

@@ -218,6 +218,36 @@ def test_sampling_pivot_and_timings(synthetic_results):
     assert "heun 4 steps: sample s/img" in set(samp["measure"]) and len(samp) == 2 * 12
 
 
+def test_sampling_points_carry_their_intervals(tmp_path):
+    """A sampling point's FID interval follows its value: "<steps> ci_low/ci_high/n" columns next to it in the
+    csv, "value [low, high]" in sampling.md with a legend line naming the method, and the scorecard's few-step
+    FID carries the interval of the point it shows. A point without an interval shows its value alone."""
+    recs = synthetic_records()
+    samp = next(r for r in recs if r["task"] == "sampling" and r["encoder"] == "tiny-svg")
+    for p in samp["metrics"]["curve"]:
+        if (p["method"], p["steps"]) != ("euler", 50):
+            p |= {"ci_low": p["fid"] - 3.0, "ci_high": p["fid"] + 1.0, "n": 250, "level": 0.95,
+                  "method_ci": "bootstrap-basic x200"}
+    results = write_synthetic_results(tmp_path / "results", recs)
+    write_reports(results, plots=False)
+    df = sampling_table(recs)
+    cols = list(df.columns)
+    assert cols[cols.index("4 steps"):cols.index("4 steps") + 4] == ["4 steps", "4 steps ci_low", "4 steps ci_high",
+                                                                     "4 steps n"]
+    svg = df[df["encoder"] == "tiny-svg"].set_index("method")
+    assert svg.loc["heun", "4 steps ci_low"] == pytest.approx(200.0 / 4 - 3.0)
+    assert "50 steps ci_low" not in cols  # no point at 50 steps has one
+    md = (results / "sampling.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| tiny-svg |") and "| euler |" in line)
+    assert "| 201.00 [198.00, 202.00] |" in row and "| 5.00 |" in row  # 50 steps: no interval
+    assert "- [low, high]: 95% interval, bootstrap-basic x200 (bootstrap over generated and reference samples" in md
+    assert md.count("FID at each step count") == 1
+    card = (results / "scorecard.md").read_text()
+    best = 200.0 / 4  # heun at 4 steps is the best point at <= 4 steps
+    assert f"| {best:.2f} [{best - 3:.2f}, {best + 1:.2f}] | heun, 4 steps |" in card
+    assert "sampling few-step judge-FID (<=4 steps)" in card
+
+
 def test_efficiency_states_the_statistics_share(tmp_path):
     """efficiency.md ends with the seconds spent on intervals against all cells' wall time (issue: the
     statistics' extra cost), summed from the records independently here."""

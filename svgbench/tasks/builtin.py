@@ -11,6 +11,13 @@ def _count(key: str, title: str) -> MetricSpec:
     return MetricSpec(key, title, "{:d}")
 
 
+# A Fréchet distance's value is the plug-in distance at n (the convention of every FID table), biased upwards by
+# about tr(S1)/n1 + tr(S2)/n2; its basic-bootstrap interval removes the bootstrap's estimate of that bias
+# (metrics.stats.frechet_ci), so it is an interval for the distance between the distributions and can lie
+# below the value when that bias exceeds the sampling noise.
+_FD_BIAS = ("bias-corrected: an interval for the distance between the distributions, so it can lie below the "
+            "plug-in value")
+
 RECONSTRUCTION = TaskSpec(
     "reconstruction", "svgbench.tasks.reconstruction:run_reconstruction", "svgbench.tasks.reconstruction:ReconConfig",
     metrics=(
@@ -21,7 +28,7 @@ RECONSTRUCTION = TaskSpec(
         MetricSpec("lpips", "LPIPS", "{:.4f}", False, uncertainty=_IMAGES),
         MetricSpec("rfid", "rFID", "{:.2f}", False, headline=True),
         MetricSpec("judge_rfid", "judge-rFID", "{:.2f}", False, headline=True,
-                   uncertainty="bootstrap over images (judge features)"),
+                   uncertainty="bootstrap over images (judge features); " + _FD_BIAS),
         _count("num_images", "images"),
         MetricSpec("encode_ips", "encode img/s", "{:.1f}", True, timing=True),
         MetricSpec("decode_ips", "decode img/s", "{:.1f}", True, timing=True),
@@ -73,7 +80,7 @@ SEG = TaskSpec(
     needs=frozenset({"masks"}),
     description="DINOv2 linear segmentation head on frozen patch tokens: mIoU, mAcc, aAcc (mmseg)")
 
-_SAMPLES = "bootstrap over generated and reference samples (cached features)"
+_SAMPLES = "bootstrap over generated and reference samples (cached features); " + _FD_BIAS
 _HALVES = "delete-d jackknife over half-size subsets of generated and reference samples (cached features), normal"
 
 GENERATION = TaskSpec(
@@ -103,7 +110,8 @@ SAMPLING = TaskSpec(
     "sampling", "svgbench.tasks.generation:run_sampling", "svgbench.tasks.generation:SamplingConfig",
     metrics=(_count("num_samples", "samples"),),
     needs=frozenset({"decoder", "diffusion", "labels"}),
-    curve=CurveSpec(key="curve", series="method", x="steps", value="fid", headline_max_x=4),
+    curve=CurveSpec(key="curve", series="method", x="steps", value="fid", headline_max_x=4,
+                    uncertainty=_SAMPLES),
     missing_reason="svgbench.tasks.generation:sampling_missing_reason",
     file_fields=("diffusion", "diffusion_stats", "reference_npz"),
     key_files="svgbench.tasks.generation:shipped_model_files",

@@ -57,6 +57,7 @@ class CurveSpec:
     x_unit: str = "step"
     headline_title: str = "few-step {network}-FID (<={max_x} steps)"
     headline_at_title: str = "few-step sampler"
+    uncertainty: str = ""  # what a point's interval resamples (its legend line), when points carry ci_low / ci_high
 
     def x_title(self, n) -> str:
         return f"{n} {self.x_unit}" if n == 1 else f"{n} {self.x_unit}s"
