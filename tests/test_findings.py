@@ -1,4 +1,4 @@
-"""Findings F1..F6 and paired comparisons on small synthetic records: each verdict is exercised."""
+"""Findings F0..F6 and paired comparisons on small synthetic records: each verdict is exercised."""
 
 import json
 
@@ -38,8 +38,12 @@ def records():
     # PSNR: too few images and too small a gain to tell
     psnr_svg = [v + 0.05 + np.random.default_rng(4 + i).normal(0, 1.0) for i, v in enumerate(psnr_only)]
     psnr_svg[0] = None  # an identical reconstruction (inf dB) is None and dropped from the pairing
+    # the VAE baseline: 0.5 dB above SVG on the same images (F0 holds)
+    psnr_vae = [None if v is None else v + 0.5 + np.random.default_rng(70 + i).normal(0, 0.2)
+                for i, v in enumerate(psnr_svg)]
     out += [rec("reconstruction", "my-svg-dino-only", psnr=float(np.mean(psnr_only)), per_item={"psnr": psnr_only}),
-            rec("reconstruction", "my-svg", psnr=0.0, per_item={"psnr": psnr_svg})]
+            rec("reconstruction", "my-svg", psnr=0.0, per_item={"psnr": psnr_svg}),
+            rec("reconstruction", "my-vae", psnr=0.0, per_item={"psnr": psnr_vae})]
     out += [rec("generation", "my-svg", fid_curve=[[1000, 40, 36, 44], [2000, 25, 22, 28]],
                 class_accuracy=80.0, ci={"class_accuracy": {"ci_low": 76.0, "ci_high": 84.0}}),
             rec("generation", "my-vae", fid_curve=[[1000, 60, 55, 65], [4000, 30, 27, 33]],
@@ -74,7 +78,8 @@ def test_matched_capacity_vae_gets_its_own_findings():
     roles = encoder_roles(out)
     assert roles["vae"] == "my-vae" and roles["vae_wide"] == "a-vae-wide"
     df = findings_table(out).set_index("finding")
-    assert list(df.index) == ["F1", "F1b", "F2", "F3", "F4", "F5", "F6", "F2w", "F4w", "F5w", "F6w"]
+    assert list(df.index) == ["F0", "F1", "F1b", "F2", "F3", "F4", "F5", "F6", "F0w", "F2w", "F4w", "F5w", "F6w"]
+    assert df.loc["F0w", "reason"] == "not measured: no `reconstruction` record for a-vae-wide"
     assert df.loc["F2w", "verdict"] == "holds" and 25 < df.loc["F2w", "value"] < 35  # 90.2 vs 60
     assert df.loc["F2", "value"] > df.loc["F2w", "value"]  # F2 compares with the 4-channel VAE
     assert "same-width VAE" in df.loc["F4w", "claim"] and df.loc["F4w", "reason"].startswith("not measured")
@@ -82,7 +87,10 @@ def test_matched_capacity_vae_gets_its_own_findings():
 
 def test_findings_verdicts():
     df = findings_table(records()).set_index("finding")
-    assert list(df.index) == ["F1", "F1b", "F2", "F3", "F4", "F5", "F6"]
+    assert list(df.index) == ["F0", "F1", "F1b", "F2", "F3", "F4", "F5", "F6"]
+    # F0: the VAE's PSNR minus SVG's on the images both reconstructed (SVG's None item dropped)
+    assert df.loc["F0", "verdict"] == "holds" and 0.4 < df.loc["F0", "value"] < 0.6 and df.loc["F0", "ci_low"] > 0
+    assert df.loc["F0", "measured"].startswith("psnr(my-vae) - psnr(my-svg) = +0.") and "n=63" in df.loc["F0", "measured"]
     assert df.loc["F1", "verdict"] == "holds"  # shared items, 0.2 point apart, n=2000: within +-1
     assert df.loc["F1", "ci_low"] >= -1 and df.loc["F1", "ci_high"] <= 1
     assert df.loc["F1b", "verdict"] == "does not hold" and df.loc["F1b", "ci_high"] < -1
@@ -109,7 +117,7 @@ def test_write_findings(tmp_path):
     md = write_findings(tmp_path, records()).read_text()
     assert "| F1 |" in md and "does not hold" in md and "95% bootstrap" in md
     data = json.loads((tmp_path / "findings.json").read_text())
-    assert [f["finding"] for f in data["findings"]][:2] == ["F1", "F1b"] and data["level"] == 0.95
+    assert [f["finding"] for f in data["findings"]][:2] == ["F0", "F1"] and data["level"] == 0.95
     assert (tmp_path / "findings.csv").read_text().startswith("finding,claim")
 
 
