@@ -44,6 +44,9 @@ class Record:
     device_name: str = ""
     wall_s: float = 0.0
     versions: dict = field(default_factory=dict)
+    # unix time the cell was computed: of several records of one (task, encoder, data), e.g. before and after
+    # new weights, the tables show the newest (0: written before records had it)
+    finished: float = 0.0
     record_version: int = SCHEMA_VERSION
 
     def as_dict(self) -> dict:
@@ -100,7 +103,9 @@ def read_record(path: Path, key: str | None = None) -> dict:
 
 
 def load_records(results_dir: str | Path, task: str | None = None) -> list[dict]:
-    """Every readable record (an unreadable file is skipped with a warning naming it, never half-read)."""
+    """Every readable record (an unreadable file is skipped with a warning naming it, never half-read), the
+    oldest `finished` first, so that readers taking the last record of a cell (`latest_records`) take the
+    newest, not whichever file name sorts last."""
     root = Path(results_dir) / "records"
     pattern = f"{task}/*.json" if task else "*/*.json"
     out = []
@@ -109,7 +114,7 @@ def load_records(results_dir: str | Path, task: str | None = None) -> list[dict]
             out.append(read_record(p))
         except (ValueError, OSError) as e:
             print(f"warning: skipping record {p}: {e}", file=sys.stderr)
-    return out
+    return sorted(out, key=lambda r: r.get("finished") or 0.0)  # stable: ties keep the path order
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,8 +138,8 @@ def feature_network_prefix(record: dict) -> str:
 
 
 def latest_records(records: list[dict], task: str) -> dict[tuple[str, str], dict]:
-    """(encoder, data label) -> the newest record of `task` (the last one given), ordered by data label, then
-    encoder."""
+    """(encoder, data label) -> the newest record of `task` (the last one given: `load_records` orders them by
+    `finished`), ordered by data label, then encoder."""
     out = {}
     for r in records:
         if r["task"] == task:

@@ -182,6 +182,7 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
             why = _not_applicable_reason(task, encoder, cfg)
             if why:  # not applicable: a record of n/a with the reason, so the encoder keeps its row in every table
                 record = _not_applicable(cfg, task, tcfg, encoder, device, key, kwargs, weights_hash, why)
+                record = dataclasses.replace(record, finished=time.time())
                 if main:
                     write_record(path, record)
                     if decision == "claimed":
@@ -193,6 +194,7 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
             try:
                 state["cell"] = f"{name} / {task.name}"
                 record = _compute(cfg, task, tcfg, encoder, dataset, device, key, kwargs, weights_hash, log)
+                record = dataclasses.replace(record, finished=time.time())
             except Exception as e:
                 failures.append(CellFailure(task.name, name, f"{type(e).__name__}: {e}"))
                 log(f"[{name}] {task.name} FAILED: {type(e).__name__}: {e}")

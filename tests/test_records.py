@@ -76,3 +76,33 @@ def test_the_runner_recomputes_a_record_of_an_unknown_schema(tmp_path):
     again = run_matrix(cfg, log=said.append)
     assert again.computed == 1 and any("schema version 99" in s and "recomputing" in s for s in said)
     assert again.records[0]["metrics"]["psnr"] == first.records[0]["metrics"]["psnr"]
+
+
+def test_the_newest_record_of_a_cell_is_the_one_shown(tmp_path):
+    """Two records of one (task, encoder, data), e.g. before and after new weights: readers take the one
+    computed last, whichever file name sorts last; a record from before `finished` existed counts as oldest."""
+    from svgbench.records import latest_records
+
+    old = Record.from_dict(V1 | {"key": "ffff00000000", "finished": 1000.0, "metrics": {"probe_top1": 10.0}})
+    new = Record.from_dict(V1 | {"key": "000000000000", "finished": 2000.0, "metrics": {"probe_top1": 90.0}})
+    unstamped = Record.from_dict(V1 | {"key": "eeee00000000", "metrics": {"probe_top1": 50.0}})
+    for rec in (old, new, unstamped):
+        write_record(record_path(tmp_path, rec.task, rec.encoder, rec.key), rec)
+    loaded = load_records(tmp_path)
+    assert [r["key"] for r in loaded] == ["eeee00000000", "ffff00000000", "000000000000"]
+    (shown,) = latest_records(loaded, "probe").values()
+    assert shown["metrics"]["probe_top1"] == 90.0
+
+
+def test_the_runner_stamps_computed_records(tmp_path):
+    from svgbench.data import DataConfig
+    from svgbench.runner import RunConfig, run_matrix
+
+    import time
+
+    before = time.time()
+    cfg = RunConfig(encoders=("pixels",), tasks=("reconstruction",), data=DataConfig(size=8),
+                    results_dir=str(tmp_path), batch_size=8)
+    (rec,) = run_matrix(cfg).records
+    assert before <= rec["finished"] <= time.time()
+    assert load_records(tmp_path)[0]["finished"] == rec["finished"]
