@@ -66,9 +66,7 @@ def task_table(records: list[dict], task: str, intervals: bool = True) -> pd.Dat
         return curve_table(records, task)
     extra = spec.extra_columns_fn() if spec is not None else None
     rows = []
-    for r in records:
-        if r["task"] != task:
-            continue
+    for r in latest_records(records, task).values():  # sorted by data, then encoder
         rspec = r["spec"]
         row = {"encoder": r["encoder"], "data": _data_label(r["data"]),
                "latent": "x".join(str(s) for s in rspec["latent_shape"]), "weights": rspec["weights"]}
@@ -79,10 +77,16 @@ def task_table(records: list[dict], task: str, intervals: bool = True) -> pd.Dat
         if spec is None or not spec.metrics:
             row.update({k: v for k, v in r["metrics"].items() if isinstance(v, (int, float))})
         rows.append(row)
-    df = pd.DataFrame(rows)
-    if not df.empty:
-        df = df.drop_duplicates(subset=["encoder", "data"], keep="last").sort_values(["data", "encoder"])
-    return df.reset_index(drop=True)
+    return _intervals_next_to_values(pd.DataFrame(rows))
+
+
+def _intervals_next_to_values(df: pd.DataFrame) -> pd.DataFrame:
+    """Each column followed by its interval columns ("<title> ci_low", ...), wherever the first row that had
+    them put them: the same columns in the same order whatever the order the records came in."""
+    parts = {f"{col} {part}" for col in df.columns for part in CI_PARTS}
+    order = [x for col in df.columns if col not in parts
+             for x in (col, *(f"{col} {part}" for part in CI_PARTS)) if x in df.columns]
+    return df[order].reset_index(drop=True)
 
 
 def task_formats(task: str, df: pd.DataFrame | None = None) -> dict[str, str]:
@@ -543,11 +547,7 @@ def _curve(records: list[dict], task: str, intervals: bool = True) -> tuple[pd.D
         what = (f"{s_value} (all {c.x_unit}s)" if xs == xs_all else
                 f"{s_value} at {', '.join(str(n) for n in xs)} {c.x_unit}s")
         na.append((name, what, why))
-    df = pd.DataFrame(rows)
-    parts = {f"{col} {part}" for col in df.columns for part in CI_PARTS}
-    order = [x for col in df.columns if col not in parts
-             for x in (col, *(f"{col} {part}" for part in CI_PARTS)) if x in df.columns]
-    return df[order], na
+    return _intervals_next_to_values(pd.DataFrame(rows)), na
 
 
 def curve_table(records: list[dict], task: str = "sampling") -> pd.DataFrame:
