@@ -342,7 +342,7 @@ def _scorecard(records: list[dict], intervals: bool = True) -> tuple[pd.DataFram
                 continue
             _curve_headline(t, tasks[t.name].get(k), nets, prefixes[k], row, na, names[k], spec, intervals)
         rows.append(row)
-    df = pd.DataFrame(rows)
+    df = _intervals_next_to_values(pd.DataFrame(rows))
     if not df.empty:
         # the "at" column only where some row has a value
         ats = {t.curve.headline_at_title for t in specs if t.curve is not None}

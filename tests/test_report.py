@@ -246,6 +246,9 @@ def test_sampling_points_carry_their_intervals(tmp_path):
     best = 200.0 / 4  # heun at 4 steps is the best point at <= 4 steps
     assert f"| {best:.2f} [{best - 3:.2f}, {best + 1:.2f}] | heun, 4 steps |" in card
     assert "sampling few-step judge-FID (<=4 steps)" in card
+    head = (results / "scorecard.csv").read_text().splitlines()[0].split(",")
+    few = head.index("few-step judge-FID (<=4 steps)")  # its interval next to it, though tiny-vae's row has none
+    assert head[few + 1:few + 4] == [f"few-step judge-FID (<=4 steps) {p}" for p in ("ci_low", "ci_high", "n")]
 
 
 def test_efficiency_states_the_statistics_share(tmp_path):
