@@ -1,8 +1,10 @@
 """Per-cell claims, so that independent processes filling one results folder compute each cell once.
 
-A claim is a lock file created with O_CREAT | O_EXCL (atomic on local and NFSv3+ filesystems; the
-same primitive as filelock's SoftFileLock, which has no notion of a claim's owner) holding host, pid
-and start time as JSON. A claim is stale, and taken over, when its process is gone (same host, pid
+A claim is a lock file holding host, pid and start time as JSON, written under a unique name and then
+hard-linked to the claim's name: link fails when the name exists and is atomic on local and NFSv3+
+filesystems (like O_CREAT | O_EXCL, the primitive of filelock's SoftFileLock, which has no notion of a
+claim's owner), and a claim never exists half-written, so a process killed while claiming leaves no claim
+that would block the cell. A claim is stale, and taken over, when its process is gone (same host, pid
 not alive) or it is older than `stale_after` seconds (another host: its liveness cannot be checked).
 Takeover renames the stale file to a unique name first, so of several processes that find it stale
 exactly one wins. `shard_of` splits a list of cells for `--shard I/N`.
@@ -33,7 +35,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def read_claim(path: Path) -> dict | None:
-    """The claim's {host, pid, start} or None when absent; {} when unreadable (being written)."""
+    """The claim's {host, pid, start} or None when absent; {} when unreadable."""
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -56,18 +58,23 @@ def try_claim(path: str | os.PathLike, stale_after: float = STALE_AFTER_S) -> bo
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     me = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "start": time.time()}).encode()
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+    mine = path.with_name(f".{path.name}.new-{uuid.uuid4().hex}")
+    mine.write_bytes(me)
+    try:
+        for _ in range(3):
+            try:
+                os.link(mine, path)
+                return True
+            except FileExistsError:
+                pass
             info = read_claim(path)
             try:
                 mtime = path.stat().st_mtime
             except FileNotFoundError:
                 continue  # released meanwhile: try again
             if info == {} and time.time() - mtime < 10.0:
-                return False  # being written by its owner right now
-            if not is_stale(info or {}, mtime, stale_after):
+                return False  # unreadable (e.g. a filesystem without atomic links): give its owner time
+            if info and not is_stale(info, mtime, stale_after):
                 return False
             # Take over: only one process can rename the stale file away; the others see it vanish.
             grave = path.with_name(f".{path.name}.stale-{uuid.uuid4().hex}")
@@ -83,11 +90,9 @@ def try_claim(path: str | os.PathLike, stale_after: float = STALE_AFTER_S) -> bo
                 os.unlink(grave)
                 return False
             os.unlink(grave)
-            continue
-        with os.fdopen(fd, "wb") as f:
-            f.write(me)
-        return True
-    return False
+        return False
+    finally:
+        mine.unlink(missing_ok=True)
 
 
 def release(path: str | os.PathLike) -> None:

@@ -88,6 +88,18 @@ def test_claims_from_other_hosts_expire_by_age(tmp_path):
     assert not p.exists()
 
 
+def test_a_claim_is_never_seen_half_written_and_an_unreadable_old_one_is_taken_over(tmp_path):
+    p = tmp_path / "cell.claim"
+    p.write_text("")  # unreadable: e.g. a filesystem without atomic links, its writer killed
+    assert read_claim(p) == {} and not try_claim(p)  # young: its owner may still be writing it
+    os.utime(p, (time.time() - 11, time.time() - 11))
+    assert try_claim(p)
+    assert read_claim(p)["pid"] == os.getpid()  # linked whole: never empty, never partial
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["cell.claim"]  # the unique-name copy is gone
+    release(p)
+    assert not p.exists()
+
+
 def test_shard_of_partitions_deterministically():
     cells = list(range(17))
     parts = [shard_of(cells, i, 4) for i in range(4)]
