@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics.stats import LEVEL, N_RESAMPLES, paired_diff_ci, paired_seg_diff_ci, ratio_ci, speedup_ci
-from .records import steps_label
+from .records import latest_by, steps_label
 
 HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
 FEW_STEPS = (1, 2, 4)
@@ -36,8 +36,8 @@ def _data_key(rec: dict) -> str:
 
 
 def _latest(records: list[dict]) -> dict[tuple[str, str, str], dict]:
-    """(task, encoder, data key) -> the last record of that cell (as the report tables show)."""
-    return {(r["task"], r["encoder"], _data_key(r)): r for r in records}
+    """(task, encoder, data key) -> the newest record of that cell."""
+    return latest_by(records, lambda r: (r["task"], r["encoder"], _data_key(r)))
 
 
 def encoder_roles(records: list[dict]) -> dict[str, str | None]:

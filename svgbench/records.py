@@ -137,13 +137,15 @@ def feature_network_prefix(record: dict) -> str:
     return "judge" if record["data"]["name"] == "shapes" else "Inception"
 
 
+def latest_by(records: list[dict], key) -> dict:
+    """key(record) -> the newest record with that key (the last one given: `load_records` orders them by
+    `finished`)."""
+    return {key(r): r for r in records}
+
+
 def latest_records(records: list[dict], task: str) -> dict[tuple[str, str], dict]:
-    """(encoder, data label) -> the newest record of `task` (the last one given: `load_records` orders them by
-    `finished`), ordered by data label, then encoder."""
-    out = {}
-    for r in records:
-        if r["task"] == task:
-            out[(r["encoder"], data_label(r["data"]))] = r
+    """(encoder, data label) -> the newest record of `task`, ordered by data label, then encoder."""
+    out = latest_by([r for r in records if r["task"] == task], lambda r: (r["encoder"], data_label(r["data"])))
     return dict(sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][0])))
 
 

@@ -151,6 +151,11 @@ def to_markdown(df: pd.DataFrame, task: str, formats: dict[str, str] | None = No
     return "\n".join(lines)
 
 
+def _interval_how(level, method) -> str:
+    """"95% interval, <method>" of a recorded interval (level 0.95 where the record has none)."""
+    return f"{round(100 * float(0.95 if level is None else level))}% interval, {method or '?'}"
+
+
 def interval_notes(records: list[dict], task: str | None = None, keys: set[str] | None = None) -> list[str]:
     """One line per (metric, method, level) of the intervals in the records of `task` (all tasks: None), the
     points of a curve task included. keys: only these (task, metric key); a curve's key is its value's."""
@@ -167,7 +172,7 @@ def interval_notes(records: list[dict], task: str | None = None, keys: set[str] 
             if keys is not None and (r["task"], key) not in keys:
                 continue
             m = spec.metric(key) if spec is not None else None
-            how = f"{round(100 * float(ci.get('level', 0.95)))}% interval, {ci.get('method', '?')}"
+            how = _interval_how(ci.get("level"), ci.get("method"))
             add(how + (f" ({m.uncertainty})" if m is not None and m.uncertainty else ""),
                 m.title if m is not None else key, r)
         c = spec.curve if spec is not None else None
@@ -177,7 +182,7 @@ def interval_notes(records: list[dict], task: str | None = None, keys: set[str] 
                 else curve_headline_title(c, feature_network_prefix(r)))
         for point in r["metrics"].get(c.key) or []:
             if _point_ci(point, ""):
-                how = f"{round(100 * float(point.get('level', 0.95)))}% interval, {point.get('method_ci', '?')}"
+                how = _interval_how(point.get("level"), point.get("method_ci"))
                 add(how + (f" ({c.uncertainty})" if c.uncertainty else ""), what, r)
     return [f"- [low, high]: {how}, n items as in the csv: {', '.join(sorted(whats))}" for how, whats in
             sorted(seen.items())]
