@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from . import distributed as dist
+from .errors import UserError
 from .store import (FP16_MAX, FP16_MAX_REL_ERROR, Fp16Check, ShardedStore, StoreError, check_shard,  # noqa: F401
                     npy_header, read_index, shard_path, shard_rows, write_index, write_shard)
 
@@ -41,6 +43,33 @@ VERIFY_BYTES = 2 << 30
 
 class CacheError(ValueError):
     """A dataset or request the feature cache cannot key or serve."""
+
+
+class CacheSpaceError(UserError):
+    """The feature cache's disk cannot hold a store about to be written."""
+
+
+# free space kept beyond a store's own size (its index, the records and tables written beside it)
+SPACE_MARGIN = 64 << 20
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def check_space(entry_path: Path, rows: int, row_shape: tuple[int, ...], has_labels: bool) -> None:
+    """Refuse to start a store of `rows` rows of `row_shape` whose fp16 shards (their smallest form; fp32
+    takes twice that) would not fit in the free space of the disk under `entry_path`."""
+    need = rows * (2 * int(np.prod(row_shape, dtype=np.int64)) + (8 if has_labels else 0)) + SPACE_MARGIN
+    where = entry_path.parent
+    while not where.exists() and where.parent != where:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if free < need:
+        raise CacheSpaceError(
+            f"feature cache {where}: {rows} rows of {'x'.join(map(str, row_shape))} need at least "
+            f"{_size(need)} (fp16; fp32 twice that), {_size(free)} free; free space there or "
+            f"set SVGBENCH_CACHE to a folder on a larger disk", input=str(where), fix="free space or set SVGBENCH_CACHE")
 
 
 class CachedFeatures:
@@ -257,6 +286,9 @@ def _encode(encoder, dataset, entries: list[_Entry], batch_size: int, device: st
             if e.rows is None:  # first output of a fresh entry: its layout follows from the row size
                 e.row_shape = tuple(r.shape[1:])
                 e.rows = shard_rows(4 * int(np.prod(e.row_shape, dtype=np.int64)), e.batch_size)
+                # before its first shard is written: the rows this rank still has to store must fit
+                todo = [e.shard_range(i) for j in e.todo_units for i in e.shards_of_unit(j) if i not in e.done]
+                check_space(e.path, sum(b - a for a, b in todo), e.row_shape, e.has_labels)
             i = batch_start // e.rows
             buf = open_.get(e.kind)
             if buf is None or buf.i != i:

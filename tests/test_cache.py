@@ -91,3 +91,25 @@ def test_workers_give_the_same_entry(tmp_path, data, small_shards):
     b = cached_features(Conv(), data, kind="pooled", batch_size=4, cache_dir=tmp_path / "b", num_workers=2)
     assert torch.equal(a.features, b.features) and torch.equal(a.labels, b.labels)
     assert np.load(a.path).tobytes() == np.load(b.path).tobytes()
+
+
+def test_a_store_that_cannot_fit_is_refused_before_its_first_shard(tmp_path, data, monkeypatch):
+    from collections import namedtuple
+
+    import svgbench.cache as cache
+    from svgbench.errors import UserError
+
+    usage = namedtuple("usage", "total used free")
+    free = {"bytes": 10 << 20}  # 10 MiB: under the store's margin alone
+    monkeypatch.setattr(cache.shutil, "disk_usage", lambda p: usage(1 << 40, 0, free["bytes"]))
+    with pytest.raises(UserError, match=r"feature cache .*: 20 rows of 8x4x4 need at least 64.0 MiB .*, 10.0 MiB free; .*SVGBENCH_CACHE"):
+        cached_features(Conv(), data, kind="latent", batch_size=4, cache_dir=tmp_path)
+    assert not list(tmp_path.rglob("*.npy")) and not list(tmp_path.rglob("*.json"))  # nothing written
+    # what it needs: 20 rows x 128 values x 2 bytes + labels + the margin; one byte less is refused
+    need = 20 * (2 * 128 + 8) + cache.SPACE_MARGIN
+    free["bytes"] = need - 1
+    with pytest.raises(cache.CacheSpaceError):
+        cached_features(Conv(), data, kind="latent", batch_size=4, cache_dir=tmp_path)
+    free["bytes"] = need
+    got = cached_features(Conv(), data, kind="latent", batch_size=4, cache_dir=tmp_path)
+    assert got.features.shape == (20, 8, 4, 4) and not got.hit
