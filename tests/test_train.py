@@ -218,3 +218,9 @@ def test_model_card_shows_the_curve_intervals_it_recorded(tmp_path, monkeypatch)
     assert "| 100 | 0.5 | 60.0 |" in text
     assert "| 200 | 0.4 | 50.0 [45.0, 53.0] |" in text
     assert "95% interval of fid" in text
+    # a hand-written History section survives a re-export, the sections after it stay the exporter's
+    path.write_text(text + "## History\n\nAn earlier run on another machine.\n\n## Stale\n\nold\n")
+    again = cards.write_card("m", run, weights, description="d", command="c", curve_keys=["loss", "fid"],
+                             notes="fresh note").read_text()
+    assert again.endswith("## Notes\n\nfresh note\n\n## History\n\nAn earlier run on another machine.\n")
+    assert "## Stale" not in again and again.count("## History") == 1

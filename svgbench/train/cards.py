@@ -86,5 +86,24 @@ def write_card(name: str, run_dir: str | Path, weights: str | Path, *, descripti
     if notes:
         lines += ["## Notes", "", notes, ""]
     path = WEIGHTS_DIR / f"{name}.md"
+    lines += kept_history(path)
     atomic_write_bytes(path, "\n".join(lines).encode())
     return path
+
+
+HISTORY = "## History"
+
+
+def kept_history(card: Path) -> list[str]:
+    """The hand-written `## History` section of an existing card (to the next `## ` heading or the end), as
+    lines: the exporter writes every other section afresh and carries this one over, so a re-export keeps
+    what people wrote about earlier runs."""
+    if not card.exists():
+        return []
+    out: list[str] = []
+    for line in card.read_text().splitlines():
+        if out and line.startswith("## "):
+            break
+        if out or line.strip() == HISTORY:
+            out.append(line)
+    return out + [""] if out and out[-1].strip() else out
