@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from . import distributed as dist
+from .checkpoints import nearest_existing
 from .errors import UserError
 from .store import (FP16_MAX, FP16_MAX_REL_ERROR, Fp16Check, ShardedStore, StoreError, check_shard,  # noqa: F401
                     npy_header, read_index, shard_path, shard_rows, write_index, write_shard)
@@ -61,9 +62,7 @@ def check_space(entry_path: Path, rows: int, row_shape: tuple[int, ...], has_lab
     """Refuse to start a store of `rows` rows of `row_shape` whose fp16 shards (their smallest form; fp32
     takes twice that) would not fit in the free space of the disk under `entry_path`."""
     need = rows * (2 * int(np.prod(row_shape, dtype=np.int64)) + (8 if has_labels else 0)) + SPACE_MARGIN
-    where = entry_path.parent
-    while not where.exists() and where.parent != where:
-        where = where.parent
+    where = nearest_existing(entry_path.parent)
     free = shutil.disk_usage(where).free
     if free < need:
         raise CacheSpaceError(

@@ -180,6 +180,13 @@ def check_and_load(module: nn.Module, state: dict[str, torch.Tensor], *, source:
     module.load_state_dict(state, strict=True)
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path`, or its nearest parent that exists (the root at worst): where a folder not yet made would be."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
 def atomic_write(path: str | os.PathLike, write) -> None:
     """Write a file all or nothing: `write(f)` fills a temporary file beside `path`, which then replaces it."""
     path = Path(path)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from .checkpoints import nearest_existing
 from .errors import UserError
 
 # Scans that fully decode images (finding truncated files) when the data has at most this many.
@@ -247,11 +248,7 @@ def check_writable(path: str | os.PathLike, flag: str) -> list[Problem]:
     it, or in its nearest existing parent when it does not exist yet (nothing else is created)."""
     path = Path(path).expanduser()
     label = f"{flag} {path}"
-    probe_in = path
-    while not probe_in.exists():
-        if probe_in.parent == probe_in:
-            break
-        probe_in = probe_in.parent
+    probe_in = nearest_existing(path)
     if probe_in.exists() and not probe_in.is_dir():
         where = "is a regular file" if probe_in == path else f"is under {probe_in}, which is a regular file"
         return [Problem(label, f"{where}, not a folder", "choose a folder path")]
