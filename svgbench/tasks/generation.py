@@ -278,17 +278,28 @@ def forward_batches(sampler) -> float:
     return n
 
 
-def sampling_efficiency(model, sampler, batch: int, sample_s_per_image: float, device: str) -> dict:
-    """{"gflops_per_image", "mfu"}: FLOPs of one model forward at the sampling batch size (counted by torch's
-    FlopCounterMode) x forwards per batch, per image; MFU against the device's dense peak for the arithmetic
-    used (None where the peak is unknown, e.g. on a CPU)."""
-    from ..diffusion.flops import count_flops, mfu, precision_of
+def forward_flops(model, batch: int, device: str) -> float:
+    """FLOPs of one model forward per image at batch size `batch` (torch's FlopCounterMode): the same for
+    every sampler of the model, so a cell counts it once."""
+    from ..diffusion.flops import count_flops
 
     c, h = model.in_channels, model.input_size
     x = torch.zeros(batch, c, h, h, device=device)
     t, y = torch.full((batch,), 0.5, device=device), torch.zeros(batch, dtype=torch.long, device=device)
     with torch.no_grad():
-        per_image = count_flops(model, x, t, y) / batch * forward_batches(sampler)
+        return count_flops(model, x, t, y) / batch
+
+
+def sampling_efficiency(model, sampler, batch: int, sample_s_per_image: float, device: str,
+                        per_forward: float | None = None) -> dict:
+    """{"gflops_per_image", "mfu"}: FLOPs of one model forward at the sampling batch size (`per_forward`, else
+    counted here by `forward_flops`) x forwards per batch, per image; MFU against the device's dense peak for
+    the arithmetic used (None where the peak is unknown, e.g. on a CPU)."""
+    from ..diffusion.flops import mfu, precision_of
+
+    if per_forward is None:
+        per_forward = forward_flops(model, batch, device)
+    per_image = per_forward * forward_batches(sampler)
     util = mfu(per_image, sample_s_per_image, device, precision_of(sampler.autocast, device))
     return {"gflops_per_image": round(per_image / 1e9, 4), "mfu": None if util is None else round(util, 5)}
 
@@ -666,7 +677,7 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
                                   feats_fn if scorer is None else scorer.features, seed=cfg.seed,
                                   batch_size=cfg.sample_batch_size, device=device, keep=0,
                                   progress=lambda p, k: bar(k * (cost[p] - 1)))
-    rows = []
+    rows, per_forward = [], forward_flops(model, cfg.batch_size, device)
     for p in points:
         sampler, (feats, _, timing) = samplers[p], got[p]
         if scorer is None:
@@ -677,7 +688,8 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
             m = {"fid": fid["fid"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "n": ci["n"],
                  "method_ci": ci["method"], "level": ci["level"]}
         bar(n)
-        eff = sampling_efficiency(model, sampler, cfg.batch_size, timing["sample_s_per_image"], device)
+        eff = sampling_efficiency(model, sampler, cfg.batch_size, timing["sample_s_per_image"], device,
+                                  per_forward)
         rows.append({"method": p[0], "steps": p[1], "nfe": sampler.nfe, **m, **timing, **eff})
     stats_s = {} if scorer is None else {"stats_s": scorer.stats_s}
     return {"curve": rows, "feature_network": label, "num_samples": n, "protocol": cfg.protocol,
