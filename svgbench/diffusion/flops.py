@@ -76,3 +76,168 @@ def precision_of(autocast: torch.dtype | None, device: str | torch.device) -> st
     if torch.device(device).type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
         return "tf32"
     return "fp32"
+
+
+# ---------------------------------------------------------------------------------------------
+# a cell's cost model: time and FLOPs inside model forwards, and the machine's achievable GEMM rate
+# ---------------------------------------------------------------------------------------------
+
+
+def _dtype_name(device_type: str) -> str:
+    """The arithmetic a forward runs in now: bf16 under bf16 autocast, else fp32 (tf32 on CUDA when allowed)."""
+    if torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.bfloat16:
+        return "bf16"
+    if device_type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return "fp32"
+
+
+class ForwardClock:
+    """Wall time, FLOPs and count of the forwards of modules of `types` while the clock is active.
+
+    Global forward hooks (torch.nn.modules.module.register_module_forward_*_hook) see every forward wherever
+    the task builds or wraps its model, so the task code needs no timing of its own; a forward nested in
+    another clocked one counts once. FLOPs per image are counted by FlopCounterMode once per (model, input
+    shape, arithmetic) at batch 1 and scaled by the batch (a transformer's FLOPs are linear in it).
+    `summary()` -> {"model_s", "model_flops", "forwards", "by_dtype": {dtype: {"s", "flops", "forwards"}}}.
+    """
+
+    def __init__(self, types: tuple[type, ...]):
+        self.types = types
+        self.by_dtype: dict[str, dict] = {}
+        self._flops_per_image: dict[tuple, float] = {}
+        self._depth = 0
+        self._t0 = 0.0
+        self._counting = False
+        self._handles: list = []
+
+    def __enter__(self) -> "ForwardClock":
+        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+        self._handles = [register_module_forward_pre_hook(self._pre), register_module_forward_hook(self._post)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def _clocked(self, module) -> bool:
+        return not self._counting and isinstance(module, self.types)
+
+    def _pre(self, module, args):
+        if self._clocked(module):
+            if self._depth == 0:
+                _sync(args)
+                self._t0 = _now()
+            self._depth += 1
+
+    def _post(self, module, args, output):
+        if not self._clocked(module):
+            return
+        self._depth -= 1
+        if self._depth:
+            return
+        _sync(args)
+        seconds = _now() - self._t0
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        batch = int(x.shape[0]) if x is not None and x.dim() else 1
+        dtype = _dtype_name(x.device.type if x is not None else "cpu")
+        flops = self._per_image(module, args, dtype) * batch
+        slot = self.by_dtype.setdefault(dtype, {"s": 0.0, "flops": 0.0, "forwards": 0})
+        slot["s"] += seconds
+        slot["flops"] += flops
+        slot["forwards"] += 1
+
+    def _per_image(self, module, args, dtype: str) -> float:
+        first = tuple(a[:1] if isinstance(a, torch.Tensor) and a.dim() else a for a in args)
+        key = (id(module), tuple(tuple(a.shape[1:]) for a in first if isinstance(a, torch.Tensor)), dtype)
+        if key not in self._flops_per_image:
+            self._counting = True
+            try:
+                with torch.no_grad():
+                    self._flops_per_image[key] = float(count_flops(module, *first))
+            finally:
+                self._counting = False
+        return self._flops_per_image[key]
+
+    def cost(self, device: str = "cpu") -> dict:
+        """`summary()` plus, where the cell ran model forwards, the achievable FLOP/s of each arithmetic they
+        used (measured in this process: `achievable_rate`) and the machine: a record's cost model."""
+        out = self.summary()
+        if out["forwards"]:
+            kind = torch.device(device).type
+            out["achievable_flops"] = {d: achievable_rate(d, kind) for d in out["by_dtype"]}
+            out["machine"] = {"cpu": processor_name(kind), "threads": torch.get_num_threads(),
+                              "arithmetic": " + ".join(out["by_dtype"])}
+        return out
+
+    def summary(self) -> dict:
+        return {"model_s": round(sum(v["s"] for v in self.by_dtype.values()), 4),
+                "model_flops": sum(v["flops"] for v in self.by_dtype.values()),
+                "forwards": sum(v["forwards"] for v in self.by_dtype.values()),
+                "by_dtype": {k: {"s": round(v["s"], 4), "flops": v["flops"], "forwards": v["forwards"]}
+                             for k, v in sorted(self.by_dtype.items())}}
+
+
+def _now() -> float:
+    import time
+
+    return time.perf_counter()
+
+
+def _sync(args) -> None:
+    """CUDA runs asynchronously: wait for queued work before reading the clock."""
+    for a in args:
+        if isinstance(a, torch.Tensor) and a.is_cuda:
+            torch.cuda.synchronize(a.device)
+            return
+
+
+GEMM_SIZE = 1024  # a square GEMM large enough to run at the BLAS kernel's steady rate on a CPU core
+
+
+def gemm_rate(dtype: str = "fp32", device: str = "cpu", size: int = GEMM_SIZE, repeats: int = 5) -> float:
+    """The achievable FLOP/s of this machine now: the best of `repeats` timed size x size x size matmuls in
+    `dtype` ('fp32' | 'bf16') with the current thread count. Measured in the run whose cells it judges, since
+    shared machines differ from run to run and CPUs differ in their bf16 support."""
+    dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "tf32": torch.float32}[dtype]
+    g = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(size, size, generator=g).to(device=device, dtype=dt)
+    b = torch.randn(size, size, generator=g).to(device=device, dtype=dt)
+    best = float("inf")
+    with torch.no_grad():
+        torch.mm(a, b)  # warm-up: thread pool and kernel selection
+        for _ in range(repeats):
+            _sync((a,))
+            t0 = _now()
+            torch.mm(a, b)
+            _sync((a,))
+            best = min(best, _now() - t0)
+    return 2.0 * size ** 3 / best
+
+
+_RATES: dict[tuple, float] = {}
+
+
+def achievable_rate(dtype: str, device: str = "cpu") -> float:
+    """`gemm_rate` measured once per process, arithmetic, device type and thread count: the run's yardstick."""
+    key = (dtype, device, torch.get_num_threads())
+    if key not in _RATES:
+        _RATES[key] = gemm_rate(dtype, device=device)
+    return _RATES[key]
+
+
+def processor_name(device: str = "cpu") -> str:
+    """The CPU's model name (Linux /proc/cpuinfo) or the CUDA device's name."""
+    import platform
+
+    if device == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
