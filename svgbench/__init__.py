@@ -21,6 +21,7 @@ _API = {
     "TaskSpec": "svgbench.tasks", "list_tasks": "svgbench.tasks",
     # running a matrix
     "DataConfig": "svgbench.data", "RunConfig": "svgbench.runner", "run_matrix": "svgbench.runner",
+    "evaluate": "svgbench.api",
     # records and reports
     "Record": "svgbench.records", "load_records": "svgbench.records", "write_reports": "svgbench.report",
 }

@@ -53,6 +53,24 @@ _FAMILIES = {
 }
 
 
+# Generic families: any name "PREFIX..." resolves to one factory, which reads the rest of the name (a hub id, a folder,
+# a timm model and its weights); these names are never listed, they are built on demand.
+FAMILY_PREFIXES = {
+    "diffusers:": "svgbench.encoders.diffusers_ae:create_diffusers",  # any diffusers image autoencoder
+    "timm:": "svgbench.encoders.timm_backbone:create_timm",  # any timm backbone, features only
+}
+
+
+def family_of(name: str) -> str | None:
+    """The generic family prefix `name` starts with ("diffusers:", "timm:"), or None."""
+    return next((p for p in FAMILY_PREFIXES if isinstance(name, str) and name.startswith(p)), None)
+
+
+def is_known_encoder(name: str) -> bool:
+    """A registered name, or a name of a generic family (whether it builds is for the family to say)."""
+    return family_of(name) is not None or name in list_encoders()
+
+
 def builtin_names() -> dict[str, str]:
     """Built-in encoder name -> "module:factory", from the families' ENCODER_CONFIGS."""
     out = {}
@@ -121,6 +139,9 @@ def list_encoders() -> list[str]:
 
 def _entry(name: str) -> _Entry:
     _load_entry_points()
+    family = family_of(name)
+    if family is not None and name not in _REGISTRY:
+        return _Entry(name, FAMILY_PREFIXES[family], None, "builtin")
     if name not in _REGISTRY:
         raise UnknownEncoderError(f"unknown encoder {name!r}; known encoders: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
