@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from .checkpoints import atomic_write_bytes
+from .efficiency import cost_lines
 from .records import data_label as _data_label
 from .records import feature_network_prefix, finite_number as _num, latest_records, load_records, steps_label
 from .tasks import get_task, list_tasks
@@ -342,7 +343,7 @@ def _scorecard(records: list[dict], intervals: bool = True) -> tuple[pd.DataFram
                     else:
                         row[col] = None
                         na.append((names[k], col, f"this dataset is scored with the {prefixes[k]} network"))
-        for t in specs:  # then curve headlines: the best value at x <= headline_max_x
+        for t in specs:  # then curve headlines: the value at the point the record's config fixed
             if t.curve is None or t.curve.headline_max_x is None:
                 continue
             _curve_headline(t, tasks[t.name].get(k), nets, prefixes[k], row, na, names[k], spec, intervals)
@@ -368,19 +369,26 @@ def _curve_headline(t, rec, nets, prefix, row, na, name, spec, intervals: bool =
         if rec is None:
             na.append((name, col, _missing_reason(t.name, spec)))
             continue
-        cands = [p for p in rec["metrics"].get(c.key) or []
-                 if _num(p.get(c.x)) is not None and p[c.x] <= c.headline_max_x and _num(p.get(c.value)) is not None]
-        if not cands:
-            why = ((rec["metrics"].get("unavailable") or {}).get(c.value)
-                   or f"no sampler run at <={c.headline_max_x} steps")
-            na.append((name, col, why))
+        # the point the task's config fixed before the run (sampling: `headline`), never the best of the
+        # points: a minimum over points would flatter the winner
+        m = rec["metrics"]
+        head = m.get("headline") if isinstance(m.get("headline"), dict) else {}
+        if head.get(c.series) is None or head.get(c.x) is None:
+            na.append((name, col, (m.get("unavailable") or {}).get(c.value) or head.get("missing")
+                       or f"the `{t.name}` record names no headline point fixed in advance (a record made before "
+                          f"it did: `svgbench run --tasks {t.name} --force` recomputes it)"))
             continue
-        sign = -1 if c.higher_is_better else 1
-        best = min(cands, key=lambda p: (sign * p[c.value], p[c.x], p[c.series]))
-        row[col] = best[c.value]
+        point = next((p for p in m.get(c.key) or [] if p.get(c.series) == head[c.series]
+                      and p.get(c.x) == head[c.x] and _num(p.get(c.value)) is not None), None)
+        if point is None or _num(point[c.x]) > c.headline_max_x:
+            na.append((name, col, (m.get("unavailable") or {}).get(c.value)
+                       or f"no value at its headline point ({head[c.series]}, {c.x_title(head[c.x])})"
+                       + ("" if point is None else f", beyond {c.headline_max_x} {c.x_unit}s")))
+            continue
+        row[col] = point[c.value]
         if intervals:
-            row |= _point_ci(best, col)
-        row[at] = f"{best[c.series]}, {c.x_title(best[c.x])}"
+            row |= _point_ci(point, col)
+        row[at] = f"{point[c.series]}, {c.x_title(point[c.x])} (fixed in advance)"
 
 
 def scorecard_table(records: list[dict]) -> pd.DataFrame:
@@ -414,7 +422,8 @@ SCORECARD_NOTE = ("Measured by svgbench, one row per (encoder, dataset): the hea
                   "Rows on `shapes` come from the embedded procedural dataset and svgbench's tiny models: "
                   "**shapes numbers are not ImageNet numbers** and do not compare with the published figures "
                   "below. On shapes, FID/KID/precision/recall use svgbench's shapes judge as feature network "
-                  "(judge-FID, ...), not Inception.")
+                  "(judge-FID, ...), not Inception. The few-step column is the one sampler point the run's "
+                  "preset fixes in advance (its `few-step sampler` column), not the best of the points.")
 
 
 def _published_markdown(pub: pd.DataFrame) -> list[str]:
@@ -711,6 +720,8 @@ def write_reports(results_dir: str | Path = "results", records: list[dict] | Non
         lines += [f"| {r.task} | {r.encoder} | {r.data} | {r.measure} | {_fmt(r.value, '{:.4g}')} |"
                   for r in eff.itertuples()]
         lines += _statistics_share(records, stats)
+        newest = [r for t in dict.fromkeys(r["task"] for r in records) for r in latest_records(records, t).values()]
+        lines += cost_lines(newest)  # each cell's cost model (svgbench.efficiency)
         atomic_write_bytes(results_dir / "efficiency.md", ("\n".join(lines) + "\n").encode())
         atomic_write_bytes(results_dir / "efficiency.csv", eff.to_csv(index=False).encode())
     if records:

@@ -90,8 +90,8 @@ def synthetic_records() -> list[dict]:
               "sample_s_per_image": 0.001 * s, "decode_s_per_image": 0.0005}
              for m in ("euler", "heun") for s in steps if m == "euler" or s <= 16]
     cfg = {"steps": steps, "methods": ["euler", "heun"], "heun_max_steps": 16}
-    recs.append(_record("sampling", "tiny-svg", {"curve": curve, "feature_network": JUDGE, "num_samples": 250},
-                        config=cfg))
+    recs.append(_record("sampling", "tiny-svg", {"curve": curve, "feature_network": JUDGE, "num_samples": 250,
+                                                 "headline": {"method": "euler", "steps": 4}}, config=cfg))
     recs.append(_record("sampling", "tiny-vae", {"unavailable": {"fid": NO_MODEL}}, config=cfg))
     return recs
 
@@ -145,8 +145,9 @@ def test_scorecard_rows_and_columns():
     assert svg["PSNR (dB)"] == pytest.approx(29.0) and svg["kNN k=20 top-1 (%)"] == pytest.approx(88 * 0.9)
     assert svg["judge-FID"] == 12.5 and svg["judge-KID"] == 0.0123
     assert "FID" not in df.columns and "Inception-FID" not in df.columns  # named after the judge, never plain FID
-    assert svg["few-step judge-FID (<=4 steps)"] == pytest.approx(50.0)  # heun at 4 steps: 200 / 4
-    assert svg["few-step sampler"] == "heun, 4 steps"
+    # the point the record fixed in advance (euler, 4 steps: 200 / 4 + 1), though heun at 4 steps is lower
+    assert svg["few-step judge-FID (<=4 steps)"] == pytest.approx(51.0)
+    assert svg["few-step sampler"] == "euler, 4 steps (fixed in advance)"
     assert math.isnan(df.set_index("encoder").loc["tiny-ssl", "PSNR (dB)"])
     reasons = {(u["row"], u["column"]): u["reason"] for u in scorecard_unavailable(synthetic_records())}
     assert reasons[("tiny-ssl", "PSNR (dB)")].startswith("no pixel decoder")
@@ -243,12 +244,27 @@ def test_sampling_points_carry_their_intervals(tmp_path):
     assert "- [low, high]: 95% interval, bootstrap-basic x200 (bootstrap over generated and reference samples" in md
     assert md.count("FID at each step count") == 1
     card = (results / "scorecard.md").read_text()
-    best = 200.0 / 4  # heun at 4 steps is the best point at <= 4 steps
-    assert f"| {best:.2f} [{best - 3:.2f}, {best + 1:.2f}] | heun, 4 steps |" in card
+    fixed = 200.0 / 4 + 1  # euler at 4 steps, the record's headline point (heun at 4 steps is lower: not shown)
+    assert f"| {fixed:.2f} [{fixed - 3:.2f}, {fixed + 1:.2f}] | euler, 4 steps (fixed in advance) |" in card
     assert "sampling few-step judge-FID (<=4 steps)" in card
     head = (results / "scorecard.csv").read_text().splitlines()[0].split(",")
     few = head.index("few-step judge-FID (<=4 steps)")  # its interval next to it, though tiny-vae's row has none
     assert head[few + 1:few + 4] == [f"few-step judge-FID (<=4 steps) {p}" for p in ("ci_low", "ci_high", "n")]
+
+
+def test_few_step_headline_without_a_fixed_point_is_na_with_the_fix():
+    """A sampling record that names no headline point (made before records did) gives no few-step value: never
+    the minimum over its points."""
+    recs = synthetic_records()
+    samp = next(r for r in recs if r["task"] == "sampling" and r["encoder"] == "tiny-svg")
+    del samp["metrics"]["headline"]
+    svg = scorecard_table(recs).set_index("encoder").loc["tiny-svg"]
+    assert pd.isna(svg["few-step judge-FID (<=4 steps)"])
+    reasons = {(u["row"], u["column"]): u["reason"] for u in scorecard_unavailable(recs)}
+    assert "--force" in reasons[("tiny-svg", "few-step judge-FID (<=4 steps)")]
+    samp["metrics"]["headline"] = {"method": "euler", "steps": 8}  # beyond the column's 4 steps
+    reasons = {(u["row"], u["column"]): u["reason"] for u in scorecard_unavailable(recs)}
+    assert reasons[("tiny-svg", "few-step judge-FID (<=4 steps)")].endswith("beyond 4 steps")
 
 
 def test_efficiency_states_the_statistics_share(tmp_path):

@@ -94,6 +94,12 @@ class SamplingConfig:
     diffusion_encoder: str | None = None
     reference_npz: str | None = None
     generation: GenerationConfig = field(default_factory=GenerationConfig)  # training settings for train=True
+    # the scorecard's few-step number: this one (method, steps), fixed before the run (never the best point)
+    headline: tuple[str, int] = ("euler", 4)
+    # F5: FID(k) / FID(ratio_reference) for these Euler step counts, each by one paired bootstrap over the
+    # same generated samples (every point shares its noise) and the same reference samples
+    ratio_steps: tuple[int, ...] = (1, 2, 4)
+    ratio_reference: int = 25
 
 
 # ---------------------------------------------------------------------------------------------
@@ -691,6 +697,39 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
         eff = sampling_efficiency(model, sampler, cfg.batch_size, timing["sample_s_per_image"], device,
                                   per_forward)
         rows.append({"method": p[0], "steps": p[1], "nfe": sampler.nfe, **m, **timing, **eff})
+    extra = {"headline": _headline_point(cfg, points)}
+    if scorer is not None:
+        t0 = time.perf_counter()
+        extra |= _few_step_ratios(cfg, points, {p: got[p][0][scorer.layer] for p in points},
+                                  scorer.real[scorer.layer])
+        scorer.stats_s += time.perf_counter() - t0
     stats_s = {} if scorer is None else {"stats_s": scorer.stats_s}
     return {"curve": rows, "feature_network": label, "num_samples": n, "protocol": cfg.protocol,
-            "autocast": "bf16" if cfg.bf16 else None, **stats_s, **prov}
+            "autocast": "bf16" if cfg.bf16 else None, **extra, **stats_s, **prov}
+
+
+def _headline_point(cfg: SamplingConfig, points) -> dict:
+    """The scorecard's few-step point as the record states it: {"method", "steps"}, or {"missing": why}."""
+    method, steps = cfg.headline
+    if (method, int(steps)) in points:
+        return {"method": method, "steps": int(steps)}
+    return {"missing": f"the headline point ({method}, {steps} steps) is not among this run's sampler points"}
+
+
+def _few_step_ratios(cfg: SamplingConfig, points, feats: dict, real) -> dict:
+    """{"few_step_ratios": [...]}: FID(euler, k) / FID(euler, reference) with the paired log-ratio interval
+    (metrics.stats.frechet_log_ratio_ci) for each of cfg.ratio_steps run here, or a reason why none."""
+    from ..metrics import stats
+
+    euler = sorted(s for m, s in points if m == "euler")
+    ref = cfg.ratio_reference if cfg.ratio_reference in euler else (euler[-1] if euler else None)
+    ks = [k for k in cfg.ratio_steps if k in euler and ref is not None and k < ref]
+    if not ks:
+        return {"few_step_ratios": [], "notes": {"few_step_ratios": "no Euler point below a reference point"}}
+    out = []
+    r = real.double().numpy()
+    for k in ks:
+        res = stats.frechet_log_ratio_ci(feats[("euler", k)].double().numpy(), feats[("euler", ref)].double().numpy(),
+                                         r, seed=cfg.seed)
+        out.append({"method": "euler", "steps": k, "reference_steps": ref, **res})
+    return {"few_step_ratios": out}
