@@ -42,6 +42,15 @@ def cmd_list(args) -> int:
         except Exception as e:  # a broken third-party entry must not hide the others
             rows.append((name, "?", "?", "?", "?", "?", f"error: {e}"))
     _print_rows(("encoder", "family", "latent (CxHxW)", "channels", "decoder", "native", "weights"), rows)
+    from .encoders.diffusers_ae import CONVENTION, KINDS
+    from .encoders.timm_backbone import CONVENTION as TIMM_CONVENTION
+
+    print("\ngeneric families (any name of these forms; hub ids need the hub or its cache, else pass a folder/file):")
+    _print_rows(("name", "builds", "latent"), [
+        ("diffusers:REPO_OR_DIR[/SUBFOLDER]", f"the class config.json names: {', '.join(KINDS)}", CONVENTION),
+        ("timm:MODEL[@WEIGHTS]", "any timm backbone, features only; WEIGHTS: a .safetensors/.pt file or random",
+         TIMM_CONVENTION),
+    ])
     from .tasks import get_task, list_tasks
 
     print()
@@ -85,8 +94,12 @@ def parse_task_setting(item: str) -> tuple[str, str, object]:
 
 
 def _diffusion_overrides(items) -> dict:
-    """--diffusion 'ENCODER=PATH[,stats=PATH]' -> the generation / sampling config fields naming that checkpoint
-    (diffusion, diffusion_stats, diffusion_encoder); one checkpoint per run."""
+    """--diffusion 'ENCODER=PATH[,stats=PATH][,kind=dit|sit|svg]' -> the generation / sampling config fields naming
+    that checkpoint (diffusion, diffusion_stats, diffusion_kind, diffusion_encoder); one checkpoint per run. The
+    kind is checked against the checkpoint's layout here, before any work: DiT and SiT share theirs, so it must
+    be declared."""
+    from .diffusion.official import KINDS, checkpoint_kind
+
     if not items:
         return {}
     if len(items) > 1:
@@ -95,16 +108,22 @@ def _diffusion_overrides(items) -> dict:
     name, sep, rest = items[0].partition("=")
     path, *opts = rest.split(",")
     if not sep or not name or not path:
-        raise SystemExit(f"svgbench run: --diffusion takes ENCODER=PATH[,stats=PATH], got {items[0]!r}")
+        raise SystemExit(f"svgbench run: --diffusion takes ENCODER=PATH[,stats=PATH][,kind=dit|sit|svg], "
+                         f"got {items[0]!r}")
     out = {"diffusion": path, "diffusion_encoder": name}
     for opt in opts:
         key, eq, value = opt.partition("=")
-        if key != "stats" or not eq or not value:
-            raise SystemExit(f"svgbench run: --diffusion {items[0]!r}: unknown option {opt!r} (stats=PATH)")
-        out["diffusion_stats"] = value
-    for f in (p for k, p in out.items() if k != "diffusion_encoder"):
-        if not Path(f).is_file():
-            raise SystemExit(f"svgbench run: --diffusion: no such file {f}")
+        if key not in ("stats", "kind") or not eq or not value:
+            raise SystemExit(f"svgbench run: --diffusion {items[0]!r}: unknown option {opt!r} "
+                             "(stats=PATH, kind=dit|sit|svg)")
+        if key == "kind" and value not in KINDS:
+            raise SystemExit(f"svgbench run: --diffusion {items[0]!r}: kind must be one of {', '.join(KINDS)}, "
+                             f"got {value!r}")
+        out["diffusion_stats" if key == "stats" else "diffusion_kind"] = value
+    for k in ("diffusion", "diffusion_stats"):
+        if k in out and not Path(out[k]).is_file():
+            raise SystemExit(f"svgbench run: --diffusion: no such file {out[k]}")
+    checkpoint_kind(path, out.get("diffusion_kind"))  # CheckpointError (a UserError): one line, exit 2
     return out
 
 
@@ -206,9 +225,10 @@ def _cmd_run(args) -> int:
     for item in args.set:
         task, field, value = parse_task_setting(item)
         overrides.setdefault(task, {})[field] = value
+    diffusion = _diffusion_overrides(args.diffusion)  # the checkpoint is read once, to check its kind
     for task in ("generation", "sampling"):
-        if args.diffusion:
-            overrides.setdefault(task, {}).update(_diffusion_overrides(args.diffusion))
+        if diffusion:
+            overrides.setdefault(task, {}).update(diffusion)
     shard = None
     if args.shard:
         try:
@@ -220,7 +240,7 @@ def _cmd_run(args) -> int:
     cfg = RunConfig(encoders=args.encoders or EMBEDDED_ENCODERS, tasks=args.tasks or tuple(list_tasks()), data=data,
                     device=args.device, results_dir=args.results, batch_size=args.batch_size,
                     skip_existing=not args.force, encoder_kwargs=encoder_kwargs, task_overrides=overrides,
-                    seed=args.seed or 0, shard=shard)
+                    seed=args.seed or 0, shard=shard, keep_stale=args.keep_stale)
     problems = preflight(data=data, encoders=cfg.encoders, weights={k: v["weights"] for k, v in encoder_kwargs.items()},
                          results_dir=args.results, cache_dir=default_cache_dir(), tasks=cfg.tasks,
                          task_settings=overrides)
@@ -246,13 +266,14 @@ def _cmd_run(args) -> int:
             print(f"\n## {task}\n")
             print(to_markdown(df, task))
     if summary.cell_times:
-        total = sum(t for _, t in summary.cell_times)
-        print(f"\ntime per computed cell, slowest first (total {total:.1f} s):", file=sys.stderr)
-        for cell, t in sorted(summary.cell_times, key=lambda ct: -ct[1]):
-            print(f"  {t:8.1f} s  {cell}", file=sys.stderr)
+        _print_cell_costs(summary)
     elsewhere = (f", {summary.claimed_elsewhere} left to other processes holding them"
                  if summary.claimed_elsewhere else "")
     na = f", {summary.not_applicable} n/a (the reason is in the tables)" if summary.not_applicable else ""
+    if summary.stale:
+        kept = summary.kept_stale
+        na += (f", {summary.stale} stale (another task version): {summary.stale - kept} recomputed"
+               + (f", {kept} kept and labelled stale (--keep-stale)" if kept else ""))
     print(f"\n{summary.computed} cells computed, {summary.skipped} reused{na}{elsewhere}; tables in {args.results}/")
     if summary.failures:
         print(f"\n{len(summary.failures)} cells failed:", file=sys.stderr)
@@ -260,6 +281,25 @@ def _cmd_run(args) -> int:
             print(f"  {f.encoder} / {f.task}: {f.error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_cell_costs(summary) -> None:
+    """Each computed cell's time, slowest first, with its cost model (time in model forwards and their share
+    of the achievable rate measured in this run; the table is in results/efficiency.md)."""
+    from .efficiency import cell_rows
+
+    done = {cell for cell, _ in summary.cell_times}
+    rows = {f"{r['encoder']} / {r['task']}": r
+            for r in cell_rows([r for r in summary.records if f"{r['encoder']} / {r['task']}" in done])}
+    total = sum(t for _, t in summary.cell_times)
+    print(f"\ntime per computed cell, slowest first (total {total:.1f} s; cost model in efficiency.md):",
+          file=sys.stderr)
+    for cell, t in sorted(summary.cell_times, key=lambda ct: -ct[1]):
+        r = rows.get(cell) or {}
+        cost = (f"  (model forwards {r['model_s']:.1f} s at {r['rate_share']:.2f} of the achievable "
+                f"{r['dtype']} rate; {r['outside_model_s']:.1f} s outside them)"
+                if r.get("rate_share") is not None else "")
+        print(f"  {t:8.1f} s  {cell}{cost}", file=sys.stderr)
 
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C
@@ -365,12 +405,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int)
     r.add_argument("--weights", action="append", metavar="ENCODER=PATH[,dino=PATH]",
                    help="weights for an encoder: hub id, folder or file (repeatable); dino=: SVG's DINO weights")
-    r.add_argument("--diffusion", action="append", metavar="ENCODER=PATH[,stats=PATH]",
+    r.add_argument("--diffusion", action="append", metavar="ENCODER=PATH[,stats=PATH][,kind=dit|sit|svg]",
                    help="generation/sampling: the diffusion checkpoint of ENCODER (official SVG-XL with its stats "
-                        "file, SiT/DiT-XL/2, or an svgbench export)")
+                        "file, SiT/DiT-XL/2, or an svgbench export); kind=dit|sit|svg declares its process where the "
+                        "tensors cannot (required for the DiT/SiT layout)")
     r.add_argument("--convert-mode", action="store_true", help="convert non-RGB images to RGB (real ImageNet)")
     r.add_argument("--results", default="results")
     r.add_argument("--force", action="store_true", help="recompute cells that already have a record")
+    r.add_argument("--keep-stale", action="store_true",
+                   help="reuse a record made by another version of its task (labelled stale) instead of recomputing it")
     r.add_argument("--train-diffusion", action="store_true",
                    help="generation/sampling: train a diffusion model where none is shipped for an encoder")
     r.add_argument("--shard", metavar="I/N", help="compute only cells I, I+N, I+2N, ... of the matrix (0 <= I < N): "

@@ -7,6 +7,10 @@ findings, the task tables' hooks).
 
 Schema history: version 1 (svgbench 0.1.0) is the same fields as an untyped dict; it loads unchanged as
 version 2 (version 2 adds the explicit schema check and strict field set), so finished cells survive.
+Version 3 adds what ties a record to the code that made it: `task_version` (the task's declared version,
+part of the cell's key), `cell` (the key without the task version: the same cell across task versions),
+`svgbench_version`, `git_commit` and `git_dirty`. Records of versions 1 and 2 load with `task_version` None:
+made before tasks declared versions, so `stale_reason` calls them stale.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ from pathlib import Path
 
 from .checkpoints import atomic_write_bytes
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # older schemas this version reads as they are (see the module docstring)
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # older schemas this version reads as they are (see the module docstring)
 
 
 @dataclass
@@ -43,18 +47,31 @@ class Record:
     device: str = "cpu"
     device_name: str = ""
     wall_s: float = 0.0
+    # where the cell's time went (runner: ForwardClock): model forwards' seconds and FLOPs by arithmetic
+    cost: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     # unix time the cell was computed: of several records of one (task, encoder, data), e.g. before and after
     # new weights, the tables show the newest (0: written before records had it)
     finished: float = 0.0
     record_version: int = SCHEMA_VERSION
+    # the code that made it: the task's declared version (None: made before tasks declared versions), the cell's
+    # key without it, svgbench's version and, from a git checkout, its commit and whether the tree had changes
+    task_version: int | None = None
+    cell: str = ""
+    svgbench_version: str = ""
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    # why this record is stale (another task version than the running code's), set by whoever reads it against
+    # the registered tasks (`mark_stale`, the runner's --keep-stale); never written to disk
+    stale: str | None = None
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
         # allow_nan=False: a record never holds Infinity/NaN (non-finite metrics are n/a with their reason)
-        return json.dumps(self.as_dict(), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
+        d = {k: v for k, v in self.as_dict().items() if k != "stale"}  # relative to the reader's code: not stored
+        return json.dumps(d, indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
 
     @classmethod
     def from_dict(cls, rec: dict, key: str | None = None) -> "Record":
@@ -72,7 +89,7 @@ class Record:
         missing = [n for n in ("key", "task", "encoder", "config", "data", "spec") if n not in rec]
         if missing:
             raise ValueError(f"it lacks {', '.join(missing)}")
-        known = {k: v for k, v in rec.items() if k in names}
+        known = {k: v for k, v in rec.items() if k in names and k != "stale"}
         known["record_version"] = SCHEMA_VERSION
         return cls(**known)
 
@@ -120,6 +137,29 @@ def load_records(results_dir: str | Path, task: str | None = None) -> list[dict]
 # ---------------------------------------------------------------------------------------------
 # what readers of records share
 # ---------------------------------------------------------------------------------------------
+
+def stale_reason(record: dict, version: int) -> str | None:
+    """Why `record` is stale against its task at `version` (another task version made it), or None."""
+    made = record.get("task_version")
+    if made == version:
+        return None
+    by = f"task version {made}" if made is not None else "a task version from before tasks declared versions"
+    return f"made by {by}; `{record['task']}` is now version {version}"
+
+
+def mark_stale(records: list[dict], versions: dict[str, int]) -> list[dict]:
+    """Set each record's `stale` (its reason, or None) against `versions` (task name -> its registered version,
+    e.g. `{t.name: t.version for t in task_specs()}`); a task absent from `versions` is left as it is."""
+    for r in records:
+        if r["task"] in versions:
+            r["stale"] = stale_reason(r, versions[r["task"]])
+    return records
+
+
+def stale_label(record: dict) -> str:
+    """" (stale)" after a row's name when the record is stale, else ""."""
+    return " (stale)" if record.get("stale") else ""
+
 
 def data_label(data: dict) -> str:
     if data["name"] == "shapes":

@@ -2,8 +2,15 @@
 
 A cell is (task, encoder, dataset, config). Its record is one JSON file under
 results/records/<task>/, named by the cell's key, which hashes everything the numbers depend on:
-task config, dataset config, encoder name and build arguments, and the hash of the encoder's
-weights. A rerun skips cells whose record exists; a crash loses at most the cell in flight.
+task config, dataset config, encoder name and build arguments, the hash of the encoder's
+weights, and the task's declared version (`TaskSpec.version`, bumped whenever a change to the task can
+move a number). A rerun skips cells whose record exists; a crash loses at most the cell in flight. A
+record of the same cell from another task version is reported as stale and recomputed; `keep_stale`
+(`--keep-stale`) reuses it instead, labelled stale (its `stale` field) wherever it is shown. Records carry
+svgbench's version and, when it runs from a git checkout, the commit and whether the tree had changes.
+
+A cell's claim (processes sharing a results folder) is held until its record is on disk, so a process
+that claims the cell after it finds the record and never computes the cell a second time.
 
 Interrupting a run (Ctrl-C) raises RunInterrupted, which names the cell in flight; records and
 feature-cache entries are only ever replaced whole (temporary file + rename), so an interrupt or a
@@ -13,9 +20,12 @@ kill at any moment leaves every finished cell reusable and nothing half-written 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import glob
 import hashlib
 import json
 import platform
+import subprocess
 import sys
 import time
 import traceback
@@ -29,10 +39,10 @@ from .claims import read_claim, release, shard_of, try_claim
 from .data import DataConfig, build_dataset
 from .errors import UserError, debug_enabled
 from .presets import EMBEDDED_ENCODERS
-from .records import Record, load_records, read_record, record_path, write_record
+from .records import Record, load_records, read_record, record_path, stale_reason, write_record
 
-__all__ = ["CellFailure", "RunConfig", "RunInterrupted", "RunSummary", "load_records", "read_record", "record_path",
-           "resolve_device", "run_matrix", "write_record"]
+__all__ = ["CellFailure", "RunConfig", "RunInterrupted", "RunSummary", "code_version", "load_records", "read_record",
+           "record_path", "resolve_device", "run_matrix", "write_record"]
 
 
 @dataclass
@@ -49,6 +59,7 @@ class RunConfig:
     seed: int = 0
     shard: tuple[int, int] | None = None  # (I, N): only cells I, I+N, ... of the matrix (`--shard I/N`)
     claims: bool = True  # claim each cell, so processes sharing results_dir compute it once
+    keep_stale: bool = False  # reuse a record of another task version (labelled stale) instead of recomputing it
 
 
 def resolve_device(device: str) -> str:
@@ -73,6 +84,47 @@ def versions() -> dict:
         except md.PackageNotFoundError:
             pass
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> dict:
+    """svgbench's version and, when svgbench runs from a git checkout, its commit (read from .git, no git
+    process) and whether tracked files differ from it (one `git status`; None when git cannot say)."""
+    from . import __version__
+
+    root = Path(__file__).resolve().parent.parent
+    commit = _git_head(root / ".git")
+    return {"svgbench_version": __version__, "git_commit": commit, "git_dirty": _git_dirty(root) if commit else None}
+
+
+def _git_head(dot_git: Path) -> str | None:
+    """The commit HEAD names in the repository at `dot_git` (a folder, or a worktree's "gitdir:" file)."""
+    try:
+        if dot_git.is_file():
+            dot_git = (dot_git.parent / dot_git.read_text().split("gitdir:", 1)[1].strip()).resolve()
+        head = (dot_git / "HEAD").read_text().strip()
+        common = dot_git / (dot_git / "commondir").read_text().strip() if (dot_git / "commondir").is_file() else dot_git
+        if head.startswith("ref:"):
+            ref = head[4:].strip()
+            for d in (dot_git, common):
+                if (d / ref).is_file():
+                    head = (d / ref).read_text().strip()
+                    break
+            else:
+                packed = (common / "packed-refs").read_text() if (common / "packed-refs").is_file() else ""
+                head = next((ln.split()[0] for ln in packed.splitlines() if ln.endswith(" " + ref)), "")
+    except (OSError, IndexError, UnicodeDecodeError):
+        return None
+    return head if len(head) in (40, 64) and all(c in "0123456789abcdef" for c in head) else None
+
+
+def _git_dirty(root: Path) -> bool | None:
+    try:
+        out = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
 
 
 def device_name(device: str) -> str:
@@ -106,6 +158,8 @@ class RunSummary:
     claimed_elsewhere: int = 0  # cells left to the other processes that held their claims
     cell_times: list[tuple[str, float]] = field(default_factory=list)  # (cell, seconds) computed here
     not_applicable: int = 0  # cells recorded as n/a with their reason (e.g. reconstruction without a decoder)
+    stale: int = 0  # cells whose record was of another task version: recomputed, or kept (with --keep-stale)
+    kept_stale: int = 0  # of those, kept (in `records`, each with its `stale` reason)
 
 
 def run_matrix(cfg: RunConfig, log=None) -> RunSummary:
@@ -115,7 +169,7 @@ def run_matrix(cfg: RunConfig, log=None) -> RunSummary:
     before it keep their records, so rerunning the same configuration resumes after them.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    state = {"cell": None, "computed": 0, "skipped": 0, "claimed": 0, "na": 0, "times": []}
+    state = {"cell": None, "computed": 0, "skipped": 0, "claimed": 0, "na": 0, "times": [], "stale": 0, "kept": 0}
     try:
         return _run_cells(cfg, log, state)
     except RunInterrupted:
@@ -164,14 +218,18 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
             files = {f: _file_hash(getattr(tcfg, f, None)) for f in task.file_fields}
             files |= {k: _file_hash(v) if Path(v).is_file() else None for k, v in task.key_files_of(encoder).items()}
             # the device type, not its index: every rank of a distributed run computes the same cell
-            key = _hash({"task": task.name, "config": tcfg_key, "data": cfg.data.key(), "encoder": name,
-                         "kwargs": kwargs, "weights": weights_hash, "seed": cfg.seed, "device": device.split(":")[0]}
-                        | ({"files": files} if files else {}))
+            cell = {"task": task.name, "config": tcfg_key, "data": cfg.data.key(), "encoder": name, "kwargs": kwargs,
+                    "weights": weights_hash, "seed": cfg.seed, "device": device.split(":")[0]}
+            cell |= {"files": files} if files else {}
+            # the cell without the task's version: what a record of the same cell from another version carries
+            # (a record from before tasks declared versions has it as its key)
+            cell_id = _hash(cell)
+            key = _hash(cell | {"task_version": task.version})
             path = record_path(cfg.results_dir, task.name, name, key)
             claim_path = path.with_name(f".{path.stem}.claim")
             # rank 0 decides (reuse the record / compute / another process holds the cell); all ranks follow
-            decision = _decide(cfg, path, key, claim_path, name, task.name, log) if main else None
-            decision = dist.broadcast_object(decision)
+            decision = (_decide(cfg, path, key, claim_path, name, task, cell_id, log, state) if main else None)
+            decision, reuse = dist.broadcast_object(decision)
             if decision == "taken":
                 state["claimed"] += 1
                 continue
@@ -179,33 +237,44 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
                 records.append(read_record(path, key))
                 state["skipped"] += 1
                 continue
+            if decision == "stale":  # --keep-stale: another version's record, shown labelled stale
+                old = read_record(Path(reuse))
+                records.append(old | {"stale": stale_reason(old, task.version)})
+                state["skipped"] += 1
+                continue
+            made_by = {"task_version": task.version, "cell": cell_id, **code_version()}
             why = _not_applicable_reason(task, encoder, cfg)
             if why:  # not applicable: a record of n/a with the reason, so the encoder keeps its row in every table
                 record = _not_applicable(cfg, task, tcfg, encoder, device, key, kwargs, weights_hash, why)
-                record = dataclasses.replace(record, finished=time.time())
+                record = dataclasses.replace(record, finished=time.time(), **made_by)
                 if main:
-                    write_record(path, record)
-                    if decision == "claimed":
-                        release(claim_path)
+                    try:
+                        write_record(path, record)
+                    finally:  # the claim goes only once the record is on disk
+                        if decision == "claimed":
+                            release(claim_path)
                 records.append(record.as_dict())
                 state["na"] += 1
                 log(f"[{name}] {task.name}: n/a ({why})")
                 continue
             try:
-                state["cell"] = f"{name} / {task.name}"
-                record = _compute(cfg, task, tcfg, encoder, dataset, device, key, kwargs, weights_hash, log)
-                record = dataclasses.replace(record, finished=time.time())
-            except Exception as e:
-                failures.append(CellFailure(task.name, name, f"{type(e).__name__}: {e}"))
-                log(f"[{name}] {task.name} FAILED: {type(e).__name__}: {e}")
-                if not isinstance(e, UserError) or debug_enabled():  # an input error needs no traceback
-                    log(traceback.format_exc(limit=3))
-                continue
+                try:
+                    state["cell"] = f"{name} / {task.name}"
+                    record = _compute(cfg, task, tcfg, encoder, dataset, device, key, kwargs, weights_hash, log)
+                    record = dataclasses.replace(record, finished=time.time(), **made_by)
+                except Exception as e:
+                    failures.append(CellFailure(task.name, name, f"{type(e).__name__}: {e}"))
+                    log(f"[{name}] {task.name} FAILED: {type(e).__name__}: {e}")
+                    if not isinstance(e, UserError) or debug_enabled():  # an input error needs no traceback
+                        log(traceback.format_exc(limit=3))
+                    continue
+                if main:
+                    write_record(path, record)
             finally:
+                # released only once the record is on disk (or the cell failed): released before it, another
+                # process could claim the cell, find no record yet and compute it a second time
                 if main and decision == "claimed":
                     release(claim_path)
-            if main:
-                write_record(path, record)
             dist.barrier()
             records.append(record.as_dict())
             state["computed"] += 1
@@ -213,12 +282,33 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
             log(f"[{name}] {task.name}: done in {record.wall_s:.1f}s")
     state["cell"] = None
     return RunSummary(records, failures, state["computed"], state["skipped"], state["claimed"], state["times"],
-                      state["na"])
+                      state["na"], state["stale"], state["kept"])
 
 
-def _decide(cfg: RunConfig, path: Path, key: str, claim_path: Path, name: str, task: str, log) -> str:
-    """"reuse" (a finished record), "claimed" (this process computes the cell) or "taken" (another live
-    process holds its claim)."""
+def _stale_records(path: Path, cell_id: str) -> list[tuple[Path, dict]]:
+    """Readable records of the cell `cell_id` made by another task version (other keys than `path`'s), oldest
+    first. Only the encoder's records of the task are read (its `<encoder>__*.json`), a handful of files."""
+    out = []
+    encoder = path.stem.rsplit("__", 1)[0]
+    for p in sorted(path.parent.glob(f"{glob.escape(encoder)}__*.json")):
+        if p == path:
+            continue
+        try:
+            rec = read_record(p)
+        except (ValueError, OSError):
+            continue
+        if rec.get("cell") == cell_id or (rec.get("task_version") is None and rec["key"] == cell_id):
+            out.append((p, rec))
+    return sorted(out, key=lambda pr: pr[1].get("finished") or 0.0)
+
+
+def _decide(cfg: RunConfig, path: Path, key: str, claim_path: Path, name: str, task, cell_id: str, log,
+            state: dict) -> tuple[str, str | None]:
+    """("reuse", None) (a finished record), ("stale", its path) (keep another task version's record),
+    ("claimed", None) (this process computes the cell) or ("taken", None) (another live process holds its
+    claim)."""
+    task_version, task = task.version, task.name
+
     def usable() -> bool:
         if not (cfg.skip_existing and path.exists()):
             return False
@@ -236,28 +326,46 @@ def _decide(cfg: RunConfig, path: Path, key: str, claim_path: Path, name: str, t
 
     if usable():
         log(f"[{name}] {task}: cached ({path.name})")
-        return "reuse"
+        return "reuse", None
+    stale = _stale_records(path, cell_id) if cfg.skip_existing else []
+    stale = [(p, r) for p, r in stale if not r["metrics"].get("pending")]
+    if stale:
+        state["stale"] += 1
+        old_path, old = stale[-1]
+        why = stale_reason(old, task_version)
+        if cfg.keep_stale:
+            state["kept"] += 1
+            log(f"[{name}] {task}: keeping stale record {old_path.name} ({why}; --keep-stale)")
+            return "stale", str(old_path)
+        log(f"[{name}] {task}: record {old_path.name} is stale ({why}); recomputing the cell "
+            f"(--keep-stale keeps it, labelled stale)")
     if not cfg.claims:
-        return "claimed"
+        return "claimed", None
     if not try_claim(claim_path):
         holder = read_claim(claim_path) or {}
         log(f"[{name}] {task}: computed by another process (host {holder.get('host')}, pid {holder.get('pid')}); "
             f"skipped here")
-        return "taken"
+        return "taken", None
     if usable():  # finished by another process between our first look and the claim
         release(claim_path)
         log(f"[{name}] {task}: cached ({path.name})")
-        return "reuse"
-    return "claimed"
+        return "reuse", None
+    return "claimed", None
 
 
 MASKED_DATA = ("shapes", "segfolder")  # the datasets with per-pixel masks
 
 
 def _not_applicable_reason(task, encoder, cfg: RunConfig) -> str | None:
-    """Why `task` cannot run for `encoder` on the run's data (its spec's `needs`), or None when it can."""
+    """Why `task` cannot run for `encoder` on the run's data, or None when it can: the task's `needs` against what
+    the encoder can do with its weights (its spec's abilities: a decoder-only checkpoint decodes, never encodes)."""
     if "decoder" in task.needs and not encoder.spec.has_decoder:
         return f"no pixel decoder: `{task.name}` needs one"
+    for need, ability, does in (("encode", "encode", "encode images"), ("features", "features", "compute features"),
+                                ("decoder", "decode", "decode latents")):
+        why = encoder.spec.why_not(ability) if need in task.needs else None
+        if why:
+            return f"{encoder.spec.name} cannot {does} with its weights: `{task.name}` needs it ({why})"
     if "masks" in task.needs and cfg.data.name not in MASKED_DATA:
         return (f"data {cfg.data.name!r} has no per-pixel masks: `{task.name}` needs them "
                 f"(--data segfolder with an ADE20K-layout folder)")
@@ -282,6 +390,8 @@ def _not_applicable(cfg, task, tcfg, encoder, device, key, kwargs, weights_hash,
 def _compute(cfg, task, tcfg, encoder, dataset, device, key, kwargs, weights_hash, log) -> Record:
     from tqdm.auto import tqdm
 
+    from .diffusion.flops import ForwardClock
+    from .diffusion.models import DiffusionTransformer
     from .validate import finite_or_na
 
     torch.manual_seed(cfg.seed)
@@ -290,14 +400,15 @@ def _compute(cfg, task, tcfg, encoder, dataset, device, key, kwargs, weights_has
                disable=not dist.is_main())
     t0 = time.perf_counter()
     try:
-        metrics = task.run()(encoder, dataset, tcfg, device=device, progress=bar.update)
+        with ForwardClock((DiffusionTransformer,)) as clock:  # the cell's cost model (results/efficiency.md)
+            metrics = task.run()(encoder, dataset, tcfg, device=device, progress=bar.update)
     finally:
         bar.close()
     return Record(
         key=key, task=task.name, encoder=encoder.spec.name, encoder_kwargs=kwargs, spec=_spec_dict(encoder, cfg),
         weights_hash=weights_hash, data=cfg.data.as_dict() | {"key": cfg.data.key()}, config=dataclasses.asdict(tcfg),
         seed=cfg.seed, metrics=finite_or_na(metrics), device=device, device_name=device_name(device),
-        wall_s=round(time.perf_counter() - t0, 3), versions=versions())
+        wall_s=round(time.perf_counter() - t0, 3), versions=versions(), cost=clock.cost(device))
 
 
 def _file_hash(path) -> str | None:

@@ -1,5 +1,6 @@
 """Per-cell claims: concurrent processes compute each cell once; a killed holder does not block."""
 
+import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -110,3 +111,117 @@ def test_shard_of_partitions_deterministically():
     for bad in ("4/4", "-1/3", "a/b", "3"):
         with pytest.raises(ValueError):
             parse_shard(bad)
+
+
+# --- the real runner, three processes on one results folder -----------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _SlowMeanConfig:
+    batch_size: int = 16
+    seconds: float = 0.3  # long enough that the three processes overlap
+
+
+def _slow_mean(encoder, dataset, cfg, device="cpu", progress=None) -> dict:
+    import torch
+
+    time.sleep(cfg.seconds)
+    x = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+    return {"latent_mean": float(encoder.encode(x).mean())}
+
+
+def _note(events: Path, line: str) -> None:
+    with open(events, "a") as f:  # O_APPEND: whole lines from every process
+        f.write(line + "\n")
+
+
+def _run_real_runner(results: str, events: str, tasks: tuple) -> None:
+    """`run_matrix` as it is, with its disk writes, claim releases and computations noted in `events`, and each
+    record write slowed down (a slow disk: the window in which a claim released too early lets another in)."""
+    import torch
+
+    from svgbench import runner
+    from svgbench.data import DataConfig
+
+    torch.set_num_threads(1)
+    events, me = Path(events), os.getpid()
+    write, free, compute = runner.write_record, runner.release, runner._compute
+
+    def write_record(path, record):
+        holder = read_claim(path.with_name(f".{path.stem}.claim")) or {}
+        _note(events, f"write {path.stem} {me} held={holder.get('pid') == me}")
+        time.sleep(0.3)
+        write(path, record)
+
+    def release(claim_path):
+        record = claim_path.with_name(f"{claim_path.name[1:-len('.claim')]}.json")
+        _note(events, f"release {record.stem} {me} on_disk={record.exists()}")
+        free(claim_path)
+
+    def _compute(cfg, task, tcfg, encoder, *args, **kwargs):
+        _note(events, f"compute {encoder.spec.name}/{task.name} {me} {time.time():.1f}")
+        return compute(cfg, task, tcfg, encoder, *args, **kwargs)
+
+    runner.write_record, runner.release, runner._compute = write_record, release, _compute
+    cfg = runner.RunConfig(encoders=("pixels",), tasks=tasks, data=DataConfig(size=16), results_dir=results,
+                           batch_size=16, task_overrides={"probe": {"train_size": 32, "test_size": 16, "epochs": 2}})
+    summary = runner.run_matrix(cfg, log=lambda m: None)
+    assert not summary.failures, summary.failures
+    _note(events, f"summary {me} {time.time():.1f} computed={summary.computed} elsewhere={summary.claimed_elsewhere}")
+
+
+def _import_before_forking(tmp_path: Path, tasks: tuple, monkeypatch) -> None:
+    """The same cells run once in this process, in another results folder and feature cache: what they import
+    (timm, torchvision, scikit-learn: tens of seconds on a loaded machine) is then imported once, not by each of
+    the three processes."""
+    from svgbench import runner
+    from svgbench.data import DataConfig
+
+    monkeypatch.setenv("SVGBENCH_CACHE", str(tmp_path / "warm-up-cache"))
+    cfg = runner.RunConfig(encoders=("pixels",), tasks=tasks, data=DataConfig(size=16),
+                           results_dir=str(tmp_path / "warm-up"), batch_size=16,
+                           task_overrides={"probe": {"train_size": 32, "test_size": 16, "epochs": 2}} |
+                           {t: {"seconds": 0.0} for t in tasks if t != "probe"})
+    assert runner.run_matrix(cfg, log=lambda m: None).computed == len(tasks)
+    monkeypatch.setenv("SVGBENCH_CACHE", str(tmp_path / "cache"))
+
+
+def test_three_processes_running_the_runner_compute_each_cell_once(tmp_path, monkeypatch):
+    """Three processes run `run_matrix` on one results folder: each cell is computed by exactly one of them,
+    every record is written while its claim is held, and every claim is released only once its record is on
+    disk (released before, as the runner once did, another process could compute the cell again)."""
+    from svgbench.tasks import register_task, unregister_task
+
+    toys = [f"slow-mean-{i}" for i in range(3)]
+    for t in toys:
+        register_task(t, _slow_mean, _SlowMeanConfig)
+    tasks = ("probe", *toys)
+    events = tmp_path / "events"
+    _import_before_forking(tmp_path, tasks, monkeypatch)
+    try:
+        ctx = mp.get_context("fork")  # the registered tasks and the imported svgbench come along
+        procs = [ctx.Process(target=_run_real_runner, args=(str(tmp_path / "results"), str(events), tasks))
+                 for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(180)
+        alive = [p for p in procs if p.is_alive()]
+        for p in alive:
+            p.kill()
+        assert not alive and all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    finally:
+        for t in toys:
+            unregister_task(t)
+    lines = events.read_text().splitlines()
+    computed = [ln.split()[1] for ln in lines if ln.startswith("compute")]
+    assert sorted(computed) == sorted(f"pixels/{t}" for t in tasks)  # every cell, each exactly once
+    writes = [ln for ln in lines if ln.startswith("write")]
+    releases = [ln for ln in lines if ln.startswith("release")]
+    assert len(writes) == len(releases) == len(tasks)
+    assert all(ln.endswith("held=True") for ln in writes), writes  # written under its claim
+    assert all(ln.endswith("on_disk=True") for ln in releases), releases  # released after the record exists
+    records = list((tmp_path / "results" / "records").glob("*/*.json"))
+    assert len(records) == len(tasks)
+    assert not list((tmp_path / "results" / "records").glob("*/.*.claim"))  # every claim released
+    summaries = [ln for ln in lines if ln.startswith("summary")]
+    assert len(summaries) == 3 and sum(int(ln.split("computed=")[1].split()[0]) for ln in summaries) == len(tasks)

@@ -6,17 +6,23 @@ from .spec import CurveSpec, MetricSpec, TaskSpec
 
 _IMAGES = "bootstrap over evaluation images"
 
+# The version of each built-in task's code and protocol; it enters every cell's key and record. Bump a task's
+# number in the same commit as any change that can move one of its numbers: its module under svgbench/tasks/,
+# a metric it calls, a default of its config, a shipped model or file it loads. The next `svgbench run` then
+# reports that task's old records as stale and recomputes its cells, and only those. generation and sampling
+# share svgbench/tasks/generation.py (training, scoring): a change to the shared code bumps both.
+VERSIONS = {"reconstruction": 1, "probe": 1, "knn": 1, "seg": 1, "generation": 1, "sampling": 1}
+
 
 def _count(key: str, title: str) -> MetricSpec:
     return MetricSpec(key, title, "{:d}")
 
 
-# A Fréchet distance's value is the plug-in distance at n (the convention of every FID table), biased upwards by
-# about tr(S1)/n1 + tr(S2)/n2; its basic-bootstrap interval removes the bootstrap's estimate of that bias
-# (metrics.stats.frechet_ci), so it is an interval for the distance between the distributions and can lie
-# below the value when that bias exceeds the sampling noise.
-_FD_BIAS = ("bias-corrected: an interval for the distance between the distributions, so it can lie below the "
-            "plug-in value")
+# A Fréchet distance's value and interval are of one estimand, the distance between the distributions
+# (metrics.stats.frechet_ci): the plug-in distance at n (the convention of FID tables, kept in the records as
+# "plugin" / "fid_plugin") less the bootstrap's estimate of its upward bias of about tr(S1)/n1 + tr(S2)/n2.
+_FD_BIAS = ("bias-corrected point and interval: the distance between the distributions, below the plug-in "
+            "value by its small-sample bias")
 
 RECONSTRUCTION = TaskSpec(
     "reconstruction", "svgbench.tasks.reconstruction:run_reconstruction", "svgbench.tasks.reconstruction:ReconConfig",
@@ -33,7 +39,8 @@ RECONSTRUCTION = TaskSpec(
         MetricSpec("encode_ips", "encode img/s", "{:.1f}", True, timing=True),
         MetricSpec("decode_ips", "decode img/s", "{:.1f}", True, timing=True),
     ),
-    needs=frozenset({"decoder"}), description="encode -> decode: PSNR, SSIM, LPIPS, rFID, judge-rFID")
+    needs=frozenset({"decoder", "encode"}), description="encode -> decode: PSNR, SSIM, LPIPS, rFID, judge-rFID",
+    version=VERSIONS["reconstruction"])
 
 PROBE = TaskSpec(
     "probe", "svgbench.tasks.understanding:run_probe", "svgbench.tasks.understanding:ProbeConfig",
@@ -47,8 +54,9 @@ PROBE = TaskSpec(
         _count("feature_dim", "dim"),
         MetricSpec("probe_fit_s", "probe fit (s)", "{:.2f}", False, timing=True),
     ),
-    needs=frozenset({"labels"}),
-    description="linear probe on frozen pooled features (DINOv2 grid protocol) + logistic-regression check")
+    needs=frozenset({"features", "labels"}),
+    description="linear probe on frozen pooled features (DINOv2 grid protocol) + logistic-regression check",
+    version=VERSIONS["probe"])
 
 KNN = TaskSpec(
     "knn", "svgbench.tasks.understanding:run_knn", "svgbench.tasks.understanding:KnnConfig",
@@ -62,8 +70,9 @@ KNN = TaskSpec(
         _count("num_train", "train images"),
         _count("num_test", "test images"),
     ),
-    needs=frozenset({"labels"}),
-    description="weighted kNN (k=10, 20, T=0.07), silhouette, between/within-class variance, PCA map")
+    needs=frozenset({"features", "labels"}),
+    description="weighted kNN (k=10, 20, T=0.07), silhouette, between/within-class variance, PCA map",
+    version=VERSIONS["knn"])
 
 SEG = TaskSpec(
     "seg", "svgbench.tasks.segmentation:run_segmentation", "svgbench.tasks.segmentation:SegConfig",
@@ -77,8 +86,9 @@ SEG = TaskSpec(
         _count("train_images", "train images"),
         MetricSpec("train_s", "head train s", "{:.1f}", False, timing=True),
     ),
-    needs=frozenset({"masks"}),
-    description="DINOv2 linear segmentation head on frozen patch tokens: mIoU, mAcc, aAcc (mmseg)")
+    needs=frozenset({"features", "masks"}),
+    description="DINOv2 linear segmentation head on frozen patch tokens: mIoU, mAcc, aAcc (mmseg)",
+    version=VERSIONS["seg"])
 
 _SAMPLES = "bootstrap over generated and reference samples (cached features); " + _FD_BIAS
 _HALVES = "delete-d jackknife over half-size subsets of generated and reference samples (cached features), normal"
@@ -104,7 +114,8 @@ GENERATION = TaskSpec(
     extra_columns="svgbench.tasks.generation:steps_to_fid_columns", extra_columns_fmt="{:d}",
     file_fields=("diffusion", "diffusion_stats", "reference_npz"),
     key_files="svgbench.tasks.generation:shipped_model_files",
-    description="flow-matching diffusion on the latents: FID/KID/precision/recall, FID vs training steps")
+    description="flow-matching diffusion on the latents: FID/KID/precision/recall, FID vs training steps",
+    version=VERSIONS["generation"])
 
 SAMPLING = TaskSpec(
     "sampling", "svgbench.tasks.generation:run_sampling", "svgbench.tasks.generation:SamplingConfig",
@@ -118,6 +129,7 @@ SAMPLING = TaskSpec(
     note=("Rows: (encoder, sampler); columns: sampler steps; cells: FID of the encoder's diffusion model "
           "under the feature network named in `metric` (judge-FID: svgbench's shapes judge, not Inception). "
           "Time per image is in efficiency.md."),
-    description="few-step sampling: FID and time per image vs sampler steps (Euler, Heun)")
+    description="few-step sampling: FID and time per image vs sampler steps (Euler, Heun)",
+    version=VERSIONS["sampling"])
 
 BUILTIN_TASKS = (RECONSTRUCTION, PROBE, KNN, SEG, GENERATION, SAMPLING)

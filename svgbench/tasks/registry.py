@@ -65,9 +65,11 @@ def _load_entry_points() -> None:
 def register_task(name: str, function: Callable | str, config: type | str, *, metrics=(), needs=(),
                   description: str = "", curve: CurveSpec | None = None, extra_columns=None, missing_reason=None,
                   extra_columns_fmt: str = "{}", note: str = "", file_fields=(), key_files=None,
-                  source: str = "user") -> TaskSpec:
+                  source: str = "user", version: int = 1) -> TaskSpec:
     """Register a task; returns its spec. `needs` is a subset of {"decoder", "diffusion", "labels", "masks"}:
-    an encoder without a decoder gets n/a (with the reason) for a task that needs one."""
+    an encoder without a decoder gets n/a (with the reason) for a task that needs one. `version` (a positive
+    integer) enters every cell's key and record: bump it whenever a change to the task can move a number, and
+    the next run recomputes the task's cells, reporting the old records as stale (see `TaskSpec`)."""
     _check_name(name)
     _load_entry_points()
     if name in _REGISTRY:
@@ -78,12 +80,14 @@ def register_task(name: str, function: Callable | str, config: type | str, *, me
         raise ValueError(f"task {name!r}: unknown needs {sorted(bad)}; known: {sorted(NEEDS)}")
     if isinstance(config, type) and not dataclasses.is_dataclass(config):
         raise TypeError(f"task {name!r}: config must be a dataclass, got {config.__name__}")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"task {name!r}: version must be a positive integer, got {version!r}")
     metrics = tuple(metrics)
     keys = [m.key for m in metrics]
     if len(keys) != len(set(keys)):
         raise ValueError(f"task {name!r}: duplicate metric keys in {keys}")
     spec = TaskSpec(name, function, config, metrics, frozenset(needs), description, curve, extra_columns,
-                    missing_reason, source, extra_columns_fmt, note, tuple(file_fields), key_files)
+                    missing_reason, source, extra_columns_fmt, note, tuple(file_fields), key_files, version)
     _REGISTRY[name] = spec
     return spec
 

@@ -7,7 +7,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-NEEDS = frozenset({"decoder", "diffusion", "labels", "masks"})
+NEEDS = frozenset({"decoder", "diffusion", "encode", "features", "labels", "masks"})
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,14 @@ class TaskSpec:
     """A registered task. `function` / `config` are callables/classes or lazy "module:attribute" strings.
     `extra_columns`: optional (record) -> {column title: value} for derived columns of the task table, formatted
     with `extra_columns_fmt`.
-    `missing_reason`: optional (record, series, x) -> why a curve cell is n/a."""
+    `missing_reason`: optional (record, series, x) -> why a curve cell is n/a.
+
+    `version`: the version of the task's code and protocol. It enters every cell's key and record. Bump it
+    whenever a change can move a number: the task function or a metric it calls, its protocol, a default of
+    its config, a model or file it loads, a dependency called in a way that changes results. The next
+    `svgbench run` then reports the task's old records as stale and recomputes them (`--keep-stale` keeps them,
+    labelled stale in every table), and only them. A change that cannot move a number (a faster path with
+    identical output, a comment, a column title) keeps the version."""
 
     name: str
     function: Callable | str
@@ -86,6 +93,7 @@ class TaskSpec:
     # (encoder) -> {name: path}: files outside the config that the cell's numbers depend on (a shipped model);
     # their content hash (None: absent) goes into the cell's key, so replacing one recomputes the cell
     key_files: Callable | str | None = None
+    version: int = 1  # bump whenever a change can move a number (see the class docstring)
 
     def _resolve(self, attr: str):
         value = getattr(self, attr)
