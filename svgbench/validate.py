@@ -98,6 +98,7 @@ def check_options(encoders: Sequence[str], resolution, tasks: Sequence[str] | No
     """Unknown encoders, tasks and task fields; a resolution that is not a positive integer or that
     an encoder cannot take."""
     from .encoders import EncoderInputError, encoder_spec, list_encoders
+    from .encoders.registry import is_known_encoder
 
     out: list[Problem] = []
     res_ok = isinstance(resolution, int) and not isinstance(resolution, bool) and resolution > 0
@@ -105,7 +106,7 @@ def check_options(encoders: Sequence[str], resolution, tasks: Sequence[str] | No
         out.append(Problem(f"--resolution {resolution}", "must be a positive integer number of pixels",
                            "e.g. --resolution 64 (tiny) or 256 (imagenet256)"))
     for name in encoders:
-        if name not in list_encoders():
+        if not is_known_encoder(name):  # a registered name, or diffusers:... / timm:...
             out.append(Problem(f"--encoders {name}", "unknown encoder",
                                f"choose from {', '.join(list_encoders())} (svgbench list)"))
             continue

@@ -291,3 +291,25 @@ def test_evaluate_on_a_module_gives_the_numbers_of_the_same_model_registered_by_
     assert not any(n.startswith("tinyae-") for n in svgbench.list_encoders())
     with pytest.raises(TypeError, match="has no encode"):
         svgbench.evaluate(nn.Linear(2, 2), tasks=tasks, results=tmp_path / "c")
+
+
+def test_list_states_the_families_and_their_latent_convention(capsys):
+    from svgbench.cli import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "diffusers:REPO_OR_DIR[/SUBFOLDER]" in out and "timm:MODEL[@WEIGHTS]" in out
+    assert "posterior mean (sample=True: a posterior sample)" in out and "AutoencoderKLFlux2" in out
+    assert "prefix tokens dropped" in out
+
+
+def test_preflight_takes_family_names_and_reports_an_unreachable_hub_id(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from svgbench.validate import check_options
+
+    save_model("AutoencoderTiny", tmp_path / "tiny")
+    assert check_options([f"diffusers:{tmp_path / 'tiny'}", "timm:resnet18@random"], 64) == []
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    (problem,) = check_options(["diffusers:svgbench-test/no-such-vae"], 64)
+    assert "svgbench-test/no-such-vae" in str(problem) and "pass diffusers:DIR" in str(problem)

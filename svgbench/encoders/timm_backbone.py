@@ -26,6 +26,8 @@ from .base import EncoderSpec, LatentEncoder, fit_to_network
 
 PREFIX = "timm:"
 DEFAULT_RESOLUTION = 256  # the latent shape `svgbench list` shows; a run uses its own resolution
+CONVENTION = ("patch tokens of forward_features, prefix tokens dropped, on their grid; pooled: "
+              "forward_head(pre_logits=True); input mean/std of the pretrained config; no decoder")
 
 
 def parse_name(name: str) -> tuple[str, str | None]:
