@@ -338,9 +338,9 @@ def test_cfg_modes_batch_and_schedule():
     x = euler(5, shift=1.0, guidance=Guidance(3.0))(r, noise, y)
     assert [b for b, _ in r.calls] == [4] * 5
     torch.testing.assert_close(x, torch.full_like(noise, 3.0))
-    # interval: guidance only for t in [0.4, 0.6] -> at t = 0.4 and 0.6 (dt 0.2 each), conditional elsewhere
+    # window: guidance only for t in [0.4, 0.6] -> at t = 0.4 and 0.6 (dt 0.2 each), conditional elsewhere
     r = Recorder()
-    x = euler(5, shift=1.0, guidance=Guidance(3.0, "interval", (0.4, 0.6)))(r, noise, y)
+    x = euler(5, shift=1.0, guidance=Guidance(3.0, "window", (0.4, 0.6)))(r, noise, y)
     assert [b for b, _ in r.calls] == [2, 2, 4, 4, 2]
     torch.testing.assert_close(x, torch.full_like(noise, 0.6 * 1 + 0.4 * 3))
     # zero-init: no model call and zero velocity at the first step, guided afterwards
@@ -349,9 +349,9 @@ def test_cfg_modes_batch_and_schedule():
     assert len(r.calls) == 4 and r.calls[0][1] == pytest.approx(0.2)
     torch.testing.assert_close(x, torch.full_like(noise, 0.8 * 3))
     with pytest.raises(ValueError):
-        Guidance(2.0, "interval")
+        Guidance(2.0, "window")
     with pytest.raises(ValueError):
-        Guidance(2.0, "cfg-star")
+        Guidance(2.0, "cfg_star")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -212,7 +212,8 @@ def test_svg_xl_layout_decoder_only_generation_and_sampling(tmp_path, adm_env, f
     assert main(argv) == 0
     (gen,), (samp,) = _records(results, "generation"), _records(results, "sampling")
     m = gen["metrics"]
-    assert m["diffusion_layout"] == "svg" and m["protocol"] == "svg-paper-cfg" and m["guidance_scale"] == 4.0
+    assert m["diffusion_layout"] == "svg" and m["protocol"] == "svg-paper-cfg" and m["guidance_scale"] == 1.25
+    assert m["diffusion_kind"] == "svg" and m["guidance_mode"] == "constant" and m["sampler_nfe"] == 3
     assert m["sampler_steps"] == 3 and m["sampler_shift"] == 0.15 and m["num_samples"] == 8 and "(mu, sigma)" in m["reference_stats"]
     direct = _direct(tmp_path / "s.npz", reference, splits=8)
     assert _close(m["fid"], direct["frechet_inception_distance"])
@@ -237,8 +238,8 @@ def test_sit_layout_on_sd_vae_generation_and_sampling(tmp_path, adm_env, folder,
     results = tmp_path / "results"
     argv = _base(folder, results, _plugin(tmp_path)) + [
         "--encoders", "sd-vae-ft-ema", "--tasks", "generation,sampling", "--weights", f"sd-vae-ft-ema={vae}",
-        "--diffusion", f"sd-vae-ft-ema={sit}",
-        "--set", "generation.guidance=1.5", "--set", "generation.sample_steps=2", "--set", "generation.eval_samples=8",
+        "--diffusion", f"sd-vae-ft-ema={sit},kind=sit",
+        "--set", "generation.protocol=sit-paper", "--set", "generation.eval_samples=8",
         "--set", f"generation.reference_npz={reference}", "--set", f"generation.samples_npz={tmp_path / 's.npz'}",
         "--set", "sampling.protocol=sit-paper", "--set", "sampling.eval_samples=8", "--set", "sampling.steps=[1]",
         "--set", "sampling.methods=[\"heun\"]", "--set", f"sampling.reference_npz={reference}"]
@@ -246,7 +247,8 @@ def test_sit_layout_on_sd_vae_generation_and_sampling(tmp_path, adm_env, folder,
     (gen,), (samp,) = _records(results, "generation"), _records(results, "sampling")
     m = gen["metrics"]
     assert m["diffusion_layout"] == "sit-dit" and "identity" in m["diffusion_stats_source"]
-    assert m["guidance_scale"] == 1.5 and m["sampler_steps"] == 2
+    assert m["diffusion_kind"] == "sit" and m["protocol"] == "sit-paper" and m["sampler_method"] == "dopri5"
+    assert m["guidance_scale"] == 1.5 and m["sampler_nfe"] >= 6  # dopri5's evaluations, as the solver chose them
     direct = _direct(tmp_path / "s.npz", reference, splits=8)
     assert _close(m["fid"], direct["frechet_inception_distance"])
     assert _close(m["inception_score"], direct["inception_score_mean"])
@@ -254,6 +256,34 @@ def test_sit_layout_on_sd_vae_generation_and_sampling(tmp_path, adm_env, folder,
     (row,) = samp["metrics"]["curve"]
     assert (row["method"], row["steps"], row["nfe"]) == ("heun", 1, 2) and samp["metrics"]["protocol"] == "sit-paper"
     assert row["fid"] > 0
+    # the same tensors declared DiT: sampled by DiT's DDPM (respaced to 3 steps here), recorded as such
+    dit_results = tmp_path / "dit-results"
+    argv = _base(folder, dit_results, _plugin(tmp_path)) + [
+        "--encoders", "sd-vae-ft-ema", "--tasks", "generation", "--weights", f"sd-vae-ft-ema={vae}",
+        "--diffusion", f"sd-vae-ft-ema={sit},kind=dit", "--set", "generation.protocol=dit-paper",
+        "--set", "generation.protocol_steps=3", "--set", "generation.eval_samples=8",
+        "--set", f"generation.reference_npz={reference}"]
+    assert main(argv) == 0
+    (gen,) = _records(dit_results, "generation")
+    m = gen["metrics"]
+    assert (m["diffusion_kind"], m["protocol"], m["sampler_method"], m["sampler_steps"]) == ("dit", "dit-paper", "ddpm", 3)
+    assert m["fid"] > 0 and m["guidance_scale"] == 1.5
+
+
+def test_ambiguous_dit_sit_checkpoint_is_refused(tmp_path, capsys, folder):
+    """DiT and SiT share a layout: without kind= the run stops with one line saying how to choose, exit 2, and
+    writes nothing; a kind the layout contradicts is refused the same way."""
+    vae, sit = _sit_files(tmp_path)
+    results = tmp_path / "results"
+    for spec, says in ((f"sd-vae-ft-ema={sit}", "kind=dit or ENCODER=PATH,kind=sit"),
+                       (f"sd-vae-ft-ema={sit},kind=svg", "declare kind=dit or kind=sit")):
+        argv = _base(folder, results, _plugin(tmp_path)) + [
+            "--encoders", "sd-vae-ft-ema", "--tasks", "generation", "--weights", f"sd-vae-ft-ema={vae}",
+            "--diffusion", spec]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
+        assert not results.exists()
 
 
 def test_missing_inception_weights_is_pending_and_recomputed(tmp_path, monkeypatch, folder, reference, standin):
@@ -280,11 +310,15 @@ def test_missing_inception_weights_is_pending_and_recomputed(tmp_path, monkeypat
 def test_diffusion_option_errors(tmp_path):
     from svgbench.cli import _diffusion_overrides
 
+    from svgbench.diffusion.models import build_model
+
     f = tmp_path / "ckpt.pt"
-    f.write_bytes(b"x")
+    m = build_model("tiny", in_channels=8, input_size=4, patch_size=1, learn_sigma=True, qk_norm=True, num_classes=10)
+    torch.save({"ema": m.state_dict()}, f)
     assert _diffusion_overrides([f"svg={f},stats={f}"]) == {"diffusion": str(f), "diffusion_stats": str(f),
                                                             "diffusion_encoder": "svg"}
-    for bad, msg in ((f"svg={f},stat={f}", "unknown option"), ("svg", "ENCODER=PATH"),
+    assert _diffusion_overrides([f"svg={f},kind=svg"])["diffusion_kind"] == "svg"
+    for bad, msg in ((f"svg={f},stat={f}", "unknown option"), ("svg", "ENCODER=PATH"), (f"svg={f},kind=ddpm", "kind must"),
                      (f"svg={tmp_path / 'missing.pt'}", "no such file")):
         with pytest.raises(SystemExit, match=msg):
             _diffusion_overrides([bad])

@@ -67,7 +67,7 @@ def sample_point_batches(model, stats, encoder, indices, num_classes: int, sampl
     reused evaluations' seconds, so they are its cost when run alone. progress(point, k): as in
     `sample_batches`, per point (a reused evaluation reports nothing; the rest comes with the decoding).
     """
-    from .samplers import SharedEvaluations, noise_for_indices
+    from .samplers import SharedEvaluations, index_seed, noise_for_indices
 
     indices = list(indices)
     c, h, w = model.in_channels, model.input_size, model.input_size
@@ -87,7 +87,11 @@ def sample_point_batches(model, stats, encoder, indices, num_classes: int, sampl
             net = model if progress is None else _Counted(model, on_call)
             charged = 0.0 if shared is None else shared.charged_s
             t0 = time.perf_counter()
-            z = sampler(net, noise, labels) if shared is None else sampler(net, noise, labels, shared=shared)
+            kw = {} if shared is None else {"shared": shared}
+            if getattr(sampler, "stochastic", False):  # DDPM: step k's noise per sample index, as the start's
+                kw["step_noise"] = lambda k, idx=idx: noise_for_indices(idx, (c, h, w), index_seed(k + 1, seed),
+                                                                        device=device)
+            z = sampler(net, noise, labels, **kw)
             _sync(device)
             t1 = time.perf_counter()
             x = torch.cat([encoder.decode(stats.denormalize(z[j:j + DECODE_CHUNK]))

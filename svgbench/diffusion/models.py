@@ -234,8 +234,10 @@ class DiffusionTransformer(nn.Module):
         return x.reshape(x.shape[0], c, h * p, h * p)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
-                force_drop_ids: torch.Tensor | None = None) -> torch.Tensor:
+                force_drop_ids: torch.Tensor | None = None, learned_sigma: bool = False) -> torch.Tensor:
         """x: B x C x H x W; t: (B,) or scalar in [0, 1]; y: (B,) long in [0, num_classes] -> velocity B x C x H x W.
+
+        learned_sigma=True (a learn_sigma model): all 2C output channels, e.g. DiT's eps and variance.
 
         In training mode labels are dropped to the null class with probability class_dropout_prob;
         force_drop_ids (B,), 1 = drop, overrides that draw in any mode (reproducible dropout).
@@ -247,7 +249,7 @@ class DiffusionTransformer(nn.Module):
         for block in self.blocks:
             h = block(h, c)
         out = self.unpatchify(self.final_layer(h, c))
-        return out[:, : self.in_channels] if self.learn_sigma else out
+        return out[:, : self.in_channels] if self.learn_sigma and not learned_sigma else out
 
 
 #################################################################################

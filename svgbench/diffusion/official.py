@@ -81,6 +81,50 @@ def sniff_architecture(state: dict[str, torch.Tensor], num_classes: int | None =
 
 
 
+KINDS = ("dit", "sit", "svg")
+
+
+def resolve_kind(layout: str, arch: dict, kind: str | None, path) -> str | None:
+    """The diffusion kind of a checkpoint: what it declares where its tensors cannot tell.
+
+    DiT-XL/2 and SiT-XL/2 share every key and shape (DiT predicts noise and a variance on a 1000-step DDPM,
+    SiT a velocity on t in [0, 1]), so a conv-stem layout needs kind=dit or kind=sit; the SVG layout (linear
+    stem) is kind svg; svgbench's exports are its own flow models (None).
+    """
+    if kind is not None and kind not in KINDS:
+        raise CheckpointError(f"diffusion checkpoint {path}: unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if layout == "sit-dit":
+        if kind is None:
+            raise CheckpointError(f"diffusion checkpoint {path} has the DiT/SiT layout, which cannot tell DiT (noise "
+                                  "prediction, DDPM) from SiT (velocity, ODE): declare it with "
+                                  "--diffusion ENCODER=PATH,kind=dit or ENCODER=PATH,kind=sit")
+        if kind == "svg":
+            raise CheckpointError(f"diffusion checkpoint {path} has the DiT/SiT conv-stem layout, not SVG's: "
+                                  "declare kind=dit or kind=sit")
+        if kind == "dit" and not arch["learn_sigma"]:
+            raise CheckpointError(f"diffusion checkpoint {path} declared kind=dit has no learned variance "
+                                  "(final_layer outputs C channels, DiT's 2C): it is not a DiT checkpoint")
+        return kind
+    if layout == "svg":
+        if kind not in (None, "svg"):
+            raise CheckpointError(f"diffusion checkpoint {path} has SVG's patch-1 linear-stem layout, not "
+                                  f"{kind}'s: declare kind=svg or no kind")
+        return "svg"
+    if kind not in (None, "svg"):
+        raise CheckpointError(f"diffusion checkpoint {path} is an svgbench flow export; kind={kind} does not apply")
+    return None
+
+
+def checkpoint_kind(path: str | os.PathLike, kind: str | None = None) -> str | None:
+    """The kind of the checkpoint at `path` (see resolve_kind), checked before any work is done."""
+    path = Path(path)
+    state, _ = _model_state(path)
+    embedded = "stats.mean" in state and "stats.std" in state
+    arch = sniff_architecture(state)
+    layout = "svgbench" if embedded else ("svg" if arch["patch_size"] == 1 else "sit-dit")
+    return resolve_kind(layout, arch, kind, path)
+
+
 def load_stats(path: str | os.PathLike) -> LatentStats:
     """LatentStats from svgbench's file or the official SVG `dinov3_sp_stats.pt`, keys found automatically."""
     return LatentStats.load(path)
@@ -88,7 +132,8 @@ def load_stats(path: str | os.PathLike) -> LatentStats:
 
 def load_diffusion_checkpoint(path: str | os.PathLike, stats: str | os.PathLike | None = None, *,
                               latent_shape: tuple[int, int, int] | None = None,
-                              num_classes: int | None = None) -> tuple[DiffusionTransformer, LatentStats, dict]:
+                              num_classes: int | None = None,
+                              kind: str | None = None) -> tuple[DiffusionTransformer, LatentStats, dict]:
     """Load an SVG-XL, SiT/DiT-XL/2 or svgbench diffusion checkpoint strictly; -> (model in eval mode, stats, info).
 
     latent_shape (C, H, W): the encoder's latent, checked against the checkpoint's (a mismatch raises
@@ -96,7 +141,9 @@ def load_diffusion_checkpoint(path: str | os.PathLike, stats: str | os.PathLike 
     svgbench export carries its own. SD-VAE-layout checkpoints (patch >= 2, 4 channels) need none: their
     latents are used as the encoder gives them (identity stats). Any other checkpoint without stats is refused,
     because sampling it un-normalised would score a wrong model.
-    info: {"layout", "entry", "architecture", "latent_shape", "latent_scale", "stats_source"}.
+    kind: "dit" / "sit" / "svg" (see resolve_kind; a DiT/SiT layout without one is refused); the model carries it
+    as `diffusion_kind`, which the samplers check.
+    info: {"layout", "entry", "architecture", "latent_shape", "latent_scale", "stats_source", "kind"}.
     """
     path = Path(path)
     state, entry = _model_state(path)
@@ -121,6 +168,8 @@ def load_diffusion_checkpoint(path: str | os.PathLike, stats: str | os.PathLike 
                               f"(e.g. the official dinov3_sp_stats.pt)")
     if st.channels != arch["in_channels"]:
         raise CheckpointError(f"latent stats {src} have {st.channels} channels, the model {arch['in_channels']}")
-    info = dict(layout=layout, entry=entry, architecture=arch, latent_shape=list(shape), stats_source=src,
+    kind = resolve_kind(layout, arch, kind, path)  # declared where the tensors cannot tell DiT from SiT
+    model.diffusion_kind = kind  # the samplers refuse a model of another process
+    info = dict(layout=layout, entry=entry, architecture=arch, latent_shape=list(shape), stats_source=src, kind=kind,
                 latent_scale=SD_VAE_SCALE if layout == "sit-dit" and arch["in_channels"] == 4 else None)
     return model.eval(), st, info

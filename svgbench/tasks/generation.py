@@ -51,13 +51,15 @@ class GenerationConfig:
     sampler: str = "euler"
     shift: float = 0.15
     guidance: float = 1.0  # CFG scale (1: none); with a protocol, a value other than 1 overrides the protocol's
-    guidance_mode: str = "constant"  # "constant" | "interval" | "zero-init" (see diffusion.samplers.Guidance)
-    guidance_interval: tuple[float, float] | None = None  # mode "interval": guide where lo <= t <= hi
+    guidance_mode: str = "constant"  # diffusion.samplers.CFG_MODES: SVG's constant / interval / late / early /
+    # linear / cfg-star, and window / zero-init (see diffusion.samplers.Guidance)
+    guidance_interval: tuple[float, float] | None = None  # mode "window": guide where lo <= t <= hi
     protocol: str | None = None  # a named published setting (diffusion.protocols.PROTOCOLS); None: the fields above
     protocol_steps: int | None = None  # run the protocol at this many steps instead of its own (few-step rows)
     bf16: bool = False  # run the diffusion model's forward under bf16 autocast (the ODE state stays float32)
     diffusion: str | None = None  # diffusion checkpoint file (official SVG-XL, SiT/DiT-XL/2, svgbench export)
     diffusion_stats: str | None = None  # its latent statistics (e.g. the official dinov3_sp_stats.pt)
+    diffusion_kind: str | None = None  # "dit" | "sit" | "svg": its process, where its tensors cannot tell (DiT/SiT)
     diffusion_encoder: str | None = None  # the encoder `diffusion` belongs to; others ignore it (None: every one)
     reference_npz: str | None = None  # ADM reference batch (arr_0 N x H x W x 3 uint8, optional mu / sigma)
     fid_targets: tuple[float, ...] = ()  # for each, report the first training step whose FID is at or below it
@@ -91,6 +93,7 @@ class SamplingConfig:
     bf16: bool = False
     diffusion: str | None = None
     diffusion_stats: str | None = None
+    diffusion_kind: str | None = None
     diffusion_encoder: str | None = None
     reference_npz: str | None = None
     generation: GenerationConfig = field(default_factory=GenerationConfig)  # training settings for train=True
@@ -237,51 +240,66 @@ def checkpoint_model(encoder: LatentEncoder, dataset, cfg, device: str):
         return None
     res = dataset.data_config.resolution
     model, stats, info = load_diffusion_checkpoint(cfg.diffusion, cfg.diffusion_stats,
-                                                   latent_shape=encoder.spec.latent_shape(res))
+                                                   latent_shape=encoder.spec.latent_shape(res),
+                                                   kind=getattr(cfg, "diffusion_kind", None))
     return model.to(device).eval(), stats.to(device), [], {
         "diffusion_weights": f"checkpoint:{Path(cfg.diffusion).name}", "diffusion_layout": info["layout"],
-        "diffusion_size": info["architecture"]["size"], "diffusion_stats_source": str(info["stats_source"])}
+        "diffusion_size": info["architecture"]["size"], "diffusion_stats_source": str(info["stats_source"]),
+        "diffusion_kind": info.get("kind")}
 
 
 def recorded_provenance(prov: dict) -> dict:
     """What of diffusion_for's provenance goes into a result record (not the run's paths or config)."""
     return {k: prov[k] for k in ("diffusion_weights", "train_steps", "diffusion_layout", "diffusion_size",
-                                 "diffusion_stats_source") if k in prov}
+                                 "diffusion_stats_source", "diffusion_kind") if k in prov}
 
 
-def make_sampler(cfg, method: str | None = None, steps: int | None = None):
-    """The ODESampler of a generation or sampling config: its protocol (with method / steps / guidance
-    overrides) or its own sampler fields; bf16 autocast when cfg.bf16."""
-    from ..diffusion.protocols import build_sampler
+def make_sampler(cfg, method: str | None = None, steps: int | None = None, kind: str | None = None):
+    """The sampler of a generation or sampling config: its protocol (with method / steps / guidance
+    overrides) or its own sampler fields; bf16 autocast when cfg.bf16. kind: the model's declared kind
+    (`samplers.model_kind`): a DiT checkpoint is sampled by its DDPM protocol (dit-paper unless the config
+    names another DiT one); a flow protocol for it, or DiT's for a flow model, is refused."""
+    from ..diffusion.protocols import DEFAULT_PROTOCOL, build_sampler, check_kind
     from ..diffusion.samplers import Guidance, ODESampler
 
     autocast = torch.bfloat16 if cfg.bf16 else None
-    method = method or getattr(cfg, "sampler", "euler")
-    steps = steps or getattr(cfg, "sample_steps", 25)
+    if kind == "dit":
+        if method not in (None, "ddpm"):
+            raise ValueError(f"a kind=dit checkpoint is sampled by DiT's DDPM, not {method!r}: set "
+                             'sampling.methods=["ddpm"] (its steps respace DiT\'s 1000)')
+        cfg = cfg if cfg.protocol else dataclasses.replace(cfg, protocol=DEFAULT_PROTOCOL["dit"])
     if cfg.protocol:
+        check_kind(cfg.protocol, kind)
         over = {"autocast": autocast}
         if not isinstance(cfg, GenerationConfig):
-            over |= {"method": method, "steps": steps}
+            over |= {"steps": steps} if kind == "dit" else {"method": method, "steps": steps}
         elif cfg.protocol_steps:
             over["steps"] = cfg.protocol_steps
         if cfg.guidance != 1.0:
             over["scale"] = cfg.guidance
         return build_sampler(cfg.protocol, **over)
+    method = method or getattr(cfg, "sampler", "euler")
+    steps = steps or getattr(cfg, "sample_steps", 25)
     mode = getattr(cfg, "guidance_mode", "constant")
     guidance = Guidance(scale=cfg.guidance, mode=mode, interval=getattr(cfg, "guidance_interval", None))
     return ODESampler(method, steps, cfg.shift, guidance, autocast=autocast)
 
 
+def model_kind(model) -> str | None:
+    from ..diffusion.samplers import model_kind as kind_of
+
+    return kind_of(model)
+
+
+def sampler_protocol(cfg, sampler) -> str | None:
+    """The protocol a sampler ran: the config's, or DiT's own where a kind=dit checkpoint named none."""
+    return cfg.protocol or ("dit-paper" if sampler.method == "ddpm" else None)
+
+
 def forward_batches(sampler) -> float:
     """Model forwards per sampled batch, in units of one forward at the batch size: a guided evaluation runs
-    the 2B batch [cond, uncond], a zero-init step none."""
-    ts, n = sampler.times.tolist(), 0.0
-    for i in range(sampler.steps):
-        evals = [ts[i]] if sampler.method == "euler" or (i == sampler.steps - 1 and sampler.heun_final_euler) \
-            else [ts[i], ts[i + 1]]
-        for t in evals:
-            n += 0 if sampler.guidance.zeroed(i) else (1 if sampler.guidance.scale_at(t) == 1.0 else 2)
-    return n
+    the 2B batch [cond, uncond], a zero-init step none (the sampler counts them: its guidance schedule)."""
+    return sampler.forward_batches()
 
 
 def forward_flops(model, batch: int, device: str) -> float:
@@ -518,7 +536,7 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
         on_model(model, stats, curve, prov)
     prov = recorded_provenance(prov)
     ncls = _model_classes(model, ncls)
-    sampler = make_sampler(cfg)
+    sampler = make_sampler(cfg, kind=model_kind(model))
     seeds = (cfg.seed, *cfg.spread_seeds) if cfg.spread_seeds else (cfg.seed,)
     # the bar: sampling batches of every seed, then the scoring (about one more sampling pass)
     bar = Progress(progress, len(dataset), n * (len(seeds) + 1))
@@ -604,7 +622,8 @@ def _efficiency(model, sampler, cfg, timing, device) -> dict:
 
 def _protocol_fields(cfg, sampler) -> dict:
     g = sampler.guidance
-    return {"protocol": cfg.protocol, "sampler_method": sampler.method, "sampler_steps": sampler.steps,
+    return {"protocol": sampler_protocol(cfg, sampler), "sampler_method": sampler.method, "sampler_steps": sampler.steps,
+            "sampler_nfe": sampler.nfe,
             "sampler_shift": sampler.shift, "guidance_scale": g.scale, "guidance_mode": g.mode,
             "autocast": "bf16" if cfg.bf16 else None}
 
@@ -622,7 +641,7 @@ def _run_generation_adm(encoder, dataset, cfg, device, progress, log, on_model) 
     if on_model is not None:
         on_model(model, stats, curve, prov)
     ncls = _model_classes(model, num_classes_of(dataset))
-    sampler = make_sampler(cfg)
+    sampler = make_sampler(cfg, kind=model_kind(model))
     n, res = cfg.eval_samples, dataset.data_config.resolution
     writer = AdmNpzWriter(cfg.samples_npz, n, res, res) if cfg.samples_npz else None
     out, first, timing = score_adm(model, stats, encoder, n, ncls, sampler, feats_fn, ref, cfg, device,
@@ -639,7 +658,8 @@ def _run_generation_adm(encoder, dataset, cfg, device, progress, log, on_model) 
 
 def _diffusion_of_sampling(encoder, dataset, cfg: SamplingConfig, device):
     gcfg = dataclasses.replace(cfg.generation, train=cfg.train or cfg.generation.train, diffusion=cfg.diffusion,
-                               diffusion_stats=cfg.diffusion_stats, diffusion_encoder=cfg.diffusion_encoder)
+                               diffusion_stats=cfg.diffusion_stats, diffusion_kind=cfg.diffusion_kind,
+                               diffusion_encoder=cfg.diffusion_encoder)
     model, stats, _, prov = diffusion_for(encoder, dataset, gcfg, device)
     return model, stats, recorded_provenance(prov)
 
@@ -671,7 +691,7 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
     n = cfg.eval_samples if cfg.reference_npz else min(cfg.eval_samples, len(dataset))
     points = [(method, steps) for method in cfg.methods for steps in cfg.steps
               if not (method == "heun" and steps > cfg.heun_max_steps)]
-    samplers = {p: make_sampler(cfg, *p) for p in points}
+    samplers = {p: make_sampler(cfg, *p, kind=model_kind(model)) for p in points}
     # the bar: a point costs about (model evaluations + 1 for decoding and scoring) per sample
     cost = {p: samplers[p].nfe + 1 for p in points}
     bar = Progress(progress, len(dataset), n * sum(cost.values()))
@@ -696,7 +716,7 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
         bar(n)
         eff = sampling_efficiency(model, sampler, cfg.batch_size, timing["sample_s_per_image"], device,
                                   per_forward)
-        rows.append({"method": p[0], "steps": p[1], "nfe": sampler.nfe, **m, **timing, **eff})
+        rows.append({"method": sampler.method, "steps": p[1], "nfe": sampler.nfe, **m, **timing, **eff})
     extra = {"headline": _headline_point(cfg, points)}
     if scorer is not None:
         t0 = time.perf_counter()
@@ -704,7 +724,8 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
                                   scorer.real[scorer.layer])
         scorer.stats_s += time.perf_counter() - t0
     stats_s = {} if scorer is None else {"stats_s": scorer.stats_s}
-    return {"curve": rows, "feature_network": label, "num_samples": n, "protocol": cfg.protocol,
+    return {"curve": rows, "feature_network": label, "num_samples": n,
+            "protocol": sampler_protocol(cfg, samplers[points[0]]) if points else cfg.protocol,
             "autocast": "bf16" if cfg.bf16 else None, **extra, **stats_s, **prov}
 
 
