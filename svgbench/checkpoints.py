@@ -5,8 +5,10 @@ Arbitrary pickles are never executed. Every error names the file and what is wro
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -17,6 +19,8 @@ import torch
 from torch import nn
 
 from .errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(UserError, ValueError):
@@ -95,11 +99,14 @@ def file_sha256(path: str | os.PathLike, n: int = 16) -> str:
     return h.hexdigest()[:n]
 
 
-def load_state_dict(path: str | os.PathLike, *, key: str | None = None) -> dict[str, torch.Tensor]:
+def load_state_dict(path: str | os.PathLike, *, key: str | None = None,
+                    siblings: list | None = None) -> dict[str, torch.Tensor]:
     """Read tensors from `path` (.safetensors, or .pt/.pth/.bin/.ckpt through weights_only).
 
     `key` selects a nested dict inside a torch file (e.g. "state_dict" of a Lightning .ckpt,
     "ema" of a SiT/SVG diffusion checkpoint); with key=None a top-level "state_dict" is unwrapped.
+    `siblings`: a list that receives the names of the file's other top-level entries when one was selected
+    (e.g. "model", "opt" beside "ema"), so that a loader can say what it left out.
     """
     path = Path(path)
     fmt = _check_file(path)
@@ -134,9 +141,15 @@ def load_state_dict(path: str | os.PathLike, *, key: str | None = None) -> dict[
     if key is not None:
         if key not in obj:
             raise CheckpointError(f"checkpoint {path} has no {key!r} entry; top-level keys: {sorted(obj)[:20]}")
-        obj = obj[key]
+        chosen = key
     elif "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
+        chosen = "state_dict"
+    else:
+        chosen = None
+    if chosen is not None:
+        if siblings is not None:
+            siblings.extend(sorted(k for k in obj if k != chosen))
+        obj = obj[chosen]
     bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"checkpoint {path}: entries {bad[:5]} are not tensors")
@@ -159,25 +172,133 @@ def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
                               f"({_first_line(e)}); fetch the file again", input=str(path)) from e
 
 
+class LoadAccount:
+    """Where every tensor of a file went (`check_and_load`): loaded into the model, compared with a buffer the
+    model computes itself (equal, or the load was refused), or named as unused by the official forward.
+
+    `unused`: file key -> why the official forward never reads it. `provenance()` is what a record keeps."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.loaded: list[str] = []
+        self.compared: list[str] = []
+        self.unused: dict[str, str] = {}
+
+    def provenance(self) -> dict:
+        """{"loaded": n, "compared": [keys], "unused": {reason: [keys]}}; empty parts left out."""
+        out: dict = {"loaded": len(self.loaded)}
+        if self.compared:
+            out["compared"] = sorted(self.compared)
+        if self.unused:
+            by_reason: dict[str, list[str]] = {}
+            for k, why in sorted(self.unused.items()):
+                by_reason.setdefault(why, []).append(k)
+            out["unused"] = by_reason
+        return out
+
+    def merge(self, other: "LoadAccount", prefix: str = "") -> "LoadAccount":
+        self.loaded += [prefix + k for k in other.loaded]
+        self.compared += [prefix + k for k in other.compared]
+        self.unused |= {prefix + k: v for k, v in other.unused.items()}
+        return self
+
+
+def rope_base(periods: torch.Tensor) -> float | None:
+    """The base a DINOv3 RoPE `periods` vector was built from (periods[i] = base ** (4 i / head_dim), i < head_dim
+    / 4), by least squares on the logs; None when the vector is not of that form (then the values are shown)."""
+    p = periods.detach().double().flatten()
+    if p.numel() < 2 or not bool((p > 0).all()):
+        return None
+    e = 2.0 * torch.arange(p.numel(), dtype=torch.float64) / (2 * p.numel())
+    log_base = float((e * p.log()).sum() / (e * e).sum())
+    if not bool(torch.allclose(torch.exp(e * log_base), p, rtol=2e-2)):
+        return None
+    base = float(torch.exp(torch.tensor(log_base, dtype=torch.float64)))
+    # periods kept in bfloat16 (DINOv3's files) move the fit by ~0.1%: report the round base they come from
+    rounded = float(f"{base:.2g}")
+    return rounded if abs(rounded - base) <= 2e-3 * base else base
+
+
+def describe_tensor(key: str, t: torch.Tensor) -> str:
+    """A short account of a tensor's value, for a refusal: RoPE periods by the base they imply."""
+    if key.endswith("periods"):
+        base = rope_base(t)
+        if base is not None:
+            return f"RoPE base {base:g}"
+    flat = t.detach().float().flatten()
+    head = ", ".join(f"{v:.4g}" for v in flat[:4].tolist()) + (", ..." if flat.numel() > 4 else "")
+    return f"{tuple(t.shape)} [{head}]"
+
+
+def _same_value(file: torch.Tensor, model: torch.Tensor) -> bool:
+    """Equal up to the file's storage precision (DINOv3 files keep RoPE periods in bfloat16)."""
+    if tuple(file.shape) != tuple(model.shape):
+        return False
+    if not (file.is_floating_point() and model.is_floating_point()):
+        return bool(torch.equal(file.to(model.dtype), model))
+    rtol = max(torch.finfo(file.dtype).eps, 1e-5)
+    return bool(torch.allclose(file.double(), model.detach().double().cpu(), rtol=rtol, atol=0.0))
+
+
 def check_and_load(module: nn.Module, state: dict[str, torch.Tensor], *, source: str,
-                   ignore_prefixes: tuple[str, ...] = ()) -> None:
-    """Strictly load `state` into `module`; on any mismatch raise naming the keys and shapes."""
+                   unused: dict[str, str] | None = None, file_keys: dict[str, str] | None = None,
+                   ignore_prefixes: tuple[str, ...] = ()) -> LoadAccount:
+    """Load `state` into `module` so that every tensor of the file is accounted for, or refuse it in one line.
+
+    A key of `state` is loaded (a parameter or persistent buffer of the module, same shape), compared (a buffer
+    the module computes itself, e.g. RoPE periods: the file must hold the same value, else it would run another
+    model than the file describes), or unused: it matches a glob of `unused` (pattern -> why the official
+    forward never reads it), and is listed once in the debug log and the returned account. Anything else, a
+    missing key or a wrong shape is refused naming the keys. `file_keys` maps a converted key back to the
+    file's own name, for the messages. `ignore_prefixes`: keys under them are unused, with no reason given.
+    """
+    file_keys = file_keys or {}
+    unused = dict(unused or {}) | {f"{p}*": "not part of the model (left out by its loader)" for p in ignore_prefixes}
+    named = lambda k: file_keys.get(k, k)  # noqa: E731
+    account = LoadAccount(source)
     own = module.state_dict()
-    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    computed = {k: b for k, b in module.named_buffers() if k not in own}  # non-persistent: built by the module
+    rest = {}
+    for k, v in state.items():
+        if k in own:
+            rest[k] = v
+            continue
+        if k in computed:
+            if not _same_value(v, computed[k]):
+                raise CheckpointError(
+                    f"checkpoint {source}: tensor {named(k)!r} holds {describe_tensor(k, v)}, but the model "
+                    f"{type(module).__name__} computes {k!r} as {describe_tensor(k, computed[k])}; the file was "
+                    f"built for another configuration, which svgbench would not run: use a file of this model",
+                    input=source)
+            account.compared.append(named(k))
+            continue
+        why = next((r for pat, r in unused.items() if fnmatch.fnmatchcase(named(k), pat)), None)
+        if why is not None:
+            account.unused[named(k)] = why
+            continue
+        rest[k] = v  # unexpected: refused below
+    missing = [k for k in own if k not in rest]
+    unexpected = [named(k) for k in rest if k not in own]
+    wrong = [f"{named(k)}: checkpoint {tuple(rest[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in rest and tuple(rest[k].shape) != tuple(own[k].shape)]
     problems = []
     if missing:
         problems.append(f"missing keys ({len(missing)}): {', '.join(missing[:8])}")
     if unexpected:
-        problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:8])}")
+        problems.append(f"unexpected keys, which svgbench would neither load nor knows to be unused "
+                        f"({len(unexpected)}): {', '.join(unexpected[:8])}")
     if wrong:
         problems.append(f"wrong shapes ({len(wrong)}): {'; '.join(wrong[:8])}")
     if problems:
-        raise CheckpointError(f"checkpoint {source} does not fit {type(module).__name__}: " + " | ".join(problems))
-    module.load_state_dict(state, strict=True)
+        raise CheckpointError(f"checkpoint {source} does not fit {type(module).__name__}: " + " | ".join(problems),
+                              input=source)
+    module.load_state_dict(rest, strict=True)
+    account.loaded = [named(k) for k in rest]
+    if account.unused:
+        log.debug("checkpoint %s: %d tensor(s) not read by the official forward, skipped: %s", source,
+                  len(account.unused), "; ".join(f"{why}: {', '.join(ks)}"
+                                                 for why, ks in account.provenance()["unused"].items()))
+    return account
 
 
 def nearest_existing(path: Path) -> Path:

@@ -21,7 +21,13 @@ X64 = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 -
 
 # ----------------------------------------------------------------------------- DINO
 
-def meta_dinov3_state(timm_state: dict, num_heads: int) -> dict:
+def meta_rope_periods(head_dim: int, base: float = 100.0) -> torch.Tensor:
+    """DINOv3's RopePositionEmbedding periods (base ** (2 i / (head_dim / 2)), i < head_dim / 4), in bfloat16 as
+    the released files keep them."""
+    return (base ** (2 * torch.arange(head_dim // 4, dtype=torch.float32) / (head_dim // 2))).to(torch.bfloat16)
+
+
+def meta_dinov3_state(timm_state: dict, num_heads: int, rope_base: float = 100.0) -> dict:
     """timm's DINOv3 names -> the official Meta `dinov3` repository's names (and its extra buffers)."""
     out = {}
     dim = timm_state["cls_token"].shape[-1]
@@ -30,7 +36,7 @@ def meta_dinov3_state(timm_state: dict, num_heads: int) -> dict:
         k = k.replace("mlp.fc1_g", "mlp.w1").replace("mlp.fc1_x", "mlp.w2").replace("mlp.fc2", "mlp.w3")
         out[k] = v
     out["mask_token"] = torch.zeros(1, dim)
-    out["rope_embed.periods"] = torch.rand(dim // num_heads // 4)
+    out["rope_embed.periods"] = meta_rope_periods(dim // num_heads, rope_base)
     for b in {m[1] for k in out if (m := re.match(r"blocks\.(\d+)\.", k))}:
         out[f"blocks.{b}.attn.qkv.bias"] = torch.zeros(3 * dim)
         out[f"blocks.{b}.attn.qkv.bias_mask"] = torch.ones(3 * dim)

@@ -35,6 +35,29 @@ def test_builtins_listed_with_specs():
     assert not encoder_spec("dinov2-vits14").has_decoder
 
 
+def test_spec_abilities_follow_the_weights_given():
+    """A spec says what its encoder can do with the weights it has: a decoder-only checkpoint decodes only, and
+    the runner's applicability check reads exactly that (see test_weights_accounting for the CLI)."""
+    from svgbench.runner import RunConfig, _not_applicable_reason
+    from svgbench.tasks import get_task
+
+    assert encoder_spec("dinov2-vits14").abilities == ("encode", "features")
+    assert encoder_spec("tiny-svg").abilities == ("encode", "decode", "features")
+    why = "file.ckpt has no residual encoder"
+    dec_only = encoder_spec("tiny-svg").replace(unable={"encode": why, "features": why})
+    assert dec_only.abilities == ("decode",) and dec_only.as_dict()["abilities"] == ["decode"]
+    with pytest.raises(ValueError, match="unknown encoder ability 'sample'"):
+        dec_only.why_not("sample")
+
+    class _Enc:  # what the check reads of an encoder: its spec
+        spec = dec_only
+
+    reasons = {t: _not_applicable_reason(get_task(t), _Enc, RunConfig()) for t in
+               ("reconstruction", "probe", "knn", "seg", "generation", "sampling")}
+    assert all(why in reasons[t] for t in ("reconstruction", "probe", "knn", "seg"))
+    assert reasons["generation"] is None and reasons["sampling"] is None
+
+
 def test_unknown_name_lists_known():
     with pytest.raises(UnknownEncoderError) as e:
         create_encoder("no-such-encoder")

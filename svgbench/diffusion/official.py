@@ -21,28 +21,28 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import CheckpointError, check_and_load, load_state_dict
+from ..checkpoints import CheckpointError, check_and_load, load_state_dict, log
 from .models import SIZES, DiffusionTransformer, build_model
 from .transport import LatentStats
 
 SD_VAE_SCALE = 0.18215  # the latent scale of SD-VAE (and of the SiT/DiT checkpoints trained on it)
 
 
-def _model_state(path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    """-> (state dict, which entry it came from)."""
+def _model_state(path: Path, siblings: list | None = None) -> tuple[dict[str, torch.Tensor], str]:
+    """-> (state dict, which entry it came from); `siblings` receives the file's other top-level entries."""
     if path.suffix == ".safetensors":
         return load_state_dict(path), "safetensors"
     try:
-        return load_state_dict(path, key="ema"), "ema"
+        return load_state_dict(path, key="ema", siblings=siblings), "ema"
     except CheckpointError as e:
         if "no 'ema' entry" not in str(e):
             raise
     try:
-        return load_state_dict(path, key="model"), "model"
+        return load_state_dict(path, key="model", siblings=siblings), "model"
     except CheckpointError as e:
         if "no 'model' entry" not in str(e):
             raise
-    return load_state_dict(path), "bare"
+    return load_state_dict(path, siblings=siblings), "bare"
 
 
 def sniff_architecture(state: dict[str, torch.Tensor], num_classes: int | None = None) -> dict:
@@ -143,10 +143,12 @@ def load_diffusion_checkpoint(path: str | os.PathLike, stats: str | os.PathLike 
     because sampling it un-normalised would score a wrong model.
     kind: "dit" / "sit" / "svg" (see resolve_kind; a DiT/SiT layout without one is refused); the model carries it
     as `diffusion_kind`, which the samplers check.
-    info: {"layout", "entry", "architecture", "latent_shape", "latent_scale", "stats_source", "kind"}.
+    info: {"layout", "entry", "architecture", "latent_shape", "latent_scale", "stats_source", "kind",
+    "weights_account" (checkpoints.LoadAccount.provenance: what was loaded, and what the file holds that is not read)}.
     """
     path = Path(path)
-    state, entry = _model_state(path)
+    siblings: list[str] = []
+    state, entry = _model_state(path, siblings)
     embedded = {k: state.pop(k) for k in ("stats.mean", "stats.std") if k in state}
     arch = sniff_architecture(state, num_classes)
     shape = (arch["in_channels"], arch["input_size"], arch["input_size"])
@@ -154,7 +156,11 @@ def load_diffusion_checkpoint(path: str | os.PathLike, stats: str | os.PathLike 
         raise CheckpointError(f"diffusion checkpoint {path} models latents {shape} (C, H, W) but the encoder "
                               f"produces {tuple(latent_shape)}")
     model = build_model(arch["size"], **{k: v for k, v in arch.items() if k != "size"})
-    check_and_load(model, state, source=str(path))
+    account = check_and_load(model, state, source=str(path))
+    # the entries beside the one sampled (a training checkpoint's raw weights and optimizer state): not read
+    account.unused |= {k: f"beside the {entry!r} weights that are sampled: training state, not read" for k in siblings}
+    if account.unused:
+        log.debug("diffusion checkpoint %s: entries not read: %s", path, ", ".join(sorted(account.unused)))
     layout = "svg" if arch["patch_size"] == 1 else "sit-dit"
     if stats is not None:
         st, src = LatentStats.load(stats), str(stats)
@@ -171,5 +177,6 @@ def load_diffusion_checkpoint(path: str | os.PathLike, stats: str | os.PathLike 
     kind = resolve_kind(layout, arch, kind, path)  # declared where the tensors cannot tell DiT from SiT
     model.diffusion_kind = kind  # the samplers refuse a model of another process
     info = dict(layout=layout, entry=entry, architecture=arch, latent_shape=list(shape), stats_source=src, kind=kind,
-                latent_scale=SD_VAE_SCALE if layout == "sit-dit" and arch["in_channels"] == 4 else None)
+                latent_scale=SD_VAE_SCALE if layout == "sit-dit" and arch["in_channels"] == 4 else None,
+                weights_account=account.provenance())
     return model.eval(), st, info

@@ -19,6 +19,11 @@ class EncoderInputError(ValueError):
     """Images handed to an encoder that it cannot take (shape, range, resolution)."""
 
 
+# What an encoder can do with the weights it was given: map images to latents, latents to images, images to the
+# features the understanding tasks probe.
+ABILITIES = ("encode", "decode", "features")
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     """What an encoder produces and where its weights come from.
@@ -45,6 +50,21 @@ class EncoderSpec:
     input_range: tuple[float, float] = (-1.0, 1.0)
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    # ability ("encode", "decode", "features") -> why the weights given cannot do it (a decoder-only file):
+    # what the architecture could do but these weights cannot; the runner reports such cells n/a with the reason
+    unable: dict = field(default_factory=dict)
+
+    def why_not(self, ability: str) -> str | None:
+        """Why this encoder, with its weights, cannot `ability` (one of ABILITIES); None when it can."""
+        if ability not in ABILITIES:
+            raise ValueError(f"unknown encoder ability {ability!r}; abilities: {', '.join(ABILITIES)}")
+        if ability == "decode" and not self.has_decoder:
+            return "no pixel decoder"
+        return self.unable.get(ability)
+
+    @property
+    def abilities(self) -> tuple[str, ...]:
+        return tuple(a for a in ABILITIES if self.why_not(a) is None)
 
     def latent_shape(self, resolution: int | None = None) -> tuple[int, int, int]:
         r = self.resolution if resolution is None else resolution
@@ -81,7 +101,19 @@ class EncoderSpec:
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["latent_shape"] = list(self.latent_shape())
+        d["abilities"] = list(self.abilities)
         return d
+
+
+def with_load_account(spec: EncoderSpec, account) -> EncoderSpec:
+    """`spec` with what a weights load skipped or compared (checkpoints.LoadAccount) in `extra`, so that every
+    record of the encoder says which tensors of its file were not loaded, and why."""
+    if account is None:
+        return spec
+    prov = account.provenance()
+    extra = {k: prov[part] for k, part in (("unused_tensors", "unused"), ("compared_tensors", "compared"))
+             if part in prov}
+    return spec.replace(extra={**spec.extra, **extra}) if extra else spec
 
 
 class LatentEncoder(nn.Module):

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import CheckpointError, check_and_load, file_sha256, load_state_dict
-from .base import EncoderSpec, LatentEncoder, fit_to_network, to_imagenet_normalized
+from ..checkpoints import CheckpointError, LoadAccount, check_and_load, file_sha256, load_state_dict
+from .base import EncoderSpec, LatentEncoder, fit_to_network, to_imagenet_normalized, with_load_account
 
 EMBEDDED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
@@ -108,18 +108,44 @@ def needs_qkv_bias(state: dict) -> bool:
                for b in _meta_qkv_biases(state).values())
 
 
-def convert_dino_state(state: dict[str, torch.Tensor], model: torch.nn.Module, source: str) -> dict[str, torch.Tensor]:
-    """A timm-layout or official Meta-layout DINO state dict -> `model`'s timm names.
+# File tensors that the official DINO forward never reads: skipped, and listed in the load's account.
+DINO_UNUSED = {"mask_token": "DINO's mask token, read only by masked-image pretraining"}
+# A Meta DINOv3 file's RoPE periods -> the buffer timm computes from its own base (compared, not loaded).
+_META_ROPE = {"rope_embed.periods": "rope.periods"}
+
+
+@dataclass
+class ConvertedState:
+    """A DINO file in the model's names. `state`: converted tensors, plus the file's tensors that the conversion
+    did not use, under their own names (check_and_load then names them unused or refuses them); `file_keys`:
+    converted key -> the file's key; `folded`: file keys applied to another tensor (DINOv3's `bias_mask`);
+    `unused`: file key -> why the tensor changes nothing (zero q/v biases for a model without them)."""
+
+    state: dict
+    file_keys: dict = field(default_factory=dict)
+    folded: list = field(default_factory=list)
+    unused: dict = field(default_factory=dict)
+
+    def prefixed(self, prefix: str) -> "ConvertedState":
+        return ConvertedState({prefix + k: v for k, v in self.state.items()},
+                              {prefix + k: prefix + v for k, v in self.file_keys.items()},
+                              [prefix + k for k in self.folded], {prefix + k: v for k, v in self.unused.items()})
+
+
+def convert_dino_state(state: dict[str, torch.Tensor], model: torch.nn.Module, source: str) -> ConvertedState:
+    """A timm-layout or official Meta-layout DINO state dict -> `model`'s timm names, every file tensor accounted.
 
     timm's DINOv3 filter drops `qkv.bias` without a word when the model has no q/v bias (and always drops
     the k third). Here the Meta biases are split first: q and v go to `q_bias`/`v_bias` when the model has
     them; otherwise they must be zero (then the addition is a no-op and dropping them changes nothing), or
-    the file is refused. The k third is dropped only where `bias_mask` zeroes it, as DINOv3 does.
+    the file is refused. The k third is dropped only where `bias_mask` zeroes it, as DINOv3 does. timm's filter
+    also drops the RoPE periods (timm computes them from its own base); they are kept here, to be compared with
+    the model's. Whatever else the filter leaves out is handed back under the file's name (see ConvertedState).
     """
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    out = ConvertedState({})
     biases = _meta_qkv_biases(state)
     if biases and not any(k.endswith("attn.qkv.bias") for k, _ in model.named_parameters()):
-        state = {k: v for k, v in state.items() if k not in biases and not k.endswith("attn.qkv.bias_mask")}
         holds = has_qkv_bias_params(model)
         for k, b in sorted(biases.items()):
             q, kb, v = b.chunk(3)
@@ -127,25 +153,54 @@ def convert_dino_state(state: dict[str, torch.Tensor], model: torch.nn.Module, s
                 raise CheckpointError(f"checkpoint {source}: {k} has a non-zero k part and no bias_mask; DINOv3 "
                                       f"keeps the k bias at zero, so this file is not a DINOv3 checkpoint")
             if holds:
-                state[k.replace("qkv.bias", "q_bias")], state[k.replace("qkv.bias", "v_bias")] = q, v
+                qk, vk = k.replace("qkv.bias", "q_bias"), k.replace("qkv.bias", "v_bias")
+                out.state[qk], out.state[vk] = q, v
+                out.file_keys[qk] = out.file_keys[vk] = k
             elif torch.count_nonzero(q) or torch.count_nonzero(v):
                 raise CheckpointError(
                     f"checkpoint {source}: {k} holds non-zero q/v biases but the model "
                     f"({type(model).__name__}) has none; build it with qkv_bias=True (timm's _qkvb variant)")
+            else:  # kept under the file's names, for check_and_load to list as unused
+                for key in (k, k + "_mask"):
+                    if key in state:
+                        out.state[key] = state[key]
+                        out.unused[key] = "zero q/v biases: the model without q/v biases computes the same"
+                continue
+            if k + "_mask" in state:
+                out.folded.append(k + "_mask")
+        state = {k: v for k, v in state.items() if k not in biases and k[:-len("_mask")] not in biases}
+    for meta_key, timm_key in _META_ROPE.items():
+        if meta_key in state:
+            out.state[timm_key] = state.pop(meta_key)
+            out.file_keys[timm_key] = meta_key
     # timm's own per-family filter converts Meta key names (storage_tokens, ls1.gamma, mlp.w1/w2/w3, ...)
+    converted = state
     filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
     if filter_fn is not None:
         try:
-            state = filter_fn(state, model)
+            converted = filter_fn(dict(state), model)
         except Exception as e:
             raise CheckpointError(f"checkpoint {source}: could not convert to timm's layout: {e}") from e
-    return state
+    # which file tensor each converted one came from: the same object (a rename), else the same name (resampled)
+    by_id = {id(v): k for k, v in state.items()}
+    for k, v in converted.items():
+        out.state[k] = v
+        came_from = by_id.get(id(v)) or (k if k in state else None)
+        if came_from is not None:
+            out.file_keys[k] = came_from
+    used = set(out.file_keys.values())
+    out.state |= {k: v for k, v in state.items() if k not in used and k not in out.state}
+    return out
 
 
-def load_dino_weights(model: torch.nn.Module, path: str | os.PathLike, state: dict | None = None) -> None:
+def load_dino_weights(model: torch.nn.Module, path: str | os.PathLike, state: dict | None = None) -> LoadAccount:
     """Load a timm-layout or official Meta-layout DINO file into a timm model, strictly (see convert_dino_state)."""
     state = load_state_dict(path) if state is None else state
-    check_and_load(model, convert_dino_state(state, model, str(path)), source=str(path))
+    conv = convert_dino_state(state, model, str(path))
+    account = check_and_load(model, conv.state, source=str(path), unused=DINO_UNUSED | conv.unused,
+                             file_keys=conv.file_keys)
+    account.loaded += conv.folded
+    return account
 
 
 def build_for_state(preset: DinoPreset, resolution: int, state: dict | None, **overrides) -> torch.nn.Module:
@@ -211,11 +266,13 @@ def create_dino(name: str, weights: str | None = None, resolution: int | None = 
     state = load_state_dict(path) if path is not None else None
     model = build_for_state(preset, res // preset.patch * preset.patch if preset.resize_to_multiple else res,
                             state, **overrides)
+    account = None
     if path is not None:
-        load_dino_weights(model, path, state)
+        account = load_dino_weights(model, path, state)
     elif desc.startswith("hf-hub:"):
         _load_from_hub(model, preset, desc)
     spec = _spec(name, preset, res, desc, model.embed_dim)
+    spec = with_load_account(spec, account)
     if res % preset.patch:
         spec.check_resolution(res, res)
     return DinoEncoder(spec, model)

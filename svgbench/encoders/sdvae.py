@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checkpoints import CheckpointError, check_and_load, file_sha256, load_state_dict
-from .base import EncoderSpec, LatentEncoder
+from .base import EncoderSpec, LatentEncoder, with_load_account
 
 EMBEDDED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
@@ -60,7 +60,8 @@ class SDVAEEncoder(LatentEncoder):
 
 
 def load_vae_folder(path: str | Path):
-    """A diffusers AutoencoderKL folder: config.json + diffusion_pytorch_model.safetensors (or .bin)."""
+    """A diffusers AutoencoderKL folder: config.json + diffusion_pytorch_model.safetensors (or .bin)
+    -> (model, weights file, checkpoints.LoadAccount: every tensor of the file loaded, or the load refused)."""
     from diffusers import AutoencoderKL
 
     path = Path(path)
@@ -82,8 +83,8 @@ def load_vae_folder(path: str | Path):
         vae = AutoencoderKL.from_config(config)
     except Exception as e:
         raise CheckpointError(f"VAE folder {path}: config.json does not describe an AutoencoderKL: {e}") from e
-    check_and_load(vae, load_state_dict(weights), source=str(weights))
-    return vae, weights
+    account = check_and_load(vae, load_state_dict(weights), source=str(weights))
+    return vae, weights, account
 
 
 def _from_hub(hub_id: str):
@@ -124,14 +125,15 @@ def create_sdvae(name: str, weights: str | None = None, resolution: int | None =
         raise KeyError(f"no SD-VAE preset {name!r}; presets: {', '.join(ENCODER_CONFIGS)}")
     preset = ENCODER_CONFIGS[name]
     desc, path = resolve_weights(preset, weights)
+    account = None
     if path is not None:
-        vae, wfile = load_vae_folder(path)
+        vae, wfile, account = load_vae_folder(path)
         desc = f"{desc} ({file_sha256(wfile, 8)})"
     elif desc.startswith("hf-hub:"):
         vae = _from_hub(desc.removeprefix("hf-hub:"))
     else:
         vae = AutoencoderKL.from_config(dict(preset.config, **overrides))
-    spec = _spec(name, preset, resolution or preset.resolution, desc, vae.config)
+    spec = with_load_account(_spec(name, preset, resolution or preset.resolution, desc, vae.config), account)
     return SDVAEEncoder(spec, vae)
 
 

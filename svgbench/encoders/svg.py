@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoints import (CheckpointError, check_and_load, file_sha256, load_state_dict,
+from ..checkpoints import (CheckpointError, LoadAccount, check_and_load, file_sha256, load_state_dict,
                            read_safetensors_metadata, save_safetensors)
-from .base import EncoderSpec, LatentEncoder, to_imagenet_normalized
+from .base import EncoderSpec, LatentEncoder, to_imagenet_normalized, with_load_account
+from .dino import DINO_UNUSED
 from .dino import ENCODER_CONFIGS as DINO_CONFIGS
 from .dino import build_timm_dino, convert_dino_state, has_qkv_bias_params, needs_qkv_bias
 from .dino import resolve_weights as resolve_dino_weights
@@ -255,21 +256,28 @@ class SVGAutoencoder(LatentEncoder):
                                                             **metadata})
 
 
-def convert_official_state(state: dict[str, torch.Tensor], model: SVGAutoencoder) -> dict[str, torch.Tensor]:
-    """Official Lightning `state_dict` -> this module's names.
+# Tensors of the official Lightning checkpoint that the published forward pass never reads.
+SVG_UNUSED = {"norm_vit.*": "SVG's norm_vit: defined in the published autoencoder, never called in its forward",
+              "loss.*": "the training loss's networks (LPIPS, discriminator, logvar): training only",
+              "encoder.mask_token": "DINO's mask token, read only by masked-image pretraining"}
 
-    `decoder.*` (LDM names) -> diffusers names; `encoder.*` (Meta DINO names) -> timm names, q/v biases
-    included (`dino.convert_dino_state`); `extra_vit.*` and `mask_token` stay; `loss.*` (LPIPS/discriminator)
-    and `norm_vit.*` (defined but unused in the published forward pass) are dropped.
+
+def convert_official_state(state: dict[str, torch.Tensor], model: SVGAutoencoder) -> tuple[dict, dict]:
+    """Official Lightning `state_dict` -> (this module's names, converted key -> the file's key).
+
+    `decoder.*` (LDM names) -> diffusers names; `extra_vit.*`, `mask_token` and every other key stay as they
+    are (`encoder.*` is converted by the loader, `norm_vit.*` and `loss.*` are named unused there, anything
+    else is refused).
     """
-    out = {}
-    dec = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
-    out.update({f"decoder.{k}": v for k, v in
-                ldm_decoder_to_diffusers(dec, len(model.cfg.decoder_ch_mult)).items()})
+    out, file_keys = {}, {}
+    n = len(model.cfg.decoder_ch_mult)
     for k, v in state.items():
-        if k.startswith(("extra_vit.", "mask_token", "encoder.")):
+        if k.startswith("decoder."):
+            (nk, nv), = ldm_decoder_to_diffusers({k[len("decoder."):]: v}, n).items()
+            out[f"decoder.{nk}"], file_keys[f"decoder.{nk}"] = nv, k
+        else:
             out[k] = v
-    return out
+    return out, file_keys
 
 
 def _sub(state: dict, prefix: str) -> dict:
@@ -280,14 +288,16 @@ def is_official_layout(state: dict) -> bool:
     return any(k.startswith(("decoder.mid.", "decoder.up.")) for k in state)
 
 
-def load_svg_weights(model: SVGAutoencoder, path: str | Path, dino_weights: str | None = None) -> None:
+def load_svg_weights(model: SVGAutoencoder, path: str | Path, dino_weights: str | None = None) -> LoadAccount:
     """Load an official Lightning `.ckpt` or an svgbench safetensors file into `model`, strictly.
 
     When the file carries no DINO weights (`encoder.*`), they come from `dino_weights` (or the DINO
     preset's default source). A decoder-only file (no `extra_vit.*`, as the released decoder checkpoint)
     gives a model that decodes and whose encode raises CheckpointError naming what is missing (the
-    residual encoder, and the DINO weights when none were found). DINOv3 q/v biases in the file are
-    loaded into a DINO rebuilt to hold them, never dropped (`dino.convert_dino_state`).
+    residual encoder, and the DINO weights when none were found); its spec says so (`unable`), so that the
+    runner reports the cells that encode n/a with the reason. DINOv3 q/v biases in the file are loaded into
+    a DINO rebuilt to hold them, never dropped (`dino.convert_dino_state`). Every tensor of the file is
+    loaded, compared, named unused (SVG_UNUSED) or refused (checkpoints.check_and_load).
     """
     path = Path(path)
     if path.suffix == ".safetensors":
@@ -298,9 +308,9 @@ def load_svg_weights(model: SVGAutoencoder, path: str | Path, dino_weights: str 
                 diff = [f"{f.name}: file {getattr(saved, f.name)!r} vs requested {getattr(model.cfg, f.name)!r}"
                         for f in dataclasses.fields(SVGConfig) if getattr(saved, f.name) != getattr(model.cfg, f.name)]
                 raise CheckpointError(f"checkpoint {path} was saved for another SVG architecture: " + "; ".join(diff))
-    state = load_state_dict(path)
+    state, file_keys = load_state_dict(path), {}
     if is_official_layout(state):
-        state = convert_official_state(state, model)
+        state, file_keys = convert_official_state(state, model)
     decode_only = model.cfg.residual and not any(k.startswith("extra_vit.") for k in state)
     if decode_only:
         del model.extra_vit, model.mask_token
@@ -318,16 +328,35 @@ def load_svg_weights(model: SVGAutoencoder, path: str | Path, dino_weights: str 
         else:
             raise CheckpointError(f"checkpoint {path} has no DINO weights (encoder.*) and none were given: "
                                   f"pass dino_weights=<file> (timm or Meta layout)")
+    account, enc_unused = LoadAccount(str(path)), {}
     if enc:
         if DINO_CONFIGS[model.cfg.dino].arch.endswith("_dinov3") and needs_qkv_bias(enc) \
                 and not has_qkv_bias_params(model.encoder):
             model.rebuild_dino(qkv_bias=True)
-        enc = convert_dino_state(enc, model.encoder, enc_source)
+        conv = convert_dino_state(enc, model.encoder, enc_source)
+        if enc_source != str(path):  # a separate DINO file: accounted on its own, then its tensors join the model's
+            account.merge(check_and_load(model.encoder, conv.state, source=enc_source, unused=DINO_UNUSED | conv.unused,
+                                         file_keys=conv.file_keys), prefix=f"{Path(enc_source).name}:")
+            account.loaded += [f"{Path(enc_source).name}:{k}" for k in conv.folded]
+            enc_state = {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
+        else:
+            conv = conv.prefixed("encoder.")
+            enc_state, file_keys = conv.state, file_keys | {k: file_keys.get(v, v) for k, v in conv.file_keys.items()}
+            account.loaded += conv.folded
+            enc_unused = conv.unused
     else:  # decoder-only without DINO: zeros, so that the weights hash does not depend on a random init
-        enc = {k: torch.zeros_like(v) for k, v in model.encoder.state_dict().items()}
-    check_and_load(model, state | {f"encoder.{k}": v for k, v in enc.items()}, source=str(path))
+        enc_state = {f"encoder.{k}": torch.zeros_like(v) for k, v in model.encoder.state_dict().items()}
+    main = check_and_load(model, state | enc_state, source=str(path), unused=SVG_UNUSED | enc_unused,
+                          file_keys=file_keys)
+    if not enc or enc_source != str(path):  # the encoder's tensors came from another file (or are zeros)
+        main.loaded = [k for k in main.loaded if not k.startswith("encoder.")]
+    account.merge(main)
     if model.missing:
-        model.spec = model.spec.replace(extra={**model.spec.extra, "decode_only": "; ".join(model.missing.values())})
+        why = "; ".join(model.missing.values())
+        model.spec = model.spec.replace(extra={**model.spec.extra, "decode_only": why},
+                                        unable={"encode": why, "features": why})
+    model.spec = with_load_account(model.spec, account)
+    return account
 
 
 def resolve_weights(name: str, embedded: str | None, weights: str | None) -> tuple[str, str | None]:
