@@ -390,8 +390,14 @@ def test_load_diffusion_checkpoint_sit_layout_and_svgbench_export(tmp_path):
 
     sit = randomize(tiny(patch_size=2, in_channels=4, input_size=8, learn_sigma=True), seed=5)
     torch.save(sit.state_dict(), tmp_path / "SiT-XL-2-256.pt")  # the released SiT file is a bare state dict
-    model, stats, info = load_diffusion_checkpoint(tmp_path / "SiT-XL-2-256.pt", latent_shape=(4, 8, 8))
+    # DiT and SiT share this layout: the kind is declared, never guessed
+    with pytest.raises(CheckpointError, match="kind=dit or ENCODER=PATH,kind=sit"):
+        load_diffusion_checkpoint(tmp_path / "SiT-XL-2-256.pt", latent_shape=(4, 8, 8))
+    with pytest.raises(CheckpointError, match="not SVG's"):
+        load_diffusion_checkpoint(tmp_path / "SiT-XL-2-256.pt", latent_shape=(4, 8, 8), kind="svg")
+    model, stats, info = load_diffusion_checkpoint(tmp_path / "SiT-XL-2-256.pt", latent_shape=(4, 8, 8), kind="sit")
     assert info["layout"] == "sit-dit" and info["entry"] == "bare" and info["latent_scale"] == SD_VAE_SCALE == 0.18215
+    assert info["kind"] == model.diffusion_kind == "sit"
     assert info["architecture"]["patch_size"] == 2 and not info["architecture"]["qk_norm"]
     z = torch.randn(2, 4, 8, 8)
     torch.testing.assert_close(stats.normalize(z), z)

@@ -218,3 +218,23 @@ def test_sit_dopri5_matches_sits_ode(name, scale):
     with torch.no_grad():  # the fixed-step alternative is a different integrator of the same ODE: close, not equal
         heun = build_sampler(name, method="heun", steps=20)(model, z, y)
     assert 0 < (heun - ours).abs().max().item() < 0.05
+
+
+def test_progress_of_dit_and_dopri5_batches_sums_to_the_images():
+    """generate.py reports each batch's images once, whatever the evaluations an adaptive solver takes."""
+    from svgbench.diffusion.generate import sample_point_batches
+
+    class Identity:
+        def decode(self, z):
+            return z[:, :3].clamp(-1, 1)
+
+    class Stats:
+        def denormalize(self, z):
+            return z
+
+    for kind, sampler in (("sit", build_sampler("sit-paper-nocfg")), ("dit", build_sampler("dit-paper", steps=4))):
+        model, done = random_model(kind=kind), []
+        list(sample_point_batches(model, Stats(), Identity(), range(5), 10, {0: sampler}, seed=0, batch_size=3,
+                                  device="cpu", progress=lambda p, k: done.append(k)))
+        assert sum(done) == pytest.approx(5) and min(done) >= 0
+    assert sampler.forward_batches() == 8  # DiT: 4 steps, cond + uncond each

@@ -293,7 +293,7 @@ def test_missing_inception_weights_is_pending_and_recomputed(tmp_path, monkeypat
     results = tmp_path / "results"
     argv = _base(folder, results, _plugin(tmp_path)) + [
         "--encoders", "sd-vae-ft-ema", "--tasks", "generation", "--weights", f"sd-vae-ft-ema={vae}",
-        "--diffusion", f"sd-vae-ft-ema={sit}", "--set", "generation.eval_samples=8", "--set",
+        "--diffusion", f"sd-vae-ft-ema={sit},kind=sit", "--set", "generation.eval_samples=8", "--set",
         "generation.sample_steps=1", "--set", f"generation.reference_npz={reference}"]
     assert main(argv) == 0
     (rec,) = _records(results, "generation")

@@ -693,7 +693,7 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
               if not (method == "heun" and steps > cfg.heun_max_steps)]
     samplers = {p: make_sampler(cfg, *p, kind=model_kind(model)) for p in points}
     # the bar: a point costs about (model evaluations + 1 for decoding and scoring) per sample
-    cost = {p: samplers[p].nfe + 1 for p in points}
+    cost = {p: (samplers[p].nfe or 1) + 1 for p in points}  # an adaptive solver's evaluations: unknown yet
     bar = Progress(progress, len(dataset), n * sum(cost.values()))
     scorer = None if cfg.reference_npz else Scorer(extractor, weights, real_batches(dataset, n, FEATURE_BATCH),
                                                    device)
