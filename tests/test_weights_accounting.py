@@ -204,3 +204,29 @@ def test_decoder_only_svg_from_the_cli(tmp_path, monkeypatch, capsys):
     assert gen["metrics"]["num_samples"] == 8 and gen["metrics"]["fid"] is not None
     assert gen["metrics"]["diffusion_layout"] == "svgbench"
     assert "2 n/a" in out and "1 cells computed" in out
+
+
+def test_hub_weights_go_through_the_same_accounting(tmp_path, monkeypatch):
+    """A hub download is loaded as a local file is: its unused tensors listed, an unknown one refused."""
+    import huggingface_hub
+
+    ref, meta = _dinov3(tmp_path)
+    path = tmp_path / "model.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in meta.items()}, str(path))
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, name: asked.append((repo, name)) or str(path))
+    enc = create_encoder("dinov3-vits16plus", weights="hf-hub:timm/some-dinov3", depth=1, resolution=64)
+    assert asked == [("timm/some-dinov3", "model.safetensors")]
+    assert "mask_token" in str(enc.spec.extra["unused_tensors"])
+    torch.testing.assert_close(enc.encode(X64[:1]), ref.encode(X64[:1]))
+    save_file({k: v.contiguous() for k, v in meta.items()} | {"blocks.0.extra": torch.zeros(1)}, str(path))
+    with pytest.raises(CheckpointError, match=r"unexpected keys.*blocks\.0\.extra"):
+        create_encoder("dinov3-vits16plus", weights="hf-hub:timm/some-dinov3", depth=1, resolution=64)
+    # the VAE's hub folder
+    vae = create_encoder("tiny-vae", weights="random")
+    vae.vae.save_pretrained(tmp_path / "vae", safe_serialization=True)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, allow_patterns: str(tmp_path / "vae"))
+    got = create_encoder("sd-vae-ft-ema", weights="hf-hub:org/vae", resolution=64)
+    torch.testing.assert_close(got.encode(X64), vae.encode(X64))

@@ -270,7 +270,7 @@ def create_dino(name: str, weights: str | None = None, resolution: int | None = 
     if path is not None:
         account = load_dino_weights(model, path, state)
     elif desc.startswith("hf-hub:"):
-        _load_from_hub(model, preset, desc)
+        account = _load_from_hub(model, preset, desc)
     spec = _spec(name, preset, res, desc, model.embed_dim)
     spec = with_load_account(spec, account)
     if res % preset.patch:
@@ -278,21 +278,22 @@ def create_dino(name: str, weights: str | None = None, resolution: int | None = 
     return DinoEncoder(spec, model)
 
 
-def _load_from_hub(model, preset: DinoPreset, desc: str) -> None:
-    import timm
-    from timm.models import load_pretrained
+def _load_from_hub(model, preset: DinoPreset, desc: str) -> LoadAccount:
+    """Fetch the hub's weights file and load it as a local one: through convert_dino_state and check_and_load,
+    so that a hub file's tensors are accounted for as a local file's are (timm's own loader drops some unsaid)."""
+    from huggingface_hub import hf_hub_download
 
     hub_id = desc.removeprefix("hf-hub:")
-    cfg = timm.models.get_pretrained_cfg(f"{preset.arch}.{preset.tag}") if preset.tag else None
-    cfg = (cfg.to_dict() if cfg is not None else {}) | {"hf_hub_id": hub_id, "source": "hf-hub"}
-    try:
-        filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
-        load_pretrained(model, pretrained_cfg=cfg, num_classes=0, filter_fn=filter_fn)
-    except Exception as e:
-        raise CheckpointError(
-            f"could not fetch {hub_id} from the Hugging Face hub ({type(e).__name__}: {str(e)[:200]}). "
-            f"Offline? Pass weights=<local file> (timm or official Meta .pth layout)."
-        ) from e
+    errors = []
+    for filename in ("model.safetensors", "pytorch_model.bin"):  # timm's hub repositories hold one of the two
+        try:
+            path = hf_hub_download(hub_id, filename)
+        except Exception as e:
+            errors.append(f"{filename}: {type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e) else ''}")
+            continue
+        return load_dino_weights(model, path)
+    raise CheckpointError(f"could not fetch {hub_id} from the Hugging Face hub ({'; '.join(errors)}). "
+                          f"Offline? Pass weights=<local file> (timm or official Meta .pth layout).", input=hub_id)
 
 
 def _spec_for(name: str) -> EncoderSpec:

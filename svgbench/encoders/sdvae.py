@@ -88,15 +88,18 @@ def load_vae_folder(path: str | Path):
 
 
 def _from_hub(hub_id: str):
-    from diffusers import AutoencoderKL
+    """Fetch the hub folder's config and weights, then load them as a local folder (load_vae_folder), so that a hub
+    file's tensors are accounted for as a local one's are; -> (model, weights file, LoadAccount)."""
+    from huggingface_hub import snapshot_download
 
     try:
-        return AutoencoderKL.from_pretrained(hub_id, use_safetensors=True)
+        folder = snapshot_download(hub_id, allow_patterns=["config.json", "diffusion_pytorch_model.safetensors"])
     except Exception as e:
         raise CheckpointError(
             f"could not fetch {hub_id} from the Hugging Face hub ({type(e).__name__}: {str(e)[:200]}). "
-            f"Offline? Pass weights=<local diffusers folder>."
+            f"Offline? Pass weights=<local diffusers folder>.", input=hub_id
         ) from e
+    return load_vae_folder(folder)
 
 
 def resolve_weights(preset: VAEPreset, weights: str | None) -> tuple[str, str | None]:
@@ -130,7 +133,7 @@ def create_sdvae(name: str, weights: str | None = None, resolution: int | None =
         vae, wfile, account = load_vae_folder(path)
         desc = f"{desc} ({file_sha256(wfile, 8)})"
     elif desc.startswith("hf-hub:"):
-        vae = _from_hub(desc.removeprefix("hf-hub:"))
+        vae, _, account = _from_hub(desc.removeprefix("hf-hub:"))
     else:
         vae = AutoencoderKL.from_config(dict(preset.config, **overrides))
     spec = with_load_account(_spec(name, preset, resolution or preset.resolution, desc, vae.config), account)
