@@ -198,9 +198,11 @@ def test_judge_rfid_matches_torch_fidelity_and_is_zero_for_identity(n, rel_tol):
     ref = torch_fidelity.calculate_metrics(input1=UInt8Images(to_u8(fake)), input2=UInt8Images(to_u8(real)),
                                            fid=True, feature_extractor=register_judge(), batch_size=132, cuda=False,
                                            verbose=False, cache=False)["frechet_inception_distance"]
-    assert m["judge_rfid"] > 1.0 and math.isclose(m["judge_rfid"], ref, rel_tol=rel_tol), (m["judge_rfid"], ref)
+    plug = m["judge_rfid_plugin"]
+    assert plug > 1.0 and math.isclose(plug, ref, rel_tol=rel_tol), (plug, ref)
     ci = m["ci"]["judge_rfid"]
-    assert 0 <= ci["ci_low"] < ci["ci_high"] and ci["n"] == n and "bootstrap" in ci["method"]
+    assert 0 <= ci["ci_low"] <= m["judge_rfid"] <= ci["ci_high"] and ci["n"] == n and "bootstrap" in ci["method"]
+    assert m["judge_rfid"] == pytest.approx(plug - ci["bias"])
     assert "judge_rfid" not in m["unavailable"] and not m.get("pending")
     same = run_reconstruction(IdentityAE(), build_dataset(DataConfig(resolution=64, size=32)), cfg)
     assert abs(same["judge_rfid"]) < 1e-6 and same["psnr"] is None  # identical: PSNR infinite, so n/a

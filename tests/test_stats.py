@@ -76,7 +76,8 @@ def test_frechet_value_and_weighted_resamples_match_torch_fidelity(d):
         return stats.frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
 
     r = stats.frechet_ci(a, b, n_resamples=20)
-    assert r["value"] == pytest.approx(tf(a, b), rel=1e-6) and (r["n_gen"], r["n_ref"]) == (50, 40)
+    assert r["plugin"] == pytest.approx(tf(a, b), rel=1e-6) and (r["n_gen"], r["n_ref"]) == (50, 40)
+    assert r["value"] == pytest.approx(r["plugin"] - r["bias"])
     # a resample as row counts equals the distance of the explicitly duplicated rows
     i1, i2 = g.integers(0, 50, 50), g.integers(0, 40, 40)
     c = np.concatenate([a, b]).mean(0)
@@ -84,6 +85,77 @@ def test_frechet_value_and_weighted_resamples_match_torch_fidelity(d):
     grams = None if d <= 40 else (x1 @ x1.T, x2 @ x2.T, x1 @ x2.T)
     w1, w2 = np.bincount(i1, minlength=50)[None] * 1.0, np.bincount(i2, minlength=40)[None] * 1.0
     assert stats._fd_weighted(x1, x2, w1, w2, grams)[0] == pytest.approx(tf(a[i1], b[i2]), rel=1e-6)
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_frechet_point_lies_inside_its_interval(paired):
+    # reconstruction-like rows (y = 0.9 x + noise, as judge-rFID sees them) and independent sets, D close to n
+    g = np.random.default_rng(6)
+    for seed in range(4):
+        x = g.normal(size=(60, 40)) * np.linspace(2, 0.05, 40)
+        y = 0.9 * x + 0.2 * g.normal(size=x.shape) if paired else g.normal(size=(60, 40)) * np.linspace(2, .1, 40)
+        for method in ("normal-bc", "basic"):
+            r = stats.frechet_ci(y, x, paired=paired, method=method, n_resamples=60, seed=seed, batch=60)
+            assert r["ci_low"] <= r["value"] <= r["ci_high"], (method, seed, r)
+            assert r["n_resamples"] == 60 and r["method"] == f"bootstrap-{method} x60" and r["paired"] is paired
+            entry = stats.ci_entry(r)
+            assert {"level_measured_by", "nominal_level", "plugin", "bias", "n_resamples"} <= set(entry)
+    with pytest.raises(ValueError, match="paired"):
+        stats.frechet_ci(x, x[:50], paired=True)
+    with pytest.raises(ValueError, match="not one of"):
+        stats.frechet_ci(x, y, method="percentile")
+
+
+def test_paired_resampling_keeps_a_reconstruction_interval_around_its_point():
+    # an image and its reconstruction resampled as one item: the interval covers the distance; resampled as two
+    # independent sets the pairing is lost, the bias correction grows to the whole plug-in value and the
+    # interval collapses to 0, below the distance
+    g = np.random.default_rng(7)
+    s = np.linspace(3, 0.1, 30)
+    x = g.normal(size=(200, 30)) * s
+    y = 0.95 * x + 0.05 * g.normal(size=x.shape)
+    truth = float(((s - np.sqrt(0.95 ** 2 * s ** 2 + 0.05 ** 2)) ** 2).sum())  # diagonal Gaussians
+    p = stats.frechet_ci(y, x, paired=True, n_resamples=100, batch=100)
+    u = stats.frechet_ci(y, x, paired=False, n_resamples=100, batch=100)
+    assert p["ci_low"] <= truth <= p["ci_high"] and p["ci_low"] <= p["value"] <= p["ci_high"]
+    assert u["ci_high"] < truth and p["bias"] < 0.1 * u["bias"]
+
+
+def test_fd_level_is_the_measured_one_outside_93_to_97_percent(monkeypatch):
+    from svgbench.report import _interval_how
+
+    g = np.random.default_rng(8)
+    a, b = g.normal(size=(50, 4)), g.normal(size=(50, 4)) + 0.5
+    monkeypatch.setattr(stats, "FD_COVERAGE", {(4, 50, 50, False): (0.81, 200, 50, "test regime")})
+    r = stats.frechet_ci(a, b, n_resamples=30)
+    assert r["level"] == 0.81 and r["nominal_level"] == 0.95 and r["level_measured"] == 0.81
+    assert "200 trials, D=4 n=50 vs 50" in r["level_measured_by"]
+    assert _interval_how(r["level"], r["method"]).startswith("81% interval")
+    monkeypatch.setattr(stats, "FD_COVERAGE", {(4, 52, 51, False): (0.955, 200, 50, "test regime")})
+    assert stats.frechet_ci(a, b, n_resamples=30)["level"] == 0.95  # within 5% of a measured n, inside 93-97%
+    assert stats.frechet_ci(a, b, n_resamples=30, paired=True)["level_measured"] is None  # never measured
+    assert "not measured" in stats.frechet_ci(a[:30], b, n_resamples=30)["level_measured_by"]
+
+
+def test_a_bca_interval_that_falls_back_is_labelled_percentile(monkeypatch):
+    import scipy.stats
+
+    real = scipy.stats.bootstrap
+
+    def undefined_bca(*args, **kw):
+        res = real(*args, **kw)
+        if kw.get("method") == "BCa":  # as scipy returns it where BCa cannot be formed
+            res.confidence_interval = type(res.confidence_interval)(np.nan, np.nan)
+        return res
+
+    monkeypatch.setattr(scipy.stats, "bootstrap", undefined_bca)
+    x = np.random.default_rng(9).normal(size=100)
+    r = stats.mean_ci(x, n_resamples=200)
+    assert r["method"].startswith("bootstrap-percentile x200 (fallback: BCa") and "BCa" in r["fallback"]
+    assert r["ci_low"] < x.mean() < r["ci_high"] and stats.ci_entry(r)["fallback"] == r["fallback"]
+    ok = stats.mean_ci(x, method="percentile", n_resamples=200)
+    assert ok["method"] == "bootstrap-percentile x200" and "fallback" not in ok and ok["n_resamples"] == 200
+    assert stats.mean_ci([3.0] * 5)["method"].startswith("none (every item equal")
 
 
 def test_seg_interval_recomputes_miou_from_summed_areas():

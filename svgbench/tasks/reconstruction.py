@@ -6,6 +6,7 @@ the embedded counterpart of the papers' rFID, never called rFID: Inception-rFID 
 """
 
 from __future__ import annotations
+# a change here that can move a number bumps VERSIONS["reconstruction"] in svgbench/tasks/builtin.py
 
 import time
 from dataclasses import dataclass
@@ -46,9 +47,10 @@ def run_reconstruction(encoder: LatentEncoder, dataset, cfg: ReconConfig = Recon
     per_item: psnr, ssim (and lpips when measured) per image in dataset order; a PSNR of an identical
     reconstruction (inf dB) is None there and left out of the mean and its interval, as in `psnr`.
     ci: bootstrap interval over images for each of them (svgbench.metrics.stats.mean_ci), and for
-    judge_rfid (svgbench.metrics.stats.frechet_ci: originals and reconstructions resampled as two sets).
+    judge_rfid (svgbench.metrics.stats.frechet_ci: each original and its reconstruction resampled together).
     judge_rfid: Fréchet distance of the shapes judge's 256-d features, reconstructions vs originals, both
-    uint8-quantised (shapes data only; the same number torch-fidelity gives with the judge as extractor).
+    uint8-quantised (shapes data only), bias-corrected like its interval; judge_rfid_plugin: the plug-in value
+    (the same number torch-fidelity gives with the judge as extractor).
     """
     if not encoder.spec.has_decoder:
         raise ValueError(f"encoder {encoder.spec.name!r} has no decoder: reconstruction does not apply")
@@ -157,8 +159,10 @@ def _judge_rfid(out: dict, fake: torch.Tensor, real: torch.Tensor, cfg: ReconCon
     if len(real) < 2:
         out["unavailable"]["judge_rfid"] = "judge-rFID needs at least 2 images"
         return
-    res = frechet_ci(fake.numpy(), real.numpy(), n_resamples=cfg.fd_resamples, seed=cfg.seed)
-    out["judge_rfid"] = res["value"]
+    # row i of both sets is image i and its reconstruction: resampled together, as the items they are
+    res = frechet_ci(fake.numpy(), real.numpy(), paired=True, n_resamples=cfg.fd_resamples, seed=cfg.seed)
+    # the point of the interval's estimand (bias-corrected); the plug-in value, torch-fidelity's, beside it
+    out["judge_rfid"], out["judge_rfid_plugin"] = res["value"], res["plugin"]
     out["ci"]["judge_rfid"] = ci_entry(res)
 
 
