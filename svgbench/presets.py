@@ -55,7 +55,10 @@ RUN_PRESETS: dict[str, dict] = {
             # default sampler, F5's reference), Heun (2 evaluations a step) to 8 steps; 200 samples a point
             # (intervals about 1.1x as wide as at 250; every point of a curve has the same n, so its FIDs share
             # one small-sample bias and compare with each other, not with the generation table's n=512 FID)
-            "sampling": {"steps": (1, 2, 4, 8, 16, 25), "heun_max_steps": 8, "eval_samples": 200,
+            # headline: the scorecard's few-step number is Euler at 4 steps, fixed here before any run (not
+            # the best of the points); F5 reads FID(1, 2, 4) / FID(25), each from one paired bootstrap
+            "sampling": {"headline": ("euler", 4), "ratio_steps": (1, 2, 4), "ratio_reference": 25,
+                         "steps": (1, 2, 4, 8, 16, 25), "heun_max_steps": 8, "eval_samples": 200,
                          "bf16": _TINY_BF16},
         },
     },

@@ -18,7 +18,7 @@ from pathlib import Path
 from .errors import UserError
 
 # block name -> the results file it quotes
-BLOCKS = {"scorecard": "scorecard.md", "findings": "findings.md"}
+BLOCKS = {"scorecard": "scorecard.md", "summary": "summary.md", "findings": "findings.md"}
 # block name -> the heading where its quote stops (absent: the whole file); a README cites the published
 # figures in a section of its own
 STOP = {"scorecard": "## Published"}

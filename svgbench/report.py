@@ -17,6 +17,7 @@ from .checkpoints import atomic_write_bytes
 from .efficiency import cost_lines
 from .records import data_label as _data_label
 from .records import feature_network_prefix, finite_number as _num, latest_records, load_records, steps_label
+from .records import mark_stale
 from .tasks import get_task, list_tasks
 
 
@@ -681,6 +682,8 @@ def write_reports(results_dir: str | Path = "results", records: list[dict] | Non
     """
     results_dir = Path(results_dir)
     records = load_records(results_dir) if records is None else records
+    # a record of another task version than this code's is labelled "(stale)" in every table (records.latest_records)
+    mark_stale(records, {t: get_task(t).version for t in list_tasks()}, legacy=False)
     out, timing_frames = {}, []
     for task in sorted({r["task"] for r in records}):
         spec = _spec(task)
@@ -727,9 +730,10 @@ def write_reports(results_dir: str | Path = "results", records: list[dict] | Non
     if records:
         out["scorecard"] = write_scorecard(results_dir, records, intervals=intervals)
         if intervals:
-            from .findings import write_findings
+            from .findings import write_findings, write_summary
 
             out["findings"] = write_findings(results_dir, records)
+            out["summary"] = write_summary(results_dir, records)
         if plots:
             from .plots import write_plots
 

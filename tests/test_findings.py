@@ -146,16 +146,11 @@ def test_f4_without_curve_intervals_gives_the_point_ratio_as_inconclusive():
 def test_f5_decides_at_the_most_few_steps_fixed_in_advance():
     """F5's verdict is read at the largest few-step count (4; the paper compares at 5), whatever the others say,
     from the sampling record's paired ratios (point and bounds of one estimand)."""
-    def ratios(points):
-        return [{"method": "euler", "steps": s, "reference_steps": 25, "ratio": v, "ratio_low": lo,
-                 "ratio_high": hi, "method_label": "x", "method": "euler"} | {"method": "euler"}
-                for s, v, lo, hi in points]
-
     def rec_s(enc, points):
-        r = rec("sampling", enc, curve=[{"method": "euler", "steps": 25, "fid": 20.0}], few_step_ratios=ratios(points))
-        for x in r["metrics"]["few_step_ratios"]:
-            x["ci_method"] = "paired bootstrap-basic x200 on the log ratio"
-        return r
+        ratios = [{"method": "euler", "steps": s, "reference_steps": 25, "ratio": v, "ratio_low": lo,
+                   "ratio_high": hi, "method_ci": "paired bootstrap-basic x200 on the log ratio (nominal 98%)"}
+                  for s, v, lo, hi in points]
+        return rec("sampling", enc, curve=[{"method": "euler", "steps": 25, "fid": 20.0}], few_step_ratios=ratios)
 
     out = records() + [rec_s("my-svg", [(1, 4.5, 3.3, 5.8), (2, 2.0, 1.7, 2.4), (4, 1.1, 0.95, 1.26)]),
                        rec_s("my-vae", [(1, 4.75, 3.5, 6.05), (2, 4.0, 3.5, 4.6), (4, 3.0, 2.71, 3.32)])]
@@ -163,6 +158,7 @@ def test_f5_decides_at_the_most_few_steps_fixed_in_advance():
     assert f5["verdict"] == "holds" and f5["reason"].startswith("at 4 steps")
     assert f5["value"] == pytest.approx(1.1) and (f5["ci_low"], f5["ci_high"]) == (0.95, 1.26)
     assert "1 step: my-svg 4.50 [3.30, 5.80]" in f5["measured"] and "paired over the same samples" in f5["measured"]
+    assert f5["method"].startswith("paired bootstrap-basic x200") and f5["resamples"] == 200 and f5["level"] == 0.95
     # a record from before the paired ratios: no verdict, and the reason says how to recompute
     old = records() + [rec("sampling", e, curve=[{"method": "euler", "steps": 4, "fid": 30.0, "ci_low": 25.0,
                                                    "ci_high": 35.0}]) for e in ("my-svg", "my-vae")]
@@ -280,3 +276,27 @@ def test_f5_paired_log_ratio_interval_covers_95_percent_in_the_sampling_regime()
     cover, inside = _few_step_coverage(200, 200)
     print(f"F5 paired log-ratio coverage {cover:.3f}")
     assert inside == 1.0 and 0.93 <= cover <= 0.97 and abs(cover - F5_COVERAGE["level"]) <= 0.02
+
+
+def test_summary_is_generated_from_the_findings_and_scorecard(tmp_path):
+    """The README's text under the scorecard (results/summary.md): premises apart from the claims, an
+    inconclusive finding listed as not shown, and every number in it one the findings or the scorecard give."""
+    import re
+
+    import pandas as pd
+
+    from svgbench.findings import summary_markdown
+
+    df = findings_table(records())
+    score = pd.DataFrame([{"encoder": "my-svg", "judge-FID": 31.91, "judge-FID ci_low": 27.85, "judge-FID ci_high": 34.27,
+                           "few-step judge-FID (<=4 steps)": 40.5, "few-step sampler": "euler, 4 steps (fixed in advance)"}])
+    md = summary_markdown(df, score)
+    premises, claims = md.split("## Premises (not claims of the paper)")[1].split("## The paper's claims that hold")
+    assert "- F0:" in premises and "- F0:" not in claims
+    unsure = md.split("## The paper's claims not shown here")[1]
+    assert "- F3:" in unsure and "- F4:" in unsure and "- F3:" not in md.split("## The paper's claims not shown")[0]
+    assert "- judge-FID: my-svg 31.91 [27.85, 34.27]" in md
+    assert "- few-step judge-FID (<=4 steps) at euler, 4 steps (fixed in advance): my-svg 40.50" in md
+    source = " ".join(str(v) for v in df.astype(str).to_numpy().ravel()) + " 31.91 27.85 34.27 40.50 4 25"
+    for number in re.findall(r"[-+]?\d+(?:\.\d+)?", md):
+        assert number in source, number

@@ -289,6 +289,14 @@ def test_generation_task_end_to_end(tmp_path, judge_file, monkeypatch):
     assert [(r["method"], r["steps"], r["nfe"]) for r in s["curve"]] == [("euler", 1, 1), ("euler", 2, 2),
                                                                         ("heun", 1, 2), ("heun", 2, 4)]
     assert all(0 <= r["ci_low"] <= r["ci_high"] and r["n"] == 16 for r in s["curve"])
+    # the scorecard's point as the config fixed it (euler, 4 steps: not run here, so named missing), and F5's
+    # paired ratio FID(1) / FID(2) (no 25-step point: the most Euler steps run are the reference)
+    assert "not among this run's sampler points" in s["headline"]["missing"]
+    (r,) = s["few_step_ratios"]
+    assert (r["method"], r["steps"], r["reference_steps"], r["n"]) == ("euler", 1, 2, 16)
+    assert r["ratio_low"] <= r["ratio"] <= r["ratio_high"] and r["level"] == 0.98
+    by = {(p["method"], p["steps"]): p["fid"] for p in s["curve"]}
+    assert r["plug_in"] == pytest.approx(np.log(by["euler", 1] / by["euler", 2]), rel=1e-6, abs=1e-6)
 
 
 def test_generation_without_judge_is_na(tmp_path, monkeypatch):

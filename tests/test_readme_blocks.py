@@ -16,6 +16,7 @@ def test_project_readme_quotes_the_committed_results_verbatim():
     assert set(blocks) == set(BLOCKS)
     for name, text in blocks.items():
         assert text == render_block(ROOT / "results", name), f"README block {name!r} differs from results/"
+    assert "## " not in blocks["summary"] and "Premises" in blocks["summary"]  # the premises apart from the claims
     findings = blocks["findings"]
     for fid in ("F1", "F1b", "F2", "F3", "F4", "F5", "F6"):
         assert f"| {fid} |" in findings
@@ -26,6 +27,7 @@ def _results(tmp_path, findings="# Findings\n\n| a |\n|---|\n| 1 |\n"):
     res = tmp_path / "results"
     res.mkdir()
     (res / "findings.md").write_text(findings)
+    (res / "summary.md").write_text("# What it shows\n\n- F1: ...\n")
     (res / "scorecard.md").write_text("# scorecard\n\nnote\n\n## Measured\n\n| x |\n|---|\n| 2 |\n\n"
                                       "## Published (from baselines/published.csv)\n\n| y |\n")
     return res

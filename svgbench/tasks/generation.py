@@ -752,5 +752,6 @@ def _few_step_ratios(cfg: SamplingConfig, points, feats: dict, real) -> dict:
     for k in ks:
         res = stats.frechet_log_ratio_ci(feats[("euler", k)].double().numpy(), feats[("euler", ref)].double().numpy(),
                                          r, seed=cfg.seed)
-        out.append({"method": "euler", "steps": k, "reference_steps": ref, **res})
+        # "method" names the sampler, as in the curve's rows; the interval's method goes to "method_ci"
+        out.append({**res, "method": "euler", "steps": k, "reference_steps": ref, "method_ci": res["method"]})
     return {"few_step_ratios": out}
