@@ -235,7 +235,7 @@ def _same_value(file: torch.Tensor, model: torch.Tensor) -> bool:
     if tuple(file.shape) != tuple(model.shape):
         return False
     if not (file.is_floating_point() and model.is_floating_point()):
-        return bool(torch.equal(file.to(model.dtype), model))
+        return bool(torch.equal(file.to(model.dtype), model.detach().cpu()))
     rtol = max(torch.finfo(file.dtype).eps, 1e-5)
     return bool(torch.allclose(file.double(), model.detach().double().cpu(), rtol=rtol, atol=0.0))
 
@@ -267,8 +267,8 @@ def check_and_load(module: nn.Module, state: dict[str, torch.Tensor], *, source:
             if not _same_value(v, computed[k]):
                 raise CheckpointError(
                     f"checkpoint {source}: tensor {named(k)!r} holds {describe_tensor(k, v)}, but the model "
-                    f"{type(module).__name__} computes {k!r} as {describe_tensor(k, computed[k])}; the file was "
-                    f"built for another configuration, which svgbench would not run: use a file of this model",
+                    f"{type(module).__name__} computes {k!r} as {describe_tensor(k, computed[k])}: the file "
+                    f"describes another model than the one built; use a checkpoint of this configuration",
                     input=source)
             account.compared.append(named(k))
             continue

@@ -48,7 +48,7 @@ def test_helper_loads_compares_lists_and_refuses(caplog):
     other = dict(state, periods=meta_rope_periods(16, 10_000.0))
     with pytest.raises(CheckpointError) as e:
         check_and_load(_WithComputed(), other, source="f.pt", unused={"head.*": "x"})
-    assert "'periods'" in str(e.value) and "RoPE base 10000" in str(e.value) and "RoPE base 100;" in str(e.value)
+    assert "'periods'" in str(e.value) and "RoPE base 10000" in str(e.value) and "as RoPE base 100:" in str(e.value)
 
 
 def test_rope_base_recovered_from_bf16_periods():
@@ -75,7 +75,7 @@ def test_dinov3_file_with_other_rope_periods_refused_in_one_line(tmp_path):
     msg = str(e.value)
     assert len(msg.splitlines()) == 1
     assert "'rope_embed.periods'" in msg and str(path) in msg
-    assert "RoPE base 10000" in msg and "RoPE base 100;" in msg  # the file's base and the model's
+    assert "RoPE base 10000" in msg and "as RoPE base 100:" in msg  # the file's base and the model's
 
 
 def test_dinov3_official_layout_unused_tensors_listed_not_refused(tmp_path):
