@@ -51,6 +51,17 @@ def cmd_list(args) -> int:
         ("timm:MODEL[@WEIGHTS]", "any timm backbone, features only; WEIGHTS: a .safetensors/.pt file or random",
          TIMM_CONVENTION),
     ])
+    from .encoders.zoo import ENCODER_CONFIGS as ZOO
+
+    print("\nzoo (named hub models; offline: --weights NAME=PATH to a downloaded folder or file):")
+    zrows = []
+    for name, entry in ZOO.items():
+        try:
+            shape = "x".join(map(str, encoder_spec(name).latent_shape(256)))
+        except Exception as e:  # an entry that cannot be described must not hide the others
+            shape = f"? ({type(e).__name__}: {e})"
+        zrows.append((name, shape, f"{entry.params_m:.1f}M" if entry.params_m else "-", entry.target, entry.paper))
+    _print_rows(("name", "latent @256px", "params", "loads", "paper"), zrows)
     from .tasks import get_task, list_tasks
 
     print()

@@ -177,9 +177,9 @@ def test_a_diffusers_folder_runs_every_task_through_the_runner(tmp_path, monkeyp
     check_cells(run_cells(f"diffusers:{tmp_path / 'ae'}", tmp_path, monkeypatch))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("cls", [c for c in CONFIGS if c != "AutoencoderKL"])
 def test_every_class_runs_every_task_through_the_runner(cls, tmp_path, monkeypatch):
+    """About 2 s a class once torch, diffusers and the metrics are imported (the KL case above pays for that)."""
     _needs(cls)
     save_model(cls, tmp_path / "ae")
     check_cells(run_cells(f"diffusers:{tmp_path / 'ae'}", tmp_path, monkeypatch))
@@ -313,3 +313,36 @@ def test_preflight_takes_family_names_and_reports_an_unreachable_hub_id(tmp_path
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     (problem,) = check_options(["diffusers:svgbench-test/no-such-vae"], 64)
     assert "svgbench-test/no-such-vae" in str(problem) and "pass diffusers:DIR" in str(problem)
+
+
+# ---- the named zoo ----
+
+def test_zoo_catalogue_matches_the_architectures_it_names():
+    """The latent shapes and parameter counts `svgbench list` prints without importing timm or diffusers are those of
+    the architectures, built on the meta device."""
+    pytest.importorskip("timm")
+    from svgbench.encoders.timm_backbone import build, make_spec
+    from svgbench.encoders.zoo import ENCODER_CONFIGS, param_count
+
+    for name, entry in ENCODER_CONFIGS.items():
+        spec = encoder_spec(name)
+        assert spec.name == name and spec.extra["zoo"] == entry.target and spec.has_decoder == entry.decoder
+        if entry.params_m is not None:
+            assert param_count(name) / 1e6 == pytest.approx(entry.params_m, abs=0.05), name
+        if entry.target.startswith("timm:"):
+            model, _, dynamic = build(entry.target, meta=True)
+            assert make_spec(entry.target, model, "", dynamic, None).latent_shape(256) == spec.latent_shape(256), name
+    assert encoder_spec("flux2-vae").latent_shape(256) == (128, 16, 16)
+    assert encoder_spec("sd3.5-vae").extra["shift_factor"] == 0.0609
+
+
+def test_a_zoo_entry_runs_from_a_local_folder_and_says_how_offline(tmp_path, monkeypatch, images64):
+    import huggingface_hub.constants
+
+    model = save_model("AutoencoderTiny", tmp_path / "taesd")
+    enc = create_encoder("taesd", weights=str(tmp_path / "taesd"))
+    assert enc.spec.name == "taesd" and "TAESD" in enc.spec.notes
+    assert torch.allclose(enc.decode(enc.encode(images64)), class_roundtrip("AutoencoderTiny", model, images64), atol=1e-4)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(CheckpointError, match=r"madebyollin/taesd.*--weights taesd=PATH"):
+        create_encoder("taesd")

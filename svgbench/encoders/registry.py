@@ -50,6 +50,7 @@ _FAMILIES = {
     "svgbench.encoders.sdvae": "create_sdvae",    # SD-VAE (diffusers AutoencoderKL)
     "svgbench.encoders.dino": "create_dino",      # raw DINO patch tokens (and the embedded tiny-ssl)
     "svgbench.encoders.pixels": "create_pixels",  # the floor: average-pooled raw pixels
+    "svgbench.encoders.zoo": "create_zoo",  # named hub autoencoders and SSL backbones (aliases of diffusers:/timm:)
 }
 
 

@@ -112,7 +112,8 @@ def _stride(model) -> int:
     raise CheckpointError(f"timm model {type(model).__name__} reports neither feature_info nor a patch size")
 
 
-def make_spec(name: str, model, desc: str, dynamic: bool, resolution: int | None) -> EncoderSpec:
+def make_spec(name: str, model, desc: str, dynamic: bool, resolution: int | None,
+              model_name: str | None = None) -> EncoderSpec:
     cfg = dict(model.pretrained_cfg)
     native = int(cfg.get("input_size", (3, 224, 224))[-1])
     stride = _stride(model)
@@ -123,7 +124,7 @@ def make_spec(name: str, model, desc: str, dynamic: bool, resolution: int | None
         name=name, family="timm", latent_channels=dim, downsample=stride, resolution=res, has_decoder=False,
         weights=desc, feature_dim=dim, patch_size=stride, fixed_resolution=fixed, resize_to_multiple=not fixed,
         notes="timm forward_features tokens (prefix tokens dropped); pooled: forward_head(pre_logits=True)",
-        extra={"timm_model": parse_name(name)[0], "mean": list(cfg.get("mean", (0.485, 0.456, 0.406))),
+        extra={"timm_model": model_name or parse_name(name)[0], "mean": list(cfg.get("mean", (0.485, 0.456, 0.406))),
                "std": list(cfg.get("std", (0.229, 0.224, 0.225))), "native_resolution": native},
     )
 
