@@ -300,3 +300,22 @@ def test_summary_is_generated_from_the_findings_and_scorecard(tmp_path):
     source = " ".join(str(v) for v in df.astype(str).to_numpy().ravel()) + " 31.91 27.85 34.27 40.50 4 25"
     for number in re.findall(r"[-+]?\d+(?:\.\d+)?", md):
         assert number in source, number
+
+
+def test_f6_quadrature_interval_covers_a_known_difference():
+    """F6 adds two independent BCa half-widths in quadrature: its coverage of a known difference of class
+    accuracies at the generation task's n = 512 (accuracies about those measured: 25% and 12.5%)."""
+    from svgbench.findings import F6_COVERAGE, _f6
+    from svgbench.metrics.stats import mean_ci
+
+    g, hits, trials, n = np.random.default_rng(7), 0, 200, 512
+    for t in range(trials):
+        cells = {}
+        for enc, p in (("my-svg", 0.25), ("my-vae", 0.125)):
+            hit = (g.random(n) < p) * 100.0
+            ci = mean_ci(hit, seed=t)
+            cells[("generation", enc, "d")] = {"metrics": {"class_accuracy": ci["value"], "ci": {"class_accuracy": ci}}}
+        f = _f6(cells, "d", {"svg": "my-svg", "vae": "my-vae"})
+        hits += f["ci_low"] <= 12.5 <= f["ci_high"]
+    print(f"F6 coverage {hits / trials:.3f}")
+    assert 0.93 <= hits / trials <= 0.97 and abs(hits / trials - F6_COVERAGE["level"]) <= 0.02
