@@ -46,6 +46,9 @@ def run_latent_stats(encoder, dataset, cfg: LatentStatsConfig, device="cpu", pro
 
 register_task(
     "latent-stats", run_latent_stats, LatentStatsConfig,
+    # enters every cell's key and record: bump it with any change that can move a number, and the next run
+    # recomputes this task's cells (and only those), reporting the old records as stale
+    version=1,
     metrics=[
         MetricSpec("effective_rank", "effective rank", "{:.1f}", headline=True, scorecard_title="latent eff. rank"),
         MetricSpec("rank_fraction", "eff. rank / channels", "{:.3f}"),

@@ -9,8 +9,9 @@ Schema history: version 1 (svgbench 0.1.0) is the same fields as an untyped dict
 version 2 (version 2 adds the explicit schema check and strict field set), so finished cells survive.
 Version 3 adds what ties a record to the code that made it: `task_version` (the task's declared version,
 part of the cell's key), `cell` (the key without the task version: the same cell across task versions),
-`svgbench_version`, `git_commit` and `git_dirty`. Records of versions 1 and 2 load with `task_version` None:
-made before tasks declared versions, so `stale_reason` calls them stale.
+`svgbench_version`, `git_commit` and `git_dirty`; and `not_applicable`, the runner's reason a cell cannot run
+(None: it ran). Records of versions 1 and 2 load with `task_version` None: made before tasks declared
+versions, so `stale_reason` calls them stale.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class Record:
     svgbench_version: str = ""
     git_commit: str | None = None
     git_dirty: bool | None = None
+    # the runner's reason the cell cannot run here (the task's needs against the encoder and data: e.g. no
+    # decoder), None when the cell ran: an n/a record without it is a cell that should have computed
+    not_applicable: str | None = None
     # why this record is stale (another task version than the running code's), set by whoever reads it against
     # the registered tasks (`mark_stale`, the runner's --keep-stale); never written to disk
     stale: str | None = None
@@ -147,11 +151,13 @@ def stale_reason(record: dict, version: int) -> str | None:
     return f"made by {by}; `{record['task']}` is now version {version}"
 
 
-def mark_stale(records: list[dict], versions: dict[str, int]) -> list[dict]:
+def mark_stale(records: list[dict], versions: dict[str, int], legacy: bool = True) -> list[dict]:
     """Set each record's `stale` (its reason, or None) against `versions` (task name -> its registered version,
-    e.g. `{t.name: t.version for t in task_specs()}`); a task absent from `versions` is left as it is."""
+    e.g. `{t.name: t.version for t in task_specs()}`); a task absent from `versions` is left as it is. With
+    `legacy` False, a record without a task version (made before tasks declared them, or written by hand) is
+    left as it is too."""
     for r in records:
-        if r["task"] in versions:
+        if r["task"] in versions and (legacy or r.get("task_version") is not None):
             r["stale"] = stale_reason(r, versions[r["task"]])
     return records
 
@@ -184,8 +190,12 @@ def latest_by(records: list[dict], key) -> dict:
 
 
 def latest_records(records: list[dict], task: str) -> dict[tuple[str, str], dict]:
-    """(encoder, data label) -> the newest record of `task`, ordered by data label, then encoder."""
+    """(encoder, data label) -> the newest record of `task`, ordered by data label, then encoder. A newest record
+    that is stale (its `stale` reason set: made by another task version) comes as "<encoder> (stale)", so every
+    table built from here labels it, and nothing looking an encoder up by name takes its numbers as current."""
     out = latest_by([r for r in records if r["task"] == task], lambda r: (r["encoder"], data_label(r["data"])))
+    out = {((enc + stale_label(r), data) if r.get("stale") else (enc, data)):
+           (r | {"encoder": enc + stale_label(r)} if r.get("stale") else r) for (enc, data), r in out.items()}
     return dict(sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][0])))
 
 

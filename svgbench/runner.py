@@ -384,7 +384,7 @@ def _not_applicable(cfg, task, tcfg, encoder, device, key, kwargs, weights_hash,
         key=key, task=task.name, encoder=encoder.spec.name, encoder_kwargs=kwargs, spec=_spec_dict(encoder, cfg),
         weights_hash=weights_hash, data=cfg.data.as_dict() | {"key": cfg.data.key()}, config=dataclasses.asdict(tcfg),
         seed=cfg.seed, metrics={"unavailable": {k: why for k in keys}}, device=device, device_name=device_name(device),
-        wall_s=0.0, versions=versions())
+        wall_s=0.0, versions=versions(), not_applicable=why)
 
 
 def _compute(cfg, task, tcfg, encoder, dataset, device, key, kwargs, weights_hash, log) -> Record:

@@ -111,3 +111,72 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
         return
     reporter.write_line(f"svgbench: tables rebuilt from the records: {', '.join(str(p) for p in paths.values())}")
+
+
+# ---------------------------------------------------------------------------------------------
+# a cell that should compute never passes as n/a
+# ---------------------------------------------------------------------------------------------
+
+def measured(record: dict) -> bool:
+    """Whether `record` holds at least one measured value: a metric with a direction (not a count, not a timing)
+    or a point of its curve."""
+    from svgbench.records import finite_number
+    from svgbench.tasks import get_task
+
+    task, m = get_task(record["task"]), record["metrics"]
+    keys = [s.key for s in task.metrics if not s.timing and s.higher_is_better is not None]
+    if any(finite_number(m.get(k)) is not None for k in keys):
+        return True
+    curve = task.curve
+    return curve is not None and any(finite_number(p.get(curve.value)) is not None for p in m.get(curve.key) or [])
+
+
+def na_problem(record: dict, full: bool) -> str | None:
+    """Why `record` fails a tasks/ test, or None. A cell the runner judged inapplicable (its `not_applicable`
+    reason: the task's needs against the encoder and data, e.g. no decoder) must hold no value; any other cell
+    must hold at least one measured value. Under --benchmark only, a cell whose every n/a reason is pending (what
+    this machine lacks, e.g. no shipped diffusion model for the encoder) passes, with a warning."""
+    cell = f"{record['encoder']} / {record['task']}"
+    if record.get("not_applicable"):
+        return f"{cell}: judged n/a ({record['not_applicable']}) yet holds values" if measured(record) else None
+    if measured(record):
+        return None
+    why = record["metrics"].get("unavailable") or {}
+    pending = record["metrics"].get("pending") or {}
+    if full and why and set(why) <= set(pending):
+        import warnings
+
+        warnings.warn(f"{cell}: n/a on this machine ({'; '.join(sorted(set(pending.values())))})")
+        return None
+    reasons = "; ".join(f"{k}: {v}" for k, v in sorted(why.items())) or "no reason recorded"
+    return f"{cell}: the cell should compute but came out n/a ({reasons})"
+
+
+@pytest.fixture(autouse=True)
+def cells_run(request, monkeypatch) -> list[dict]:
+    """Every record of every `run_matrix` call the test makes (through `svgbench.runner.run_matrix` or the name its
+    module imported); `pytest_runtest_call` below fails the test when one of them is an n/a that should not be."""
+    from svgbench import runner
+
+    real, seen = runner.run_matrix, []
+
+    def watched(cfg, log=None):
+        summary = real(cfg, log)
+        seen.extend(summary.records)
+        return summary
+
+    monkeypatch.setattr(runner, "run_matrix", watched)
+    if getattr(request.module, "run_matrix", None) is real:
+        monkeypatch.setattr(request.module, "run_matrix", watched)
+    request.node.svgbench_cells = seen
+    return seen
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    result = yield
+    full = bool(item.config.getoption("--benchmark"))
+    problems = [p for p in (na_problem(r, full) for r in getattr(item, "svgbench_cells", ())) if p]
+    if problems:
+        raise AssertionError("n/a where a value was due:\n  " + "\n  ".join(problems))
+    return result

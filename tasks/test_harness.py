@@ -47,7 +47,7 @@ from svgbench.data import DataConfig, build_dataset
 from svgbench.encoders import create_encoder
 from svgbench.runner import RunConfig, device_name, resolve_device
 
-from .conftest import FULL_IMAGES, QUICK_IMAGES, rows_written_by, selected_encoders
+from .conftest import FULL_IMAGES, QUICK_IMAGES, na_problem, rows_written_by, selected_encoders
 
 HARNESS_ENCODERS = ("tiny-ssl", "tiny-vae", "tiny-svg")
 KINDS = ("pooled", "patch", "latent")
@@ -204,8 +204,8 @@ def test_fid_scoring_overhead(benchmark, metrics, device, full, harness_rows):
     from svgbench.metrics.judge import judge_available, register_judge
     from svgbench.tasks.generation import real_images, score
 
-    if not judge_available():
-        pytest.skip("the shapes judge's weights are not shipped")
+    # the judge ships with svgbench: without it this install is broken, and the benchmark must not pass skipped
+    assert judge_available(), "the shapes judge's weights (svgbench/weights/shapes-judge.safetensors) are missing"
     extractor = register_judge()
     n = FID_CASES[metrics] if full else QUICK_FID_IMAGES
     kid = prc = metrics == "fid+kid+prc"
@@ -264,7 +264,60 @@ def test_fid_scoring_overhead(benchmark, metrics, device, full, harness_rows):
     benchmark.extra_info.update({k: v for k, v in row.items() if k != "benchmark"})
     harness_rows.append(row)
     assert equal, (ours_out, expected)
+    assert math.isfinite(row["fid"]) and row["fid"] >= 0, row["fid"]  # equal NaNs would be no measurement
     assert math.isfinite(row["ratio"]) and row["ratio"] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the tasks/ tests fail on n/a where a value was due
+# ---------------------------------------------------------------------------------------------
+
+def _value(encoder, dataset, cfg, device="cpu", progress=None) -> dict:
+    if cfg.broken:
+        return {"value": None, "unavailable": {"value": "broken on purpose"}}
+    return {"value": float(len(dataset))}
+
+
+def test_a_cell_that_should_compute_fails_when_it_comes_out_na(tmp_path, monkeypatch, cells_run):
+    """What every tasks/ test gets from conftest's check, on real runs: a cell that came out n/a fails it unless
+    the runner judged the cell inapplicable (here: a task that needs a decoder, for tiny-ssl, which has none)."""
+    from dataclasses import dataclass
+
+    from svgbench import runner
+    from svgbench.tasks import MetricSpec, register_task, unregister_task
+
+    @dataclass(frozen=True)
+    class Config:
+        broken: bool = False
+
+    monkeypatch.setenv("SVGBENCH_CACHE", str(tmp_path / "cache"))
+    register_task("harness-value", _value, Config, metrics=[MetricSpec("value", "value", "{:.1f}", True)],
+                  needs=["decoder"])
+    try:
+        def run(broken: bool) -> dict:
+            cfg = RunConfig(encoders=("pixels", "tiny-ssl"), tasks=("harness-value",), data=DataConfig(size=4),
+                            results_dir=str(tmp_path / str(broken)),
+                            task_overrides={"harness-value": {"broken": broken}})
+            return {r["encoder"]: r for r in runner.run_matrix(cfg, log=lambda m: None).records}
+
+        good, broken = run(False), run(True)
+        assert good["pixels"]["metrics"]["value"] == 4.0 and na_problem(good["pixels"], full=False) is None
+        for recs in (good, broken):  # inapplicable: n/a is the right answer, and passes
+            assert "no pixel decoder" in recs["tiny-ssl"]["not_applicable"]
+            assert na_problem(recs["tiny-ssl"], full=False) is None
+        assert "should compute but came out n/a (value: broken on purpose)" in na_problem(broken["pixels"], full=False)
+        assert na_problem(broken["pixels"], full=True)  # not pending: fails under --benchmark too
+        pending = dict(broken["pixels"])
+        pending["metrics"] = pending["metrics"] | {"pending": {"value": "no weights here"}}
+        assert na_problem(pending, full=False)
+        with pytest.warns(UserWarning, match="no weights here"):
+            assert na_problem(pending, full=True) is None  # --benchmark: what this machine lacks, with a warning
+        assert na_problem(good["tiny-ssl"] | {"metrics": {"value": 1.0}}, full=False)  # judged n/a yet has a value
+        seen = {(r["encoder"], r["task"]) for r in cells_run}
+        assert seen == {("pixels", "harness-value"), ("tiny-ssl", "harness-value")} and len(cells_run) == 4
+    finally:
+        cells_run.clear()  # the broken cells were made on purpose
+        unregister_task("harness-value")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -164,6 +164,11 @@ def test_a_new_task_version_recomputes_its_cells_and_only_those(tmp_path, monkey
     for r in kept.records:
         assert (r["task"] == "probe") == bool(r.get("stale")), r["task"]
     assert "is now version" in next(r for r in kept.records if r["task"] == "probe")["stale"]
+    from svgbench.report import write_reports
+
+    tables = write_reports(tmp_path / "results", plots=False)  # from the records on disk, as `svgbench report`
+    assert "| pixels (stale) |" in tables["probe"].read_text()
+    assert "| pixels |" in tables["latent-mean"].read_text() and "stale" not in tables["latent-mean"].read_text()
 
     said = []
     again = run_matrix(_cheap_run(tmp_path), log=said.append)

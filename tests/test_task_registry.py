@@ -171,3 +171,21 @@ def test_list_shows_a_plugin_task(tmp_path):
     out = _svgbench("list", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert any(line.startswith("latent-stats ") for line in out.stdout.splitlines())
+
+
+def test_every_task_declares_a_version():
+    """A task's version enters its cells' keys and records: built-ins declare theirs in one place; a registered
+    task defaults to 1 and refuses anything but a positive integer."""
+    from svgbench.tasks.builtin import BUILTIN_TASKS, VERSIONS
+
+    assert {t.name: t.version for t in BUILTIN_TASKS} == VERSIONS
+    spec = register_task("versioned-task", _fn, _Cfg, version=3)
+    try:
+        assert spec.version == 3 and get_task("versioned-task").version == 3
+    finally:
+        unregister_task("versioned-task")
+    assert register_task("plain-task", _fn, _Cfg).version == 1
+    unregister_task("plain-task")
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="version must be a positive integer"):
+            register_task("bad-version-task", _fn, _Cfg, version=bad)

@@ -23,6 +23,7 @@ size or the number of processes.
 """
 
 from __future__ import annotations
+# a change here that can move a number bumps VERSIONS["generation"] / ["sampling"] in svgbench/tasks/builtin.py
 
 import dataclasses
 import time

@@ -23,6 +23,7 @@ upsampling's backward pass accumulates with atomics, so the last digits can vary
 """
 
 from __future__ import annotations
+# a change here that can move a number bumps VERSIONS["seg"] in svgbench/tasks/builtin.py
 
 import functools
 import math

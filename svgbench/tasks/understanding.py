@@ -10,6 +10,7 @@ on-disk cache, so the two tasks extract each split once per encoder. Accuracies 
 """
 
 from __future__ import annotations
+# a change here that can move a number bumps VERSIONS["probe"] / ["knn"] in svgbench/tasks/builtin.py
 
 import time
 from dataclasses import dataclass
