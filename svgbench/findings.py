@@ -299,7 +299,7 @@ def _f5(cells, data, roles, fid="F5", vae_role="vae") -> dict:
         return f"{r['ratio']:.2f} [{r['ratio_low']:.2f}, {r['ratio_high']:.2f}]"
 
     ref = a[shared[-1]].get("reference_steps", REFERENCE_STEPS)
-    measured = (f"FID(k) / FID({ref}), paired over the same samples: "
+    measured = (f"FID(k) / FID({ref}), bias-corrected, one paired bootstrap over the same samples: "
                 + "; ".join(f"{steps_label(s)}: {svg} {show(a[s])}, {vae} {show(b[s])}" for s in shared))
     # one step count decides, fixed in advance: the most steps among the few-step counts (the paper
     # compares at 5 steps); the others are shown, not tested (no choosing the count that happens to agree)

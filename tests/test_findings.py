@@ -157,7 +157,7 @@ def test_f5_decides_at_the_most_few_steps_fixed_in_advance():
     f5 = findings_table(out).set_index("finding").loc["F5"]
     assert f5["verdict"] == "holds" and f5["reason"].startswith("at 4 steps")
     assert f5["value"] == pytest.approx(1.1) and (f5["ci_low"], f5["ci_high"]) == (0.95, 1.26)
-    assert "1 step: my-svg 4.50 [3.30, 5.80]" in f5["measured"] and "paired over the same samples" in f5["measured"]
+    assert "1 step: my-svg 4.50 [3.30, 5.80]" in f5["measured"] and "paired bootstrap over the same samples" in f5["measured"]
     assert f5["method"].startswith("paired bootstrap-basic x200") and f5["resamples"] == 200 and f5["level"] == 0.95
     # a record from before the paired ratios: no verdict, and the reason says how to recompute
     old = records() + [rec("sampling", e, curve=[{"method": "euler", "steps": 4, "fid": 30.0, "ci_low": 25.0,
