@@ -105,6 +105,20 @@ def test_each_class_loads_from_its_folder_with_the_config_geometry_and_round_tri
         assert torch.allclose(z, ref, atol=1e-5)
 
 
+def test_per_channel_latent_statistics_of_the_config_are_applied_and_undone(tmp_path, images64):
+    torch.manual_seed(0)
+    mean, std = [0.1 * i for i in range(4)], [0.5 + 0.25 * i for i in range(4)]
+    cfg = dict(_KL_BLOCKS, latent_channels=4, scaling_factor=0.5, latents_mean=mean, latents_std=std)
+    model = diffusers.AutoencoderKL(**cfg).eval()
+    model.save_pretrained(tmp_path / "ae")
+    enc = create_encoder(f"diffusers:{tmp_path / 'ae'}")
+    assert enc.spec.extra["latent_stats"] and "latents_mean" in enc.spec.notes
+    z, raw = enc.encode(images64), model.encode(images64).latent_dist.mean
+    m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    assert torch.allclose(z, (raw - m) / s * 0.5, atol=1e-5)
+    assert torch.allclose(enc.decode(z), class_roundtrip("AutoencoderKL", model, images64), atol=1e-4)
+
+
 def test_sampling_is_an_option_of_posterior_classes_only(tmp_path, images64):
     save_model("AutoencoderKL", tmp_path / "kl")
     mean = create_encoder(f"diffusers:{tmp_path / 'kl'}").encode(images64)
@@ -282,6 +296,13 @@ def test_evaluate_on_a_module_gives_the_numbers_of_the_same_model_registered_by_
     row = df[(df.task == "reconstruction") & (df.metric == "psnr")].iloc[0]
     assert row.ci_low <= row.value <= row.ci_high and row.n == 16
     assert set(df["encoder"]) == {f"tinyae-{svgbench.api.state_hash(module)[:8]}"}
+    # a LatentEncoder object goes the same way, under its spec's name
+    obj = svgbench.evaluate(TinyAEEncoder(), tasks=tasks, data={"size": 16}, results=tmp_path / "a", settings=settings,
+                            batch_size=8, name="zoo-tiny-ae-object")
+    assert set(obj["encoder"]) == {"zoo-tiny-ae-object"}
+    for t, k, v in zip(obj["task"], obj["metric"], obj["value"]):
+        if (t, k) in compared:
+            assert v == pytest.approx(values[(t, k)], rel=1e-6, abs=1e-9), (t, k)
     # cached: a second call with the same weights reads the records back
     said.clear()
     again = svgbench.evaluate(module, tasks=tasks, data={"size": 16}, results=tmp_path / "a", settings=settings,
