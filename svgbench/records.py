@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,7 +108,10 @@ class Record:
 
 
 def record_path(results_dir: str | Path, task: str, encoder: str, key: str) -> Path:
-    return Path(results_dir) / "records" / task / f"{encoder}__{key}.json"
+    # family names carry paths and hub ids (diffusers:/data/vae, timm:m@/w.safetensors): one file name, never folders;
+    # the key hashes the full name, so two names that read the same here still get two files
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", encoder) or "_"
+    return Path(results_dir) / "records" / task / f"{safe}__{key}.json"
 
 
 def write_record(path: Path, record: Record) -> None:

@@ -187,8 +187,13 @@ def check_cells(m):
 
 
 def test_a_diffusers_folder_runs_every_task_through_the_runner(tmp_path, monkeypatch):
+    from svgbench.records import load_records
+
     save_model("AutoencoderKL", tmp_path / "ae")
-    check_cells(run_cells(f"diffusers:{tmp_path / 'ae'}", tmp_path, monkeypatch))
+    name = f"diffusers:{tmp_path / 'ae'}"
+    check_cells(run_cells(name, tmp_path, monkeypatch))
+    # a name holding a path is one record file per cell, which the reports find
+    assert sorted(r["task"] for r in load_records(tmp_path / "res") if r["encoder"] == name) == sorted(ALL_TASKS)
 
 
 @pytest.mark.parametrize("cls", [c for c in CONFIGS if c != "AutoencoderKL"])
