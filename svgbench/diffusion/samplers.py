@@ -249,14 +249,19 @@ class ODESampler:
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.float32)
         scale = g.scale_at(t, step, self.steps)
         with torch.autocast(x.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-            null = self.null_label
-            if null is None:
-                null = (model.module if hasattr(model, "module") else model).num_classes
             if g.in_star_phase(step):  # -r * vu; at scale 1 there is no unconditional model: -r * vc (SVG's script)
-                return -g.zero_ratio * model(x, tt, y if scale == 1.0 else torch.full_like(y, null)).float()
+                u = y if scale == 1.0 else torch.full_like(y, self._null(model))
+                return -g.zero_ratio * model(x, tt, u).float()
             if scale == 1.0:  # guidance with scale 1 is the conditional velocity: skip the unconditional half
                 return model(x, tt, y).float()
-            return cfg_velocity(model, x, tt, y, scale, null, g.guided_channels, g.star and g.optimized_scale)
+            return cfg_velocity(model, x, tt, y, scale, self._null(model), g.guided_channels,
+                                g.star and g.optimized_scale)
+
+    def _null(self, model) -> int:
+        """The unconditional label: null_label, else the model's num_classes (its null row)."""
+        if self.null_label is not None:
+            return self.null_label
+        return (model.module if hasattr(model, "module") else model).num_classes
 
     def forward_batches(self) -> float:
         """Model forwards per sampled batch, in units of one forward at the batch size."""
