@@ -528,8 +528,9 @@ def speedup_two_sided(fast_curve, slow_curve) -> dict:
     if not slow or not fast or any(len(p) < 4 for p in slow + fast):
         raise ValueError("both curves need evaluated points [step, fid, ci_low, ci_high]")
     _, t, t_lo, t_hi = slow[-1]
+    s_late = _first_step(slow, lambda p: p[3] <= t_lo)
     s = [_first_step(slow, lambda p: p[2] <= t_hi), _first_step(slow, lambda p: p[1] <= t),
-         _first_step(slow, lambda p: p[3] <= t_lo) or slow[-1][0]]
+         slow[-1][0] if s_late is None else s_late]
     f = [_first_step(fast, lambda p: p[2] <= t_hi), _first_step(fast, lambda p: p[1] <= t),
          _first_step(fast, lambda p: p[3] <= t_lo)]
 
