@@ -266,13 +266,14 @@ def test_generation_task_end_to_end(tmp_path, judge_file, monkeypatch):
     assert "train-diffusion" in run_generation(enc, ds, dataclasses.replace(cfg, train=False))["unavailable"]["fid"]
     m = run_generation(enc, ds, cfg)
     assert m["feature_network"].startswith("judge") and m["num_samples"] == 24
-    assert m["fid"] > 0 and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1 and m["kid"] is not None
+    assert m["fid_plugin"] > 0 and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1 and m["kid"] is not None
     assert [p[0] for p in m["fid_curve"]] == [2, 4] and m["steps_to_fid"] == {"1e+09": 2, "-1": None}
     # curve points evaluated here carry their judge-FID interval: [step, fid, ci_low, ci_high]
     assert all(len(p) == 4 and 0 <= p[2] <= p[3] for p in m["fid_curve"])
     ci = m["ci"]
     assert set(ci) >= {"fid", "kid", "precision", "recall", "class_accuracy"}
-    assert ci["fid"]["ci_low"] <= ci["fid"]["ci_high"] and ci["fid"]["n"] == 24
+    assert ci["fid"]["ci_low"] <= m["fid"] <= ci["fid"]["ci_high"] and ci["fid"]["n"] == 24
+    assert m["fid"] == ci["fid"]["point"]  # the interval's own (bias-corrected) point, the plug-in beside it
     assert ci["kid"]["ci_low"] <= m["kid"] <= ci["kid"]["ci_high"]
     for k in ("precision", "recall"):
         assert 0 <= ci[k]["ci_low"] <= m[k] <= ci[k]["ci_high"] <= 1
@@ -288,14 +289,14 @@ def test_generation_task_end_to_end(tmp_path, judge_file, monkeypatch):
                                              batch_size=8, generation=cfg))
     assert [(r["method"], r["steps"], r["nfe"]) for r in s["curve"]] == [("euler", 1, 1), ("euler", 2, 2),
                                                                         ("heun", 1, 2), ("heun", 2, 4)]
-    assert all(0 <= r["ci_low"] <= r["ci_high"] and r["n"] == 16 for r in s["curve"])
+    assert all(0 <= r["ci_low"] <= r["fid"] <= r["ci_high"] and r["n"] == 16 for r in s["curve"])
     # the scorecard's point as the config fixed it (euler, 4 steps: not run here, so named missing), and F5's
     # paired ratio FID(1) / FID(2) (no 25-step point: the most Euler steps run are the reference)
     assert "not among this run's sampler points" in s["headline"]["missing"]
     (r,) = s["few_step_ratios"]
     assert (r["method"], r["steps"], r["reference_steps"], r["n"]) == ("euler", 1, 2, 16)
     assert r["ratio_low"] <= r["ratio"] <= r["ratio_high"] and r["level"] == 0.98
-    by = {(p["method"], p["steps"]): p["fid"] for p in s["curve"]}
+    by = {(p["method"], p["steps"]): p["fid_plugin"] for p in s["curve"]}
     assert r["plug_in"] == pytest.approx(np.log(by["euler", 1] / by["euler", 2]), rel=1e-6, abs=1e-6)
 
 

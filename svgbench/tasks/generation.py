@@ -391,10 +391,14 @@ class Scorer:
             out["kid"] = m["kernel_inception_distance_mean"]
         if prc:
             out["precision"], out["recall"] = m["precision"], m["recall"]
+        out["fid_plugin"] = out["fid"]
         if not ci:
             return out
         t0 = time.perf_counter()
-        out["ci"] = {"fid": stats.ci_entry(stats.frechet_ci(f.double().numpy(), r.double().numpy(), seed=seed))}
+        fd = stats.frechet_ci(f.double().numpy(), r.double().numpy(), seed=seed)
+        # the point of the interval's estimand (the population distance, bias-corrected); the plug-in stays as
+        # fid_plugin (torch-fidelity's number)
+        out["fid"], out["ci"] = fd["value"], {"fid": stats.ci_entry(fd)}
         rest = {k: out[k] for k in ("kid", "precision", "recall") if k in out}
         if rest:
             def stat(a, b):
@@ -549,11 +553,11 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
     bar(n)
     _add_class_accuracy(out, scorer, feats, ncls, len(fake))
     if len(seeds) > 1:
-        fids = [out["fid"]]
+        fids = [out["fid_plugin"]]  # plug-in for every seed: the other seeds are scored without an interval
         for sd in seeds[1:]:
             more, _ = generate_all(model, stats, encoder, n, ncls, sampler, seed=sd,
                                    batch_size=cfg.sample_batch_size, device=device, progress=bar)
-            fids.append(scorer.score(scorer.features(more), kid=False, prc=False, ci=False)["fid"])
+            fids.append(scorer.score(scorer.features(more), kid=False, prc=False, ci=False)["fid_plugin"])
         from ..metrics.stats import seed_spread
 
         out["seed_spread"] = {"fid": seed_spread(fids, seeds)}
@@ -712,8 +716,8 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
         else:
             fid = scorer.score(feats, kid=False, prc=False, seed=cfg.seed)
             ci = fid["ci"]["fid"]
-            m = {"fid": fid["fid"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "n": ci["n"],
-                 "method_ci": ci["method"], "level": ci["level"]}
+            m = {"fid": fid["fid"], "fid_plugin": fid["fid_plugin"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
+                 "n": ci["n"], "method_ci": ci["method"], "level": ci["level"]}
         bar(n)
         eff = sampling_efficiency(model, sampler, cfg.batch_size, timing["sample_s_per_image"], device,
                                   per_forward)
