@@ -125,13 +125,16 @@ def test_fd_level_is_the_measured_one_outside_93_to_97_percent(monkeypatch):
     from svgbench.report import _interval_how
 
     g = np.random.default_rng(8)
-    a, b = g.normal(size=(50, 4)), g.normal(size=(50, 4)) + 0.5
-    monkeypatch.setattr(stats, "FD_COVERAGE", {(4, 50, 50, False): (0.81, 200, 50, "test regime")})
+    a, b = g.normal(size=(50, 4)), g.normal(size=(50, 4)) + 0.5  # distance about 1
+    runs = ((1.0, 1.0, 0.81, 200, 50), (50.0, 50.0, 0.955, 200, 50))
+    monkeypatch.setattr(stats, "FD_COVERAGE", {(4, 50, 50, False): runs})
     r = stats.frechet_ci(a, b, n_resamples=30)
     assert r["level"] == 0.81 and r["nominal_level"] == 0.95 and r["level_measured"] == 0.81
-    assert "200 trials, D=4 n=50 vs 50" in r["level_measured_by"]
+    assert "200 trials, D=4 n=50 vs 50" in r["level_measured_by"] and "distance 1," in r["level_measured_by"]
     assert _interval_how(r["level"], r["method"]).startswith("81% interval")
-    monkeypatch.setattr(stats, "FD_COVERAGE", {(4, 52, 51, False): (0.955, 200, 50, "test regime")})
+    far = stats.frechet_ci(a, b + 6, n_resamples=30)  # distance about 150: the measurement at 50 is nearest
+    assert far["level"] == 0.95 and far["level_measured"] == 0.955
+    monkeypatch.setattr(stats, "FD_COVERAGE", {(4, 52, 51, False): runs[1:]})
     assert stats.frechet_ci(a, b, n_resamples=30)["level"] == 0.95  # within 5% of a measured n, inside 93-97%
     assert stats.frechet_ci(a, b, n_resamples=30, paired=True)["level_measured"] is None  # never measured
     assert "not measured" in stats.frechet_ci(a[:30], b, n_resamples=30)["level_measured_by"]
