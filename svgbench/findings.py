@@ -515,11 +515,11 @@ def summary_markdown(df: pd.DataFrame, score: pd.DataFrame | None = None) -> str
     return "\n".join(lines)
 
 
-def write_summary(results_dir: str | Path, records: list[dict]) -> Path:
-    """results_dir/summary.md from `records` (quoted by the README's `summary` block). -> its path."""
+def write_summary(results_dir: str | Path, records: list[dict], score: pd.DataFrame | None) -> Path:
+    """results_dir/summary.md from `records` and their scorecard (`report.scorecard_table`, passed in by the
+    report, which sits beside this module) (quoted by the README's `summary` block). -> its path."""
     from .checkpoints import atomic_write_bytes
-    from .report import scorecard_table
 
     path = Path(results_dir) / "summary.md"
-    atomic_write_bytes(path, (summary_markdown(findings_table(records), scorecard_table(records)) + "\n").encode())
+    atomic_write_bytes(path, (summary_markdown(findings_table(records), score) + "\n").encode())
     return path

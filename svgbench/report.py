@@ -733,7 +733,7 @@ def write_reports(results_dir: str | Path = "results", records: list[dict] | Non
             from .findings import write_findings, write_summary
 
             out["findings"] = write_findings(results_dir, records)
-            out["summary"] = write_summary(results_dir, records)
+            out["summary"] = write_summary(results_dir, records, scorecard_table(records))
         if plots:
             from .plots import write_plots
 

@@ -90,7 +90,7 @@ def versions() -> dict:
 def code_version() -> dict:
     """svgbench's version and, when svgbench runs from a git checkout, its commit (read from .git, no git
     process) and whether tracked files differ from it (one `git status`; None when git cannot say)."""
-    from . import __version__
+    from ._version import __version__
 
     root = Path(__file__).resolve().parent.parent
     commit = _git_head(root / ".git")
@@ -390,8 +390,7 @@ def _not_applicable(cfg, task, tcfg, encoder, device, key, kwargs, weights_hash,
 def _compute(cfg, task, tcfg, encoder, dataset, device, key, kwargs, weights_hash, log) -> Record:
     from tqdm.auto import tqdm
 
-    from .diffusion.flops import ForwardClock
-    from .diffusion.models import DiffusionTransformer
+    from .diffusion.flops import ForwardClock, diffusion_model_types
     from .validate import finite_or_na
 
     torch.manual_seed(cfg.seed)
@@ -400,7 +399,7 @@ def _compute(cfg, task, tcfg, encoder, dataset, device, key, kwargs, weights_has
                disable=not dist.is_main())
     t0 = time.perf_counter()
     try:
-        with ForwardClock((DiffusionTransformer,)) as clock:  # the cell's cost model (results/efficiency.md)
+        with ForwardClock(diffusion_model_types) as clock:  # the cell's cost model (results/efficiency.md)
             metrics = task.run()(encoder, dataset, tcfg, device=device, progress=bar.update)
     finally:
         bar.close()

@@ -446,10 +446,10 @@ def test_embedded_preset_samples_shipped_models_in_bf16_where_the_cpu_has_it():
     from svgbench.diffusion.samplers import ODESampler
     from svgbench.diffusion.store import load_shipped
     from svgbench.encoders.registry import create_encoder
-    from svgbench.presets import RUN_PRESETS, native_bf16
+    from svgbench.presets import RUN_PRESETS, preset_bf16
 
     tasks = RUN_PRESETS["tiny"]["tasks"]
-    assert tasks["generation"]["bf16"] is tasks["sampling"]["bf16"] is native_bf16()
+    assert tasks["generation"]["bf16"] is tasks["sampling"]["bf16"] is preset_bf16()
     enc = create_encoder("tiny-vae").eval()
     model, stats, _, _ = load_shipped(enc, "shapes", 10, "cpu")
 

@@ -102,7 +102,9 @@ class ForwardClock:
     `summary()` -> {"model_s", "model_flops", "forwards", "by_dtype": {dtype: {"s", "flops", "forwards"}}}.
     """
 
-    def __init__(self, types: tuple[type, ...]):
+    def __init__(self, types: tuple[type, ...] | Callable[[], tuple[type, ...]]):
+        # a callable resolves the types at each forward: the clock need not import the model's module (and its
+        # dependencies) for a cell that never builds one
         self.types = types
         self.by_dtype: dict[str, dict] = {}
         self._flops_per_image: dict[tuple, float] = {}
@@ -123,7 +125,10 @@ class ForwardClock:
         self._handles = []
 
     def _clocked(self, module) -> bool:
-        return not self._counting and isinstance(module, self.types)
+        if self._counting:
+            return False
+        types = self.types() if callable(self.types) else self.types
+        return bool(types) and isinstance(module, types)
 
     def _pre(self, module, args):
         if self._clocked(module):
@@ -195,6 +200,15 @@ def _sync(args) -> None:
 
 
 GEMM_SIZE = 1024  # a square GEMM large enough to run at the BLAS kernel's steady rate on a CPU core
+
+
+def diffusion_model_types() -> tuple[type, ...]:
+    """svgbench's diffusion transformer class once its module is imported (a cell that builds a diffusion
+    model imports it), else () without importing it."""
+    import sys
+
+    models = sys.modules.get("svgbench.diffusion.models")
+    return (models.DiffusionTransformer,) if models is not None else ()
 
 
 def gemm_rate(dtype: str = "fp32", device: str = "cpu", size: int = GEMM_SIZE, repeats: int = 5) -> float:
