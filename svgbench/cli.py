@@ -206,7 +206,9 @@ def _cmd_run(args) -> int:
     if args.data:
         data_kw["name"] = args.data
     elif args.data_root and data_kw["name"] == "shapes":
-        data_kw["name"] = "imagefolder"
+        from .data.formats import kind_of_root
+
+        data_kw["name"] = kind_of_root(args.data_root)
     for key, value in (("root", args.data_root), ("split", args.split), ("resolution", args.resolution),
                        ("size", args.num_images), ("seed", args.seed)):
         if value is not None:
@@ -406,8 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--encoders", type=_csv, help="comma-separated encoder names (default: the embedded tiny ones)")
     r.add_argument("--tasks", type=_csv, help="comma-separated task names (default: all)")
     r.add_argument("--preset", default="tiny", help="tiny (embedded default) or imagenet256 (real checkpoints)")
-    r.add_argument("--data", choices=["shapes", "imagefolder", "segfolder"], help="default: the preset's")
-    r.add_argument("--data-root", help="dataset folder (ImageNet layout for imagefolder, ADE20K for segfolder)")
+    r.add_argument("--data", choices=["shapes", "imagefolder", "segfolder", "parquet", "webdataset", "zipfolder"],
+                   help="default: the preset's (with --data-root alone: told by the root, .zip, .tar shards, "
+                        ".parquet shards, else imagefolder)")
+    r.add_argument("--data-root", help="dataset folder (ImageNet layout for imagefolder, ADE20K for segfolder), "
+                                       "hub parquet folder, webdataset tar folder, or the .zip of an image folder")
     r.add_argument("--split", help="evaluation split (default: the preset's, val)")
     r.add_argument("--resolution", type=int, help="default: the preset's (64 tiny, 256 imagenet256)")
     r.add_argument("--num-images", type=int, help="evaluation images (default: the preset's)")
@@ -449,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild tables from the records under results/")
     rep.add_argument("--results", default="results")
     rep.add_argument("--readme", metavar="PATH",
-                     help="also rewrite the svgbench blocks of this README (scorecard, findings) from the new files")
+                     help="also rewrite the svgbench blocks of this README (scorecard, summary, findings) from the new files")
     return p
 
 

@@ -1,4 +1,5 @@
-"""Datasets: the embedded procedural `shapes`, image folders (ImageNet layout), segmentation folders (ADE20K).
+"""Datasets: the embedded procedural `shapes`, image folders (ImageNet layout), segmentation folders (ADE20K),
+and ImageNet-layout images packed as hub parquet shards, webdataset tars or a zip (`formats`).
 
 Every dataset yields dicts with "image" (float 3 x H x W in [-1, 1]) and, where it has them,
 "label" (int64) and "mask" (int64 H x W, 255 = ignore).
@@ -14,12 +15,18 @@ from dataclasses import dataclass
 from ..errors import DataError, UserError  # noqa: F401  (DataError: part of this package's API)
 
 
+# parquet, webdataset, zipfolder: the packed formats of svgbench.data.formats (classification, like imagefolder)
+DATA_KINDS = ("shapes", "imagefolder", "segfolder", "parquet", "webdataset", "zipfolder")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which images a task sees.
 
-    name: "shapes" (embedded, generated), "imagefolder" (root/<class>/<img>), "segfolder" (ADE20K layout).
-    split: shapes: any name (train/val/test/...); folders: the sub-folder (train/val, training/validation).
+    name: "shapes" (embedded, generated), "imagefolder" (root/<class>/<img>), "segfolder" (ADE20K layout),
+        "parquet" (hub shards), "webdataset" (tar shards), "zipfolder" (a zipped imagefolder).
+    split: shapes: any name (train/val/test/...); folders: the sub-folder (train/val, training/validation);
+        packed formats: the shard or folder prefix (val also finds the hub's "validation").
     size: shapes: images generated; folders: at most this many (spread over classes).
     """
 
@@ -33,11 +40,11 @@ class DataConfig:
     convert_mode: bool = False
 
     def __post_init__(self):
-        if self.name not in ("shapes", "imagefolder", "segfolder"):
-            raise DataError(f"--data {self.name!r} is not a dataset kind; use shapes, imagefolder or segfolder",
+        if self.name not in DATA_KINDS:
+            raise DataError(f"--data {self.name!r} is not a dataset kind; use {', '.join(DATA_KINDS)}",
                             input="--data")
         if self.name != "shapes" and not self.root:
-            raise DataError(f"--data {self.name} needs a folder: pass --data-root", input="--data-root")
+            raise DataError(f"--data {self.name} needs its files: pass --data-root", input="--data-root")
 
     def key(self) -> str:
         """Short stable id of these images, for record and cache names."""
@@ -63,6 +70,11 @@ def build_dataset(cfg: DataConfig):
 
         ds = ShapesDataset(ShapesConfig(resolution=cfg.resolution, split=cfg.split, size=cfg.size or 2000,
                                         seed=cfg.seed, max_objects=cfg.max_objects))
+    elif cfg.name in ("parquet", "webdataset", "zipfolder"):
+        from .formats import READERS
+
+        ds = READERS[cfg.name](cfg.root, cfg.resolution, split=cfg.split, limit=cfg.size,
+                               convert_mode=cfg.convert_mode)
     else:
         from .folders import ImageFolderDataset, SegFolderDataset
 

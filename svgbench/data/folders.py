@@ -12,6 +12,7 @@ in seconds before any work (modes, sizes, images small enough to be upscaled).
 
 from __future__ import annotations
 
+import io
 import operator
 import os
 from collections import Counter
@@ -160,27 +161,30 @@ def decode_jpeg_rgb(path: str, device: str = "cuda") -> Image.Image | None:
     return Image.fromarray(img.permute(1, 2, 0).cpu().numpy(), "RGB")
 
 
-def _open_loaded(path: str) -> Image.Image:
+def _open_loaded(path: str, read: Callable[[str], bytes] | None = None,
+                 fix: str = _UNREADABLE_FIX) -> Image.Image:
     """Open and fully decode `path` (one read of the file); the returned image no longer needs it.
 
-    With SVGBENCH_GPU_DECODE=1 and CUDA, JPEG files are decoded on the GPU (`decode_jpeg_rgb`).
-    Any failure (unknown format, bad checksum, truncation, decompression bomb) becomes one DataError
-    line naming the file, raised without PIL's chained traceback.
+    `read`: for images inside archives and parquet shards, returns the encoded bytes `path` names
+    (then `path` is only the name errors give). With SVGBENCH_GPU_DECODE=1 and CUDA, JPEG files are
+    decoded on the GPU (`decode_jpeg_rgb`). Any failure (unknown format, bad checksum, truncation,
+    decompression bomb) becomes one DataError line naming the file, raised without PIL's chained traceback.
     """
     _refuse_truncation_tolerance()
-    if path.lower().endswith((".jpg", ".jpeg")) and gpu_decode_enabled():
+    if read is None and path.lower().endswith((".jpg", ".jpeg")) and gpu_decode_enabled():
         im = decode_jpeg_rgb(path)
         if im is not None:
             return im
+    source = io.BytesIO(read(path)) if read is not None else path
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             im.load()  # a full decode checks the data (zlib checksums, truncation) as it goes
             # copy() detaches the pixels from the file object that the `with` closes.
             return im.copy()
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
         reason = (str(e).strip().splitlines() or [""])[0]
-        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {reason}); {_UNREADABLE_FIX}",
-                        input=path, fix=_UNREADABLE_FIX) from None
+        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {reason}); {fix}",
+                        input=path, fix=fix) from None
 
 
 CONVERT_FIX = "pass --convert-mode (convert_mode=True) to convert non-RGB images to RGB"
@@ -214,8 +218,9 @@ def _as_rgb(im: Image.Image, path: str, convert_mode: bool) -> Image.Image:
                         f"save it as 8-bit RGB", input=path) from None
 
 
-def _load_rgb(path: str, convert_mode: bool) -> Image.Image:
-    return _as_rgb(_open_loaded(path), path, convert_mode)
+def _load_rgb(path: str, convert_mode: bool, read: Callable[[str], bytes] | None = None,
+              fix: str = _UNREADABLE_FIX) -> Image.Image:
+    return _as_rgb(_open_loaded(path, read, fix), path, convert_mode)
 
 
 def _is_image_file(name: str) -> bool:
@@ -265,20 +270,22 @@ class ImageScan:
 
 
 def scan_images(paths: Sequence[str], resolution: int, convert_mode: bool = False, decode: bool = False,
-                num_workers: int = 0) -> ImageScan:
+                num_workers: int = 0, read: Callable[[str], bytes] | None = None,
+                fix: str = _UNREADABLE_FIX) -> ImageScan:
     """Look at every file of `paths` once: PIL's lazy open reads the header only (mode, size), so
     a folder of 50k images takes seconds; `decode=True` also decodes each image fully (finds
-    truncated files, costs a full read). Never raises for a bad file: it is listed in the result."""
+    truncated files, costs a full read). Never raises for a bad file: it is listed in the result.
+    `read`: as for `_open_loaded`, the bytes of images that are not files (archives, parquet)."""
     resolution = _check_resolution(resolution)
     _refuse_truncation_tolerance()
 
     def one(path: str):
         try:
             if decode:
-                im = _open_loaded(path)
+                im = _open_loaded(path, read, fix)
                 mode, size = im.mode, im.size
             else:
-                with Image.open(path) as im:
+                with Image.open(io.BytesIO(read(path)) if read is not None else path) as im:
                     mode, size = im.mode, im.size
         except DataError as e:
             return path, None, None, str(e)
