@@ -138,6 +138,117 @@ def _diffusion_overrides(items) -> dict:
     return out
 
 
+def _run_actions() -> dict[str, argparse.Action]:
+    """Config-file key (the option's flag without its dashes) -> that `svgbench run` option."""
+    r = argparse.ArgumentParser(add_help=False)
+    _add_run_options(r)
+    return {a.option_strings[0][2:]: a for a in r._actions if a.dest != "config"}
+
+
+def config_keys() -> list[str]:
+    """Every key a --config file may hold: the run options, and `plugin` (the global --plugin)."""
+    return sorted(_run_actions()) + ["plugin"]
+
+
+def load_run_config(path: str | os.PathLike) -> dict:
+    """A --config YAML file as {argparse destination: value}, each key and value checked against its run option
+    (a UserError naming the file, the key and the fix for an unknown key or a value of another type). Keys are
+    spelled as the flags (data-root; data_root is accepted too); list options take a YAML list or one string,
+    `set` also a mapping {TASK: {FIELD: VALUE}} and `weights` a mapping {ENCODER: PATH}."""
+    import yaml
+
+    from .errors import UserError
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"--config {path}: no such file; check the path", input=str(path))
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise UserError(f"{p}: not valid YAML ({getattr(e, 'problem', None) or type(e).__name__}{where}); fix the file",
+                        input=str(p)) from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise UserError(f"{p}: holds a YAML {type(doc).__name__}, not a mapping of run options "
+                        f"(e.g. data-root: /data/imagenet)", input=str(p))
+    actions = _run_actions()
+    out: dict = {}
+    for key, value in doc.items():
+        name = str(key).replace("_", "-")
+        if name == "plugin":
+            out["plugin"] = _config_value(p, name, argparse.Action(["--plugin"], "plugin", nargs="*"), value)
+            continue
+        if name not in actions:
+            raise UserError(f"{p}: unknown key {key!r}; valid keys: {', '.join(config_keys())}", input=str(p),
+                            fix="use one of the valid keys")
+        out[actions[name].dest] = _config_value(p, name, actions[name], value)
+    return out
+
+
+def _config_value(path: Path, name: str, action: argparse.Action, value):
+    import json
+
+    from .errors import UserError
+
+    def bad(expected: str):
+        raise UserError(f"{path}: {name}: {value!r} is not {expected}; fix the value in the file",
+                        input=f"{path}: {name}")
+
+    if isinstance(action, argparse._StoreTrueAction):
+        return value if isinstance(value, bool) else bad("true or false")
+    if isinstance(action, argparse._AppendAction) or action.nargs == "*":
+        if name == "set" and isinstance(value, dict):
+            if not all(isinstance(f, dict) for f in value.values()):
+                bad("a mapping TASK: {FIELD: VALUE}")
+            # JSON text, as a --set value is read: a YAML list becomes the tuple the flag would give
+            return [f"{task}.{field}={json.dumps(v)}" for task, fields in value.items() for field, v in fields.items()]
+        if name == "weights" and isinstance(value, dict):
+            return [f"{enc}={spec}" for enc, spec in value.items()]
+        if isinstance(value, str):
+            return [value]
+        return list(value) if isinstance(value, list) and all(isinstance(v, str) for v in value) else bad(
+            "a string or a list of strings")
+    if action.type is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else bad("an integer")
+    if action.type is _csv:
+        if isinstance(value, str):
+            return _csv(value)
+        return tuple(value) if isinstance(value, list) and all(isinstance(v, str) for v in value) else bad(
+            "a list of names (or one comma-separated string)")
+    if not isinstance(value, str):
+        bad("a string")
+    if action.choices and value not in action.choices:
+        bad(f"one of {', '.join(action.choices)}")
+    return value
+
+
+def resolved_run_options(args) -> dict:
+    """The options a run used, file and flags merged, as a --config file holds them (None and empty left out)."""
+    out = {"plugin": list(args.plugin)} if getattr(args, "plugin", None) else {}
+    for name, action in _run_actions().items():
+        value = getattr(args, action.dest, None)
+        if value is not None and value != [] and value is not False:
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+RUN_CONFIG_FILE = "run-config.yaml"
+
+
+def _write_run_config(results: str, options: dict) -> Path:
+    import yaml
+
+    path = Path(results) / RUN_CONFIG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# the options of the latest `svgbench run` into this folder (file and flags merged);\n"
+                    "# `svgbench run --config " + RUN_CONFIG_FILE + "` runs it again\n"
+                    + yaml.safe_dump(options, sort_keys=False))
+    return path
+
+
 def cmd_run(args) -> int:
     """Ctrl-C ends the run with status 130 after saying which cell was in flight (no traceback)."""
     _guard_interrupts()
@@ -250,10 +361,11 @@ def _cmd_run(args) -> int:
             raise SystemExit(f"svgbench run: {e}")
     if args.workers is not None:
         os.environ["SVGBENCH_WORKERS"] = str(args.workers)  # DataLoader workers of the feature cache
+    options = resolved_run_options(args)
     cfg = RunConfig(encoders=args.encoders or EMBEDDED_ENCODERS, tasks=args.tasks or tuple(list_tasks()), data=data,
                     device=args.device, results_dir=args.results, batch_size=args.batch_size,
                     skip_existing=not args.force, encoder_kwargs=encoder_kwargs, task_overrides=overrides,
-                    seed=args.seed or 0, shard=shard, keep_stale=args.keep_stale)
+                    seed=args.seed or 0, shard=shard, keep_stale=args.keep_stale, run_options=options)
     problems = preflight(data=data, encoders=cfg.encoders, weights={k: v["weights"] for k, v in encoder_kwargs.items()},
                          results_dir=args.results, cache_dir=default_cache_dir(), tasks=cfg.tasks,
                          task_settings=overrides)
@@ -263,6 +375,8 @@ def _cmd_run(args) -> int:
         return EXIT_USER_ERROR
     distributed = dist.init()
     try:
+        if dist.is_main():
+            _write_run_config(args.results, options)
         try:
             summary = run_matrix(cfg)
         except (KeyError, ValueError) as e:
@@ -395,16 +509,11 @@ def _g(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and v != v) else f"{v:.4g}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="svgbench", description=__doc__)
-    p.add_argument("--debug", action="store_true", help="show the traceback of input errors too (or SVGBENCH_DEBUG=1)")
-    p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
-                   help="import a file/module that registers encoders or tasks (repeatable)")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    sub.add_parser("list", help="list registered encoders and tasks")
-
-    r = sub.add_parser("run", help="run the encoder x task matrix and write tables under results/")
+def _add_run_options(r: argparse.ArgumentParser) -> None:
+    """The options of `svgbench run`; each is also a key of a --config file (as spelled here, without the dashes)."""
+    r.add_argument("--config", metavar="FILE.yaml",
+                   help="read options from a YAML file (keys: these options' names, e.g. data-root: /data/imagenet; "
+                        "set: {probe: {epochs: 10}}); flags on the command line and --set override it")
     r.add_argument("--encoders", type=_csv, help="comma-separated encoder names (default: the embedded tiny ones)")
     r.add_argument("--tasks", type=_csv, help="comma-separated task names (default: all)")
     r.add_argument("--preset", default="tiny", help="tiny (embedded default) or imagenet256 (real checkpoints)")
@@ -439,6 +548,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one field of a task's config, e.g. sampling.heun_max_steps=50 or "
                         "sampling.steps=[1,2,4] (JSON values; repeatable)")
 
+
+def build_parser(run_defaults: dict | None = None) -> argparse.ArgumentParser:
+    """The command line; `run_defaults` (a --config file's options) become the defaults of `run`'s options, so
+    flags given on the command line override them and --set items add to the file's."""
+    p = argparse.ArgumentParser(prog="svgbench", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show the traceback of input errors too (or SVGBENCH_DEBUG=1)")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+                   help="import a file/module that registers encoders or tasks (repeatable)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="list registered encoders and tasks")
+
+    r = sub.add_parser("run", help="run the encoder x task matrix and write tables under results/")
+    _add_run_options(r)
+    if run_defaults:
+        run_defaults = dict(run_defaults)
+        p.set_defaults(plugin=run_defaults.pop("plugin", []))
+        r.set_defaults(**run_defaults)
+
     t = sub.add_parser("train", help="train with one of svgbench's recipes: dino (ssl), vae, svg, diffusion, judge "
                                      "(svgbench train: the list; svgbench train RECIPE --help: its options)",
                        add_help=False)
@@ -467,6 +595,8 @@ def main(argv=None) -> int:
     from .errors import EXIT_USER_ERROR, UserError, debug_enabled, format_user_error
 
     try:
+        if args.command == "run" and args.config:
+            args = build_parser(load_run_config(args.config)).parse_args(argv)
         for plugin in args.plugin:
             load_plugin(plugin)
         commands = {"list": cmd_list, "run": cmd_run, "train": cmd_train, "report": cmd_report, "compare": cmd_compare}

@@ -69,6 +69,8 @@ class Record:
     # why this record is stale (another task version than the running code's), set by whoever reads it against
     # the registered tasks (`mark_stale`, the runner's --keep-stale); never written to disk
     stale: str | None = None
+    # the options of the `svgbench run` that computed it (--config file and flags merged; empty from the API)
+    run_options: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

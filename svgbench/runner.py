@@ -60,6 +60,7 @@ class RunConfig:
     shard: tuple[int, int] | None = None  # (I, N): only cells I, I+N, ... of the matrix (`--shard I/N`)
     claims: bool = True  # claim each cell, so processes sharing results_dir compute it once
     keep_stale: bool = False  # reuse a record of another task version (labelled stale) instead of recomputing it
+    run_options: dict = field(default_factory=dict)  # the CLI's resolved options (--config and flags), for provenance
 
 
 def resolve_device(device: str) -> str:
@@ -384,7 +385,7 @@ def _not_applicable(cfg, task, tcfg, encoder, device, key, kwargs, weights_hash,
         key=key, task=task.name, encoder=encoder.spec.name, encoder_kwargs=kwargs, spec=_spec_dict(encoder, cfg),
         weights_hash=weights_hash, data=cfg.data.as_dict() | {"key": cfg.data.key()}, config=dataclasses.asdict(tcfg),
         seed=cfg.seed, metrics={"unavailable": {k: why for k in keys}}, device=device, device_name=device_name(device),
-        wall_s=0.0, versions=versions(), not_applicable=why)
+        wall_s=0.0, versions=versions(), not_applicable=why, run_options=cfg.run_options)
 
 
 def _compute(cfg, task, tcfg, encoder, dataset, device, key, kwargs, weights_hash, log) -> Record:
@@ -407,7 +408,8 @@ def _compute(cfg, task, tcfg, encoder, dataset, device, key, kwargs, weights_has
         key=key, task=task.name, encoder=encoder.spec.name, encoder_kwargs=kwargs, spec=_spec_dict(encoder, cfg),
         weights_hash=weights_hash, data=cfg.data.as_dict() | {"key": cfg.data.key()}, config=dataclasses.asdict(tcfg),
         seed=cfg.seed, metrics=finite_or_na(metrics), device=device, device_name=device_name(device),
-        wall_s=round(time.perf_counter() - t0, 3), versions=versions(), cost=clock.cost(device))
+        wall_s=round(time.perf_counter() - t0, 3), versions=versions(), cost=clock.cost(device),
+        run_options=cfg.run_options)
 
 
 def _file_hash(path) -> str | None:
