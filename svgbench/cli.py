@@ -375,14 +375,13 @@ def _cmd_run(args) -> int:
         return EXIT_USER_ERROR
     distributed = dist.init()
     try:
-        if dist.is_main():
-            _write_run_config(args.results, options)
         try:
             summary = run_matrix(cfg)
         except (KeyError, ValueError) as e:
             raise SystemExit(f"svgbench run: {e}")
         if not dist.is_main():
             return 0
+        _write_run_config(args.results, options)  # after the matrix: a run refused inside it leaves nothing
         write_reports(args.results)
     finally:
         if distributed:

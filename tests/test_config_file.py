@@ -33,6 +33,7 @@ def _keys(results: Path) -> list[str]:
 
 def test_config_file_and_flags_give_the_same_cells(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SVGBENCH_CACHE", str(tmp_path / "cache"))
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml.safe_dump(CONFIG))
     assert main(["run", *FLAGS, "--results", "by_flags"]) == 0
@@ -105,8 +106,13 @@ def test_example_configs_load_and_validate(path):
     data |= {"name": args.data} if args.data else {}
     data |= {"split": args.split} if args.split else {}
     assert DataConfig(**data).resolution == 256
-    for item in args.set:
-        parse_task_setting(item)  # unknown task or field: SystemExit
+    settings = {(t, f): v for t, f, v in map(parse_task_setting, args.set)}  # unknown task or field: SystemExit
+    if ("generation", "protocol") in settings:  # a published protocol, with the process its checkpoint declares
+        from svgbench.diffusion.protocols import PROTOCOLS
+
+        protocol = PROTOCOLS[settings["generation", "protocol"]]
+        (spec,) = args.diffusion
+        assert f"kind={protocol.kind}" in spec or (protocol.kind != "dit" and "kind=dit" not in spec), spec
     for name in args.encoders:
         encoder_spec(name)
     assert set(args.tasks or ()) <= set(list_tasks())

@@ -99,9 +99,11 @@ def test_items_equal_the_folder_items(packed, kind):
     assert ds.validate(num_workers=2) == 32
 
 
-def test_same_records_in_every_format(packed, tmp_path):
+def test_same_records_in_every_format(packed, tmp_path, monkeypatch):
     """One encoder and task over the same 64 images: identical metrics whichever way they are stored."""
     from svgbench.runner import RunConfig, run_matrix
+
+    monkeypatch.setenv("SVGBENCH_CACHE", str(tmp_path / "cache"))  # every format encodes its own images
 
     metrics = {}
     for kind, root in packed.items():
@@ -119,6 +121,7 @@ def test_same_records_in_every_format(packed, tmp_path):
     assert len(set(metrics.values())) == 1, metrics
     top1 = json.loads(metrics["parquet"])["knn_top1_k3"]
     assert 25.0 < top1 <= 100.0  # 4 separable classes: well above chance, so the labels were read
+    assert json.loads(metrics["parquet"])["features_cached"] is False
 
 
 def _one_line_error(cfg: DataConfig) -> str:
