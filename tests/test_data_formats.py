@@ -91,6 +91,10 @@ def test_items_equal_the_folder_items(packed, kind):
     for i in (0, 7, 8, 31, 5):
         a, b = pickle.loads(pickle.dumps(ds))[i], ref[i]
         assert torch.equal(a["image"], b["image"]) and int(a["label"]) == int(b["label"])
+    # DataLoader workers (forked here) read the same batches as the folder's
+    loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2)
+    for a, b in zip(loader, torch.utils.data.DataLoader(ref, batch_size=8)):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
     lim = build_dataset(DataConfig(kind, str(packed[kind]), split="train", resolution=32, size=5))
     ref_lim = build_dataset(DataConfig("imagefolder", str(packed["imagefolder"]), split="train", resolution=32, size=5))
     assert lim.targets == ref_lim.targets and torch.equal(lim[4]["image"], ref_lim[4]["image"])
@@ -165,6 +169,11 @@ def test_bad_files_named_in_one_line(packed, tmp_path):
     pq.write_table(pa.table({"pixels": [b"x"]}), foreign / "val-0.parquet")
     msg = _one_line_error(DataConfig("parquet", str(foreign), resolution=32))
     assert "val-0.parquet" in msg and "`image`" in msg and "\n" not in msg
+    unl = tmp_path / "unlabelled"
+    unl.mkdir()
+    pq.write_table(pa.table({"image": [{"bytes": good, "path": "a.jpg"}], "label": [-1]}), unl / "test-0.parquet")
+    msg = _one_line_error(DataConfig("parquet", str(unl), split="test", resolution=32))
+    assert "test-0.parquet:row0" in msg and "unlabelled" in msg and "\n" not in msg
     msg = _one_line_error(DataConfig("parquet", str(packed["parquet"]), split="test", resolution=32))
     assert "splits found: train, validation" in msg and "--split" in msg
     msg = _one_line_error(DataConfig("zipfolder", str(packed["zipfolder"]), split="test", resolution=32))

@@ -7,7 +7,8 @@ and distributed sharding use it unchanged, and one image set gives the same reco
 Nothing is loaded whole: construction reads only an index (parquet footers and the label column, tar
 headers and the tiny .cls members, the zip's central directory); an item reads one encoded image (a
 parquet reader keeps one row group of its shard in memory per process). Open files are per process and
-dropped on pickling, so forked or spawned DataLoader workers open their own.
+dropped on pickling, so forked or spawned DataLoader workers open their own. Images are decoded by PIL
+(SVGBENCH_GPU_DECODE applies to JPEG files on disk only), exactly as a folder's are by default.
 
 - parquet: the Hugging Face hub layout of ImageNet-1k, `ROOT/data/<split>-00000-of-00294.parquet` with
   columns `image` (struct {bytes, path}) and `label` (int); class names from the `huggingface` schema
