@@ -44,8 +44,15 @@ _ARCHIVE_FIX = "replace that image in the archive (or drop its sample) and rebui
 
 
 class _PackedImages(Dataset):
-    """Shared item contract; subclasses set `source` (what errors name), `classes`, `_refs` (one locator per
-    sample, each a name string for errors) with `_labels`, and implement `_read(name) -> bytes`."""
+    """Shared item contract and arguments (as ImageFolderDataset's); a subclass implements `_index()` -> (refs: one
+    locator per sample, its first element (or itself) the name errors give; labels; class names or None) and
+    `_read(ref) -> bytes`."""
+
+    def __init__(self, root, resolution: int, split: str | None = "val", limit: int | None = None,
+                 convert_mode: bool = False):
+        self.resolution, self.convert_mode, self.split = _check_resolution(resolution), bool(convert_mode), split
+        self.source = Path(root)
+        self._finish(*self._index(), limit)
 
     def _finish(self, refs: list, labels: list[int], classes: list[str] | None, limit: int | None) -> None:
         if not refs:
@@ -100,9 +107,9 @@ class _PackedImages(Dataset):
                             fix=_ARCHIVE_FIX) from None
 
     def _by_name(self) -> dict:
-        if getattr(self, "_index", None) is None:
-            self._index = {self._name(r): r for r in self._refs}
-        return self._index
+        if getattr(self, "_name_index", None) is None:
+            self._name_index = {self._name(r): r for r in self._refs}
+        return self._name_index
 
     def scan(self, decode: bool = False, num_workers: int = 0) -> ImageScan:
         """`scan_images` over this dataset's images (headers only unless decode=True)."""
@@ -150,16 +157,13 @@ def _find_shards(root: Path, split: str | None, suffix: str, what: str) -> list[
 class ParquetImageDataset(_PackedImages):
     """ImageNet-1k as the hub ships it: parquet shards with `image` {bytes, path} and `label` columns."""
 
-    def __init__(self, root, resolution: int, split: str | None = "val", limit: int | None = None,
-                 convert_mode: bool = False):
+    def _index(self) -> tuple[list, list[int], list[str] | None]:
         try:
             import pyarrow.parquet as pq
         except ImportError:
             raise DataError("--data parquet needs pyarrow, which is not installed; pip install pyarrow",
                             input="--data parquet", fix="pip install pyarrow") from None
-        self.resolution, self.convert_mode, self.split = _check_resolution(resolution), bool(convert_mode), split
-        self.source = Path(root)
-        self.files = _find_shards(self.source, split, ".parquet", "parquet")
+        self.files = _find_shards(self.source, self.split, ".parquet", "parquet")
         refs, labels, classes = [], [], None
         for fi, f in enumerate(self.files):
             try:
@@ -184,7 +188,7 @@ class ParquetImageDataset(_PackedImages):
                 refs.extend((f"{f}:row{row + r}", fi, g, r) for r in range(n))
                 row += n
             labels.extend(int(v) for v in col)
-        self._finish(refs, labels, classes, limit)
+        return refs, labels, classes
 
     def _read(self, ref) -> bytes:
         import pyarrow.parquet as pq
@@ -218,11 +222,8 @@ def _hub_class_names(metadata) -> list[str] | None:
 class WebDatasetImages(_PackedImages):
     """webdataset shards: samples `{key}.<image ext>` + `{key}.cls`, indexed by one pass over the tar headers."""
 
-    def __init__(self, root, resolution: int, split: str | None = "val", limit: int | None = None,
-                 convert_mode: bool = False):
-        self.resolution, self.convert_mode, self.split = _check_resolution(resolution), bool(convert_mode), split
-        self.source = Path(root)
-        self.shards = _find_shards(self.source, split, ".tar", "webdataset")
+    def _index(self) -> tuple[list, list[int], list[str] | None]:
+        self.shards = _find_shards(self.source, self.split, ".tar", "webdataset")
         refs, labels = [], []
         for si, shard in enumerate(self.shards):
             images, cls = {}, {}
@@ -255,7 +256,7 @@ class WebDatasetImages(_PackedImages):
                 labels.append(cls[key])
         names_file = (self.source if self.source.is_dir() else self.source.parent) / "classes.txt"
         classes = names_file.read_text().split("\n") if names_file.is_file() else None
-        self._finish(refs, labels, [c for c in classes if c.strip()] if classes else None, limit)
+        return refs, labels, [c for c in classes if c.strip()] if classes else None
 
     def _read(self, ref) -> bytes:
         _, si, offset, size = ref
@@ -274,10 +275,7 @@ class WebDatasetImages(_PackedImages):
 class ZipFolderDataset(_PackedImages):
     """A zipped ImageNet-layout folder: `[top/]<split>/<class>/<image>` (or `<class>/<image>` in `<split>.zip`)."""
 
-    def __init__(self, root, resolution: int, split: str | None = "val", limit: int | None = None,
-                 convert_mode: bool = False):
-        self.resolution, self.convert_mode, self.split = _check_resolution(resolution), bool(convert_mode), split
-        self.source = Path(root)
+    def _index(self) -> tuple[list, list[int], list[str] | None]:
         if not self.source.is_file():
             raise DataError(f"{self.source}: no such zip file; --data zipfolder takes the .zip of an image folder",
                             input=str(self.source))
@@ -288,19 +286,19 @@ class ZipFolderDataset(_PackedImages):
             raise DataError(f"{self.source}: not a readable zip ({e}); re-create it (zip -r)", input=str(self.source)) from None
         parts = [n.split("/") for n in names
                  if _is_image_file(n.rsplit("/", 1)[-1]) and not n.startswith("__MACOSX/") and n.count("/") >= 1]
-        chosen = [p for p in parts if len(p) >= 3 and p[-3] in _split_names(split)]
+        chosen = [p for p in parts if len(p) >= 3 and p[-3] in _split_names(self.split)]
         if chosen:
             prefixes = {tuple(p[:-3]) for p in chosen}
             if len(prefixes) > 1:
-                raise DataError(f"{self.source}: split {split!r} appears under {len(prefixes)} folders "
+                raise DataError(f"{self.source}: split {self.split!r} appears under {len(prefixes)} folders "
                                 f"({', '.join('/'.join(x) or '.' for x in sorted(prefixes)[:4])}); zip one image "
                                 f"folder", input=str(self.source))
             chosen = [p for p in chosen if p[-3] == chosen[0][-3]]
-        elif split is None or self.source.stem in _split_names(split):
+        elif self.split is None or self.source.stem in _split_names(self.split):
             chosen = parts
         else:
             found = sorted({p[-3] for p in parts if len(p) >= 3})
-            raise DataError(f"{self.source}: no {split}/<class>/<image> entries; splits found: "
+            raise DataError(f"{self.source}: no {self.split}/<class>/<image> entries; splits found: "
                             f"{', '.join(found[:8]) or 'none'}; pass --split with one of them (or name the zip "
                             f"<split>.zip when it holds <class>/<image>)", input=str(self.source))
         # the order ImageFolderDataset gives a folder: classes sorted, then file names sorted within each
@@ -308,7 +306,7 @@ class ZipFolderDataset(_PackedImages):
         classes = sorted({p[-2] for p in chosen})
         idx = {c: i for i, c in enumerate(classes)}
         refs = [(f"{self.source}:{'/'.join(p)}", "/".join(p)) for p in chosen]
-        self._finish(refs, [idx[p[-2]] for p in chosen], classes, limit)
+        return refs, [idx[p[-2]] for p in chosen], classes
 
     def _read(self, ref) -> bytes:
         return self._handle("zip", lambda: zipfile.ZipFile(self.source)).read(ref[1])
