@@ -179,7 +179,7 @@ def test_bad_folder_layout(tmp_path, layout, named, fix):
 def test_data_option_errors_are_user_errors():
     with pytest.raises(DataError, match="--data-root"):
         DataConfig(name="imagefolder")
-    with pytest.raises(DataError, match="shapes, imagefolder or segfolder"):
+    with pytest.raises(DataError, match="shapes, imagefolder, segfolder, parquet, webdataset or zipfolder"):
         DataConfig(name="imagenet")
     line = _only_error(preflight(data=DataConfig(resolution=60)))  # shapes: multiple of 8
     _one_line_naming(line, "--data shapes", "multiple of 8")

@@ -41,7 +41,7 @@ class DataConfig:
 
     def __post_init__(self):
         if self.name not in DATA_KINDS:
-            raise DataError(f"--data {self.name!r} is not a dataset kind; use {', '.join(DATA_KINDS)}",
+            raise DataError(f"--data {self.name!r} is not a dataset kind; use {', '.join(DATA_KINDS[:-1])} or {DATA_KINDS[-1]}",
                             input="--data")
         if self.name != "shapes" and not self.root:
             raise DataError(f"--data {self.name} needs its files: pass --data-root", input="--data-root")
