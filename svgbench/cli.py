@@ -516,7 +516,9 @@ def _add_run_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--encoders", type=_csv, help="comma-separated encoder names (default: the embedded tiny ones)")
     r.add_argument("--tasks", type=_csv, help="comma-separated task names (default: all)")
     r.add_argument("--preset", default="tiny", help="tiny (embedded default) or imagenet256 (real checkpoints)")
-    r.add_argument("--data", choices=["shapes", "imagefolder", "segfolder", "parquet", "webdataset", "zipfolder"],
+    from .data import DATA_KINDS
+
+    r.add_argument("--data", choices=DATA_KINDS,
                    help="default: the preset's (with --data-root alone: told by the root, .zip, .tar shards, "
                         ".parquet shards, else imagefolder)")
     r.add_argument("--data-root", help="dataset folder (ImageNet layout for imagefolder, ADE20K for segfolder), "
