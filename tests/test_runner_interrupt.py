@@ -34,6 +34,8 @@ NUM_IMAGES = 64
 # pixels: reconstruction, probe, knn; tiny-ssl: probe, knn, and reconstruction as an n/a record (no decoder)
 NUM_CELLS = 6
 RUN_TIMEOUT = 300
+# cells small enough that seven runs fit the default suite, large enough to be in flight when the signal comes
+SIZES = ("--set", "probe.train_size=512", "--set", "knn.train_size=512", "--set", "probe.spread_seeds=1")
 
 
 def _env(root: Path) -> dict:
@@ -45,7 +47,7 @@ def _env(root: Path) -> dict:
 
 def _cmd(root: Path) -> list[str]:
     return [sys.executable, "-m", "svgbench.cli", "run", "--encoders", ENCODERS, "--tasks", ",".join(TASKS),
-            "--num-images", str(NUM_IMAGES), "--results", str(root / "results")]
+            "--num-images", str(NUM_IMAGES), "--results", str(root / "results"), *SIZES]
 
 
 def _run(root: Path) -> subprocess.CompletedProcess:
