@@ -39,6 +39,7 @@ def serial(tmp_path_factory):
     return _tables(tmp / "results")
 
 
+@pytest.mark.slow  # the CLI form of tests/test_claims.py's three processes running the real runner
 def test_three_processes_sharing_a_results_folder_compute_each_cell_once(tmp_path, serial):
     env = _env(tmp_path)
     procs = [subprocess.Popen(_cmd(tmp_path / "results"), env=env, cwd=tmp_path, stdout=subprocess.PIPE,
@@ -58,6 +59,7 @@ def test_three_processes_sharing_a_results_folder_compute_each_cell_once(tmp_pat
     assert _tables(tmp_path / "results") == serial
 
 
+@pytest.mark.slow  # the CLI form of tests/test_claims.py::test_shard_of_partitions_deterministically
 def test_shards_partition_the_matrix(tmp_path, serial):
     env = _env(tmp_path)
     computed = []
@@ -71,6 +73,7 @@ def test_shards_partition_the_matrix(tmp_path, serial):
     assert _tables(tmp_path / "results") == serial
 
 
+@pytest.mark.slow  # the CLI form of tests/test_claims.py's killed-holder case
 def test_a_stale_claim_of_a_dead_process_does_not_block(tmp_path, serial):
     import json
     import socket
