@@ -217,7 +217,10 @@ def test_three_processes_running_the_runner_compute_each_cell_once(tmp_path, mon
     assert sorted(computed) == sorted(f"pixels/{t}" for t in tasks)  # every cell, each exactly once
     writes = [ln for ln in lines if ln.startswith("write")]
     releases = [ln for ln in lines if ln.startswith("release")]
-    assert len(writes) == len(releases) == len(tasks)
+    assert len(writes) == len(tasks)
+    # each writer releases its claim; a process that claims a cell just after another finished it finds the
+    # record and releases the claim without writing (the runner's second look): one more release, record on disk
+    assert {tuple(ln.split()[1:3]) for ln in writes} <= {tuple(ln.split()[1:3]) for ln in releases}, (writes, releases)
     assert all(ln.endswith("held=True") for ln in writes), writes  # written under its claim
     assert all(ln.endswith("on_disk=True") for ln in releases), releases  # released after the record exists
     records = list((tmp_path / "results" / "records").glob("*/*.json"))
