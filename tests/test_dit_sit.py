@@ -143,22 +143,26 @@ def test_dit_sampler_refuses_a_flow_model_and_flow_samplers_refuse_dit():
         build_sampler("dit-paper", method="euler")
 
 
+class _Identity:
+    """A decoder that shows the latent's first three channels: enough for sample_point_batches."""
+
+    def decode(self, z):
+        return z[:, :3].clamp(-1, 1)
+
+
+class _Stats:
+    def denormalize(self, z):
+        return z
+
+
 def test_dit_samples_do_not_depend_on_the_batch():
     """Step noise is drawn per sample index (generate.py): sample 2 is the same alone or in a batch of 3."""
     from svgbench.diffusion.generate import sample_point_batches
 
-    class Identity:
-        def decode(self, z):
-            return z[:, :3].clamp(-1, 1)
-
-    class Stats:
-        def denormalize(self, z):
-            return z
-
     model = random_model()
     s = build_sampler("dit-paper", steps=6)
     run = lambda idx, bs: torch.cat([x for _, _, x, _, _ in sample_point_batches(  # noqa: E731
-        model, Stats(), Identity(), idx, 10, {0: s}, seed=5, batch_size=bs, device="cpu")])
+        model, _Stats(), _Identity(), idx, 10, {0: s}, seed=5, batch_size=bs, device="cpu")])
     together, alone = run([0, 1, 2], 3), run([2], 1)
     assert torch.equal(together[2], alone[0])
 
@@ -224,17 +228,9 @@ def test_progress_of_dit_and_dopri5_batches_sums_to_the_images():
     """generate.py reports each batch's images once, whatever the evaluations an adaptive solver takes."""
     from svgbench.diffusion.generate import sample_point_batches
 
-    class Identity:
-        def decode(self, z):
-            return z[:, :3].clamp(-1, 1)
-
-    class Stats:
-        def denormalize(self, z):
-            return z
-
     for kind, sampler in (("sit", build_sampler("sit-paper-nocfg")), ("dit", build_sampler("dit-paper", steps=4))):
         model, done = random_model(kind=kind), []
-        list(sample_point_batches(model, Stats(), Identity(), range(5), 10, {0: sampler}, seed=0, batch_size=3,
+        list(sample_point_batches(model, _Stats(), _Identity(), range(5), 10, {0: sampler}, seed=0, batch_size=3,
                                   device="cpu", progress=lambda p, k: done.append(k)))
         assert sum(done) == pytest.approx(5) and min(done) >= 0
     assert sampler.forward_batches() == 8  # DiT: 4 steps, cond + uncond each
