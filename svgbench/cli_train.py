@@ -17,11 +17,10 @@ RECIPES = {
 
 
 def run_recipe(recipe: str, argv: list[str]) -> None:
-    import importlib
+    from .registry import resolve
 
     target, _ = RECIPES[recipe]
-    mod, _, attr = target.partition(":")
-    fn = getattr(importlib.import_module(mod), attr)
+    fn = resolve(target)
     if recipe in ("vae", "svg"):
         fn(argv, recipe=recipe)
     else:

@@ -125,7 +125,7 @@ def test_entry_point_group(tmp_path, monkeypatch):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-enc\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[svgbench.encoders]\nthirdparty-halver = thirdparty_enc:make\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setattr(registry.ENCODERS, "entry_points_loaded", False)
     try:
         assert "thirdparty-halver" in list_encoders()
         enc = create_encoder("thirdparty-halver")

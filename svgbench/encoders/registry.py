@@ -9,20 +9,17 @@ Duplicate names are errors, never silent overwrites.
 from __future__ import annotations
 
 import importlib
-import re
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Callable
 
+from ..registry import Registry, UnknownNameError, is_reference, resolve
 from .base import EncoderSpec, LatentEncoder
 
 ENTRY_POINT_GROUP = "svgbench.encoders"
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]*$")
 
 
-class UnknownEncoderError(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0])
+class UnknownEncoderError(UnknownNameError):
+    pass
 
 
 @dataclass
@@ -33,14 +30,9 @@ class _Entry:
     source: str = "builtin"
 
     def resolve(self) -> Callable[..., LatentEncoder]:
-        if isinstance(self.factory, str):
-            mod, _, attr = self.factory.partition(":")
-            self.factory = getattr(importlib.import_module(mod), attr)
+        self.factory = resolve(self.factory)
         return self.factory
 
-
-_REGISTRY: dict[str, _Entry] = {}
-_entry_points_loaded = False
 
 # The built-in families: module -> factory. Each module's ENCODER_CONFIGS declares its encoder names (once, with
 # their build configs); every factory takes (name=..., weights=None, **overrides). Importing a family module
@@ -59,6 +51,7 @@ _FAMILIES = {
 FAMILY_PREFIXES = {
     "diffusers:": "svgbench.encoders.diffusers_ae:create_diffusers",  # any diffusers image autoencoder
     "timm:": "svgbench.encoders.timm_backbone:create_timm",  # any timm backbone, features only
+    "ldm:": "svgbench.encoders.vavae:create_ldm",  # LDM-layout KL checkpoints (VA-VAE), as diffusers AutoencoderKL
 }
 
 
@@ -81,11 +74,15 @@ def builtin_names() -> dict[str, str]:
     return out
 
 
-def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ValueError(
-            f"invalid encoder name {name!r}: use lower-case letters, digits and '.', '_', '+', '-'"
-        )
+def _builtin_entries() -> dict[str, _Entry]:
+    return {name: _Entry(name, target, None, "builtin") for name, target in builtin_names().items()}
+
+
+ENCODERS = Registry("encoder", ENTRY_POINT_GROUP, name_re=r"^[a-z0-9][a-z0-9._+-]*$",
+                    name_rule="lower-case letters, digits and '.', '_', '+', '-'", builtins=_builtin_entries,
+                    from_entry_point=lambda ep, source: _Entry(ep.name, ep.value, None, source),
+                    unknown_error=UnknownEncoderError, sort_names=True)
+_REGISTRY = ENCODERS  # name -> entry (with its `source`), as `svgbench.evaluate` reads it
 
 
 def register_encoder(name: str, factory: Callable[..., LatentEncoder] | str | None = None, *,
@@ -97,55 +94,26 @@ def register_encoder(name: str, factory: Callable[..., LatentEncoder] | str | No
     """
     if factory is None:
         return lambda f: (register_encoder(name, f, spec=spec, source=source), f)[1]
-    _check_name(name)
-    _load_entry_points()
-    if name in _REGISTRY:
-        raise ValueError(f"encoder {name!r} is already registered (by {_REGISTRY[name].source}); "
-                         f"pick another name or call unregister_encoder({name!r}) first")
-    if not (callable(factory) or (isinstance(factory, str) and ":" in factory)):
+    ENCODERS.check_free(name)
+    if not (callable(factory) or is_reference(factory)):
         raise TypeError(f"factory for {name!r} must be callable or a 'module:attribute' string")
-    _REGISTRY[name] = _Entry(name, factory, spec, source)
+    ENCODERS.add(name, _Entry(name, factory, spec, source))
     return factory
 
 
 def unregister_encoder(name: str) -> None:
-    _ensure_builtins()
-    _REGISTRY.pop(name, None)
-
-
-def _ensure_builtins() -> None:
-    for name, target in builtin_names().items():
-        _REGISTRY.setdefault(name, _Entry(name, target, None, "builtin"))
-
-
-def _load_entry_points() -> None:
-    global _entry_points_loaded
-    _ensure_builtins()
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in _REGISTRY:
-            raise ValueError(f"entry point {ep.value!r} of package {ep.dist.name if ep.dist else '?'} "
-                             f"registers encoder {ep.name!r}, which is already registered by "
-                             f"{_REGISTRY[ep.name].source}")
-        _check_name(ep.name)
-        _REGISTRY[ep.name] = _Entry(ep.name, ep.value, None, f"entry point {ep.value}")
+    ENCODERS.remove(name)
 
 
 def list_encoders() -> list[str]:
-    _load_entry_points()
-    return sorted(_REGISTRY)
+    return ENCODERS.names()
 
 
 def _entry(name: str) -> _Entry:
-    _load_entry_points()
     family = family_of(name)
-    if family is not None and name not in _REGISTRY:
+    if family is not None and name not in ENCODERS:
         return _Entry(name, FAMILY_PREFIXES[family], None, "builtin")
-    if name not in _REGISTRY:
-        raise UnknownEncoderError(f"unknown encoder {name!r}; known encoders: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    return ENCODERS.get(name)
 
 
 def create_encoder(name: str, **kwargs) -> LatentEncoder:

@@ -14,52 +14,31 @@ entry-point group. Duplicate names are errors naming the first registrant, never
 from __future__ import annotations
 
 import dataclasses
-import re
-from importlib import metadata
 from typing import Callable
 
+from ..registry import Registry, UnknownNameError
 from .builtin import BUILTIN_TASKS
 from .spec import NEEDS, CurveSpec, MetricSpec, TaskSpec  # noqa: F401  (the registry's vocabulary)
 
 ENTRY_POINT_GROUP = "svgbench.tasks"
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
-class UnknownTaskError(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0])
+class UnknownTaskError(UnknownNameError):
+    pass
 
 
-_REGISTRY: dict[str, TaskSpec] = {}
-_entry_points_loaded = False
+def _from_entry_point(ep, source: str) -> TaskSpec:
+    spec = ep.load()
+    if not isinstance(spec, TaskSpec) or spec.name != ep.name:
+        raise TypeError(f"entry point {ep.value!r} must point to a TaskSpec named {ep.name!r}")
+    spec.source = source
+    return spec
 
 
-def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ValueError(f"invalid task name {name!r}: use lower-case letters, digits, '_' and '-'")
-
-
-def _ensure_builtins() -> None:
-    for spec in BUILTIN_TASKS:
-        _REGISTRY.setdefault(spec.name, spec)
-
-
-def _load_entry_points() -> None:
-    global _entry_points_loaded
-    _ensure_builtins()
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        _check_name(ep.name)
-        if ep.name in _REGISTRY:
-            raise ValueError(f"entry point {ep.value!r} registers task {ep.name!r}, which is already registered "
-                             f"by {_REGISTRY[ep.name].source}")
-        spec = ep.load()
-        if not isinstance(spec, TaskSpec) or spec.name != ep.name:
-            raise TypeError(f"entry point {ep.value!r} must point to a TaskSpec named {ep.name!r}")
-        spec.source = f"entry point {ep.value}"
-        _REGISTRY[ep.name] = spec
+TASKS = Registry("task", ENTRY_POINT_GROUP, name_re=r"^[a-z0-9][a-z0-9_-]*$",
+                 name_rule="lower-case letters, digits, '_' and '-'",
+                 builtins=lambda: {spec.name: spec for spec in BUILTIN_TASKS}, from_entry_point=_from_entry_point,
+                 unknown_error=UnknownTaskError)
 
 
 def register_task(name: str, function: Callable | str, config: type | str, *, metrics=(), needs=(),
@@ -70,11 +49,7 @@ def register_task(name: str, function: Callable | str, config: type | str, *, me
     an encoder without a decoder gets n/a (with the reason) for a task that needs one. `version` (a positive
     integer) enters every cell's key and record: bump it whenever a change to the task can move a number, and
     the next run recomputes the task's cells, reporting the old records as stale (see `TaskSpec`)."""
-    _check_name(name)
-    _load_entry_points()
-    if name in _REGISTRY:
-        raise ValueError(f"task {name!r} is already registered (by {_REGISTRY[name].source}); pick another name "
-                         f"or call unregister_task({name!r}) first")
+    TASKS.check_free(name)
     bad = set(needs) - NEEDS
     if bad:
         raise ValueError(f"task {name!r}: unknown needs {sorted(bad)}; known: {sorted(NEEDS)}")
@@ -88,26 +63,21 @@ def register_task(name: str, function: Callable | str, config: type | str, *, me
         raise ValueError(f"task {name!r}: duplicate metric keys in {keys}")
     spec = TaskSpec(name, function, config, metrics, frozenset(needs), description, curve, extra_columns,
                     missing_reason, source, extra_columns_fmt, note, tuple(file_fields), key_files, version)
-    _REGISTRY[name] = spec
+    TASKS.add(name, spec)
     return spec
 
 
 def unregister_task(name: str) -> None:
-    _ensure_builtins()
-    _REGISTRY.pop(name, None)
+    TASKS.remove(name)
 
 
 def list_tasks() -> list[str]:
     """Registered task names: built-ins in their table order, then the others in registration order."""
-    _load_entry_points()
-    return list(_REGISTRY)
+    return TASKS.names()
 
 
 def get_task(name: str) -> TaskSpec:
-    _load_entry_points()
-    if name not in _REGISTRY:
-        raise UnknownTaskError(f"unknown task {name!r}; known tasks: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+    return TASKS.get(name)
 
 
 def task_specs() -> list[TaskSpec]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass
 from typing import Callable
+
+from ..registry import resolve
 
 NEEDS = frozenset({"decoder", "diffusion", "encode", "features", "labels", "masks"})
 
@@ -98,8 +99,7 @@ class TaskSpec:
     def _resolve(self, attr: str):
         value = getattr(self, attr)
         if isinstance(value, str):
-            mod, _, name = value.partition(":")
-            value = getattr(importlib.import_module(mod), name)
+            value = resolve(value)
             setattr(self, attr, value)
         return value
 
