@@ -54,6 +54,14 @@ ENCODER_CONFIGS: dict[str, ZooEntry] = {
                                batch_norm_eps=1e-4, use_quant_conv=True, use_post_quant_conv=True), params_m=84.0),
     "dc-ae-f32c32": ZooEntry("diffusers:mit-han-lab/dc-ae-f32c32-in-1.0-diffusers",
                              "DC-AE, Chen et al. 2024, arXiv:2410.10733", latent=(32, 8, 8)),
+    "va-vae-f16d32": ZooEntry(
+        "ldm:hustvl/vavae-imagenet256-f16d32-dinov2/vavae-imagenet256-f16d32-dinov2.pt",
+        "VA-VAE, Yao et al. 2025, arXiv:2501.01423 (hustvl/LightningDiT)",
+        dict(_KL, block_out_channels=[128, 128, 256, 256, 512], latent_channels=32, scaling_factor=1.0,
+             down_block_types=["DownEncoderBlock2D"] * 4 + ["AttnDownEncoderBlock2D"],
+             up_block_types=["AttnUpDecoderBlock2D"] + ["UpDecoderBlock2D"] * 4), params_m=69.8,
+        notes="LDM-layout .pt converted on load to AutoencoderKL (encoders/vavae.py); latent normalised by the "
+              "latents_stats.pt beside it, as LightningDiT does"),
     "taesd": ZooEntry("diffusers:madebyollin/taesd", "TAESD, Boer Bohan 2023, github.com/madebyollin/taesd (no paper)",
                       dict(_class_name="AutoencoderTiny", latent_channels=4), params_m=2.4),
     "rae-dinov2-b": ZooEntry("diffusers:nyu-visionx/RAE-dinov2-wReg-base-ViTXL-n08",
@@ -89,6 +97,8 @@ def target_for(name: str, weights: str | None) -> str:
     if entry.target.startswith("timm:"):
         model = entry.target.removeprefix("timm:").partition("@")[0]
         return f"timm:{model}@{weights}"
+    if entry.target.startswith("ldm:"):
+        return f"ldm:{weights}"
     return f"diffusers:{weights}"
 
 
