@@ -66,7 +66,10 @@ ENCODER_CONFIGS: dict[str, ZooEntry] = {
                       dict(_class_name="AutoencoderTiny", latent_channels=4), params_m=2.4),
     "rae-dinov2-b": ZooEntry("diffusers:nyu-visionx/RAE-dinov2-wReg-base-ViTXL-n08",
                              "RAE, Zheng et al. 2025, arXiv:2510.11690 (needs transformers)", latent=(768, 16, 16),
-                             notes="frozen DINOv2-B with registers at 224 px + ViT-XL decoder to 256 px"),
+                             notes="frozen DINOv2-B with registers at 224 px + ViT-XL decoder to 256 px; the authors' "
+                                   "own release (nyu-visionx/RAE-collections: decoder model.pt, stat.pt, encoder from "
+                                   "transformers) has another layout, so this is their diffusers-format repo of it "
+                                   "(diffusers' AutoencoderRAE docs), loaded as-is"),
     "dinov2-vitl14": ZooEntry("timm:vit_large_patch14_dinov2.lvd142m", "DINOv2, Oquab et al. 2023, arXiv:2304.07193",
                               latent=(1024, 18, 18), params_m=304.4, decoder=False),
     "dinov3-vitb16": ZooEntry("timm:vit_base_patch16_dinov3.lvd1689m", "DINOv3, Simeoni et al. 2025, arXiv:2508.10104",
