@@ -39,6 +39,7 @@ def kernel_manager_factory(tmp_path_factory):
 
 def run_notebook(results: Path, kernel_manager_factory, monkeypatch):
     monkeypatch.setenv("SVGBENCH_RESULTS", str(results))
+    monkeypatch.setenv("SVGBENCH_CACHE", str(results.parent / "cache"))  # the svgbench.evaluate cell's features
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         monkeypatch.setenv(var, "1")
     nb = nbformat.read(NOTEBOOK, as_version=4)
@@ -77,6 +78,12 @@ def test_notebook_runs_on_results(tmp_path, kernel_manager_factory, monkeypatch)
     html = "".join(o.get("data", {}).get("text/html", "") for c in nb.cells if c.cell_type == "code"
                    for o in c.get("outputs", []))
     assert "judge-FID" in html and "arXiv 2510.15301" in html  # the scorecard and the published table
+    # the svgbench.evaluate cell: a module defined in the notebook, its metrics with intervals
+    last = nb.cells[-1]
+    assert "svgbench.evaluate(PatchAE()" in last.source
+    shown = "".join(o.get("data", {}).get("text/html", "") for o in last.get("outputs", []))
+    for metric in ("psnr", "ssim", "knn_top1_k5"):
+        assert f"<td>{metric}</td>" in shown, metric
 
 
 def test_notebook_runs_without_records(tmp_path, kernel_manager_factory, monkeypatch):
