@@ -44,12 +44,14 @@ def cmd_list(args) -> int:
     _print_rows(("encoder", "family", "latent (CxHxW)", "channels", "decoder", "native", "weights"), rows)
     from .encoders.diffusers_ae import CONVENTION, KINDS
     from .encoders.timm_backbone import CONVENTION as TIMM_CONVENTION
+    from .encoders.vavae import CONVENTION as LDM_CONVENTION
 
     print("\ngeneric families (any name of these forms; hub ids need the hub or its cache, else pass a folder/file):")
     _print_rows(("name", "builds", "latent"), [
         ("diffusers:REPO_OR_DIR[/SUBFOLDER]", f"the class config.json names: {', '.join(KINDS)}", CONVENTION),
         ("timm:MODEL[@WEIGHTS]", "any timm backbone, features only; WEIGHTS: a .safetensors/.pt file or random",
          TIMM_CONVENTION),
+        ("ldm:FILE|DIR|ORG/REPO/FILE", "an LDM-layout KL checkpoint (VA-VAE) converted to AutoencoderKL", LDM_CONVENTION),
     ])
     from .encoders.zoo import ENCODER_CONFIGS as ZOO
 

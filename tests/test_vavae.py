@@ -232,7 +232,7 @@ def test_latent_statistics_of_another_checkpoint_are_refused(release, tmp_path):
 def test_zoo_entry_loads_the_release_file_from_a_path_and_names_the_hub_offline(release, images64, monkeypatch):
     _, path, _ = release
     spec = encoder_spec("va-vae-f16d32")
-    assert (spec.latent_channels, spec.downsample) == (32, 16)
+    assert (spec.latent_channels, spec.downsample, spec.family) == (32, 16, "ldm")
     assert "hustvl/vavae-imagenet256-f16d32-dinov2" in spec.extra["zoo"]
     enc = create_encoder("va-vae-f16d32", weights=str(path.parent))
     assert enc.spec.name == "va-vae-f16d32" and enc.encode(images64).shape == (2, Z, 16, 16)

@@ -327,6 +327,7 @@ def test_list_states_the_families_and_their_latent_convention(capsys):
     assert "diffusers:REPO_OR_DIR[/SUBFOLDER]" in out and "timm:MODEL[@WEIGHTS]" in out
     assert "posterior mean (sample=True: a posterior sample)" in out and "AutoencoderKLFlux2" in out
     assert "prefix tokens dropped" in out
+    assert "ldm:FILE|DIR|ORG/REPO/FILE" in out and "latents_stats.pt" in out
 
 
 def test_preflight_takes_family_names_and_reports_an_unreachable_hub_id(tmp_path, monkeypatch):

@@ -32,6 +32,9 @@ PREFIX = "ldm:"
 STATS_FILE = "latents_stats.pt"
 NORM_GROUPS = 32  # the LDM Normalize(): GroupNorm(32, C, eps=1e-6), fixed in the official code, not in the file
 
+CONVENTION = ("posterior mean (sample=True: a posterior sample), then (z - mean) / std per channel from the "
+              "latents_stats.pt beside the checkpoint (LightningDiT's latent_norm), else the raw mean")
+
 # file keys of a VA-VAE / LDM training checkpoint that the autoencoder's forward never reads
 UNUSED = {
     "loss.*": "training loss (LPIPS network, discriminator, logvar); not part of the autoencoder",
@@ -239,6 +242,6 @@ def create_ldm(name: str, weights: str | None = None, resolution: int | None = N
     spec = make_spec(name, "AutoencoderKL", config, f"{desc} ({file_sha256(ckpt, 8)})", resolution, sample)
     spec = spec.replace(family="ldm", notes=f"LDM-layout KL autoencoder converted to diffusers AutoencoderKL: "
                                             f"posterior {'sample' if sample else 'mean'}, {how}",
-                        extra=spec.extra | {"ldm_config": {k: v for k, v in config.items()
+                        extra=spec.extra | {"convention": CONVENTION, "ldm_config": {k: v for k, v in config.items()
                                                            if k not in ("latents_mean", "latents_std")}})
     return DiffusersAutoencoder(with_load_account(spec, account), vae, "AutoencoderKL", sample)

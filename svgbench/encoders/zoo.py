@@ -130,6 +130,8 @@ def _spec_for(name: str) -> EncoderSpec:
 
         arch = {k: v for k, v in entry.arch.items() if k != "_class_name"}
         spec = make_spec(name, entry.arch["_class_name"], arch, hub, None, False)
+        if entry.target.startswith("ldm:"):  # converted on load: the family that reads the file
+            spec = spec.replace(family="ldm")
     else:
         c, h, _ = entry.latent
         timm = entry.target.startswith("timm:")
