@@ -373,3 +373,17 @@ def test_a_zoo_entry_runs_from_a_local_folder_and_says_how_offline(tmp_path, mon
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(CheckpointError, match=r"madebyollin/taesd.*--weights taesd=PATH"):
         create_encoder("taesd")
+
+
+def test_readme_quotes_the_zoo_part_of_svgbench_list(capsys):
+    """README.md's zoo table is the CLI's own output: an entry added without the README (or the reverse) fails."""
+    from pathlib import Path
+
+    from svgbench.cli import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    start = out.index("zoo (named hub models")
+    block = out[start:out.index("\n\n", start)]
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"```text\n{block}\n```" in readme, "README's quoted `svgbench list` zoo table differs from the CLI's"
