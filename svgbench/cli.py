@@ -355,6 +355,14 @@ def _cmd_run(args) -> int:
     for task in ("generation", "sampling"):
         if diffusion:
             overrides.setdefault(task, {}).update(diffusion)
+    if getattr(args, "reference", None):
+        from .errors import UserError
+
+        if not Path(args.reference).is_file():
+            raise UserError(f"svgbench run: --reference {args.reference}: no such file (an ADM reference batch "
+                            ".npz, e.g. VIRTUAL_imagenet256_labeled.npz)", input="--reference")
+        for task in ("generation", "sampling"):  # an explicit --set TASK.reference_npz keeps its value
+            overrides.setdefault(task, {}).setdefault("reference_npz", args.reference)
     shard = None
     if args.shard:
         try:
@@ -537,6 +545,10 @@ def _add_run_options(r: argparse.ArgumentParser) -> None:
                    help="generation/sampling: the diffusion checkpoint of ENCODER (official SVG-XL with its stats "
                         "file, SiT/DiT-XL/2, or an svgbench export); kind=dit|sit|svg declares its process where the "
                         "tensors cannot (required for the DiT/SiT layout)")
+    r.add_argument("--reference", metavar="NPZ",
+                   help="generation/sampling: the ADM reference batch to score against (e.g. "
+                        "VIRTUAL_imagenet256_labeled.npz; arr_0 images, with mu/sigma and mu_s/sigma_s if it has them): "
+                        "FID, sFID, IS, precision, recall by ADM's evaluator; sets {generation,sampling}.reference_npz")
     r.add_argument("--convert-mode", action="store_true", help="convert non-RGB images to RGB (real ImageNet)")
     r.add_argument("--results", default="results")
     r.add_argument("--force", action="store_true", help="recompute cells that already have a record")

@@ -117,11 +117,74 @@ def test_adm_metrics_equal_torch_fidelity(tmp_path, inception):
     assert _rel(fm.adm_metrics(sf, bare, splits=2)["fid"], ours["fid"]) < 1e-6
 
 
-def test_inception_extractor_features(inception):
+def test_inception_extractor_features(inception, tmp_path):
     ext = fm.inception_extractor(inception)
-    f = fm.extract_features(ext, _images(2, 5))
+    seen = {}
+    # the input of Mixed_6d, caught independently of svgbench's tap: its 1x1 branch is recomputed from it below
+    handle = ext.Mixed_6d.register_forward_pre_hook(lambda m, a: seen.__setitem__("x", a[0].detach().clone()))
+    imgs = _images(2, 5)
+    try:
+        f = fm.extract_features(ext, imgs)
+    finally:
+        handle.remove()
     assert f[fm.POOL].shape == (2, 2048) and f[fm.LOGITS].shape == (2, 1008)
     assert torch.isfinite(f[fm.POOL]).all() and f[fm.POOL].std() > 0
+    # sFID features: ADM's mixed_6/conv (post-ReLU), first 7 channels, 17 x 17 x 7 flattened in NHWC order
+    assert f[fm.SPATIAL].shape == (2, 17 * 17 * 7) and (f[fm.SPATIAL] >= 0).all() and f[fm.SPATIAL].std() > 0
+    b = ext.Mixed_6d.branch1x1
+    with torch.no_grad():
+        y = torch.relu(torch.nn.functional.batch_norm(b.conv(seen["x"]), b.bn.running_mean, b.bn.running_var,
+                                                      b.bn.weight, b.bn.bias, False, 0.0, b.bn.eps))
+    expect = y.numpy()[:, :7].transpose(0, 2, 3, 1).reshape(2, -1)  # NCHW -> NHWC [..., :7] -> N x 2023
+    np.testing.assert_allclose(f[fm.SPATIAL].numpy(), expect, rtol=1e-5, atol=1e-5)
+    # a reference batch's own mu_s / sigma_s are used as ADM's evaluator reads them (not recomputed)
+    mu_s, sigma_s = np.full(2023, 0.5), np.eye(2023) * 2.0
+    path = tmp_path / "ref.npz"
+    np.savez(path, imgs.permute(0, 2, 3, 1).numpy(), mu=np.zeros(2048), sigma=np.eye(2048), mu_s=mu_s,
+             sigma_s=sigma_s)
+    ref = fm.reference_features(path, ext, inception)
+    assert np.array_equal(ref["mu_s"], mu_s) and np.array_equal(ref["sigma_s"], sigma_s)
+    assert "(mu_s, sigma_s)" in ref["stats_source"] and fm.SPATIAL not in ref
+
+
+def adm_frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
+    """guided-diffusion evaluations/evaluator.py FIDStatistics.frechet_distance, restated (scipy sqrtm)."""
+    from scipy import linalg
+
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(sigma1.dot(sigma2))  # the evaluator passes disp=False: same matrix, no printout
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    covmean = covmean.real
+    return diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)
+
+
+def test_sfid_equals_adm_evaluator_formula():
+    """sFID from the spatial features equals the evaluator's compute_statistics (np.mean, np.cov) +
+    frechet_distance on the same features, with the reference's statistics from its features or given."""
+    g = np.random.default_rng(0)
+    n, d = 400, 60
+    a = g.normal(size=(d, d)) / np.sqrt(d)
+    ref_sp = g.normal(size=(n, d)) @ a + 1.0
+    smp_sp = g.normal(size=(n, d)) @ (a * 1.3) + 0.8
+    pool = torch.from_numpy(g.normal(size=(n, 16))).float()
+    samples = {fm.POOL: pool, fm.LOGITS: torch.randn(n, 10), fm.SPATIAL: torch.from_numpy(smp_sp)}
+    p = pool.double().numpy()
+    mu_s, sigma_s = ref_sp.mean(0), np.cov(ref_sp, rowvar=False)
+    reference = {fm.POOL: pool + 0.1, "mu": p.mean(0) + 0.1, "sigma": np.cov(p, rowvar=False), "mu_s": mu_s,
+                 "sigma_s": sigma_s}
+    got = fm.adm_metrics(samples, reference, splits=2)
+    expect = adm_frechet_distance(smp_sp.mean(0), np.cov(smp_sp, rowvar=False), mu_s, sigma_s)
+    assert expect > 1.0
+    assert _rel(got["sfid"], expect) < 1e-8, (got["sfid"], expect)
+    # the streamed float64 moments are np.mean / np.cov's
+    mu, sigma = fm.moments_of(torch.from_numpy(smp_sp), chunk=7)
+    np.testing.assert_allclose(mu, smp_sp.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(sigma, np.cov(smp_sp, rowvar=False), rtol=1e-9, atol=1e-12)
+    # without spatial features on either side: None, never another number
+    assert fm.adm_metrics({k: v for k, v in samples.items() if k != fm.SPATIAL}, reference, splits=2)["sfid"] is None
+    assert fm.adm_metrics(samples, reference | {"mu_s": None}, splits=2)["sfid"] is None
 
 
 def test_pickled_inception_file_is_refused(tmp_path, inception):

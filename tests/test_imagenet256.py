@@ -125,8 +125,13 @@ def check_tables(results: Path) -> None:
         for name in ENCODERS:
             assert name in table, f"{name} missing from the {task} table"
     for name in ("svg-dinov3-vits16plus", "sd-vae-ft-ema"):  # the encoders with a decoder
-        rec = record_of(results, "generation", name)
-        assert rec["metrics"]["fid"] is None and rec["metrics"]["unavailable"]["fid"]
+        for task in ("generation", "sampling"):
+            rec = record_of(results, task, name)
+            # the preset scores against an ADM reference batch only: none given, so pending with the fix, never
+            # an FID against the val images
+            assert rec["metrics"].get("fid") is None and "--reference" in rec["metrics"]["pending"]["fid"]
+            assert rec["config"]["precision"] == "auto" and rec["config"]["require_reference"] is True
+    assert tuple(record_of(results, "sampling", "sd-vae-ft-ema")["config"]["steps"]) == (1, 2, 4, 5, 8, 10, 16, 25, 50)
     assert "n/a" in read_table(results, "generation")
 
 

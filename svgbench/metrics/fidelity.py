@@ -161,12 +161,18 @@ def dinov2_available() -> tuple[bool, str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# ADM evaluation protocol (guided-diffusion evaluations/evaluator.py): FID, IS, precision, recall of
-# generated samples against a reference batch .npz (arr_0: N x H x W x 3 uint8; optional mu, sigma)
+# ADM evaluation protocol (guided-diffusion evaluations/evaluator.py): FID, sFID, IS, precision, recall of
+# generated samples against a reference batch .npz (arr_0: N x H x W x 3 uint8; optional mu, sigma, mu_s, sigma_s)
 # ---------------------------------------------------------------------------------------------
 
 INCEPTION = "inception-v3-compat"
 POOL, LOGITS = "2048", "logits_unbiased"  # FID / precision-recall features, Inception Score logits
+SPATIAL = "spatial"  # sFID features
+# ADM's evaluator reads the TF graph's "mixed_6/conv:0" and keeps channels [..., :7] of it, flattened in NHWC
+# order (17 x 17 x 7 = 2023). In torch-fidelity's port of that graph, mixed_6 is Mixed_6d (mixed_3 is the
+# 6a reduction) and its "conv" is the 1x1 branch; the TF tensor named "mixed_6/conv" is the ReLU after the
+# branch's batchnorm ("mixed_6/conv/batchnorm" is the BN), which BasicConv2d returns.
+SPATIAL_MODULE, SPATIAL_CHANNELS = "Mixed_6d.branch1x1", 7
 
 
 def inception_extractor(weights_path, device: str = "cpu"):
@@ -183,23 +189,50 @@ def inception_extractor(weights_path, device: str = "cpu"):
     load_state_dict(weights_path)
     ext = create_feature_extractor(INCEPTION, [POOL, LOGITS], cuda=False, verbose=False,
                                    feature_extractor_weights_path=str(weights_path))
-    return ext.to(device)
+    return attach_spatial(ext.to(device))
+
+
+def attach_spatial(extractor):
+    """Taps ADM's sFID features off `extractor` (a forward hook on SPATIAL_MODULE): extract_features then also
+    returns SPATIAL, N x (H x W x SPATIAL_CHANNELS) in NHWC order. An extractor without that module is returned
+    as it is (its features have no SPATIAL; sFID is then n/a)."""
+    if getattr(extractor, "_sfid_taps", None) is not None:
+        return extractor
+    try:
+        module = extractor.get_submodule(SPATIAL_MODULE)
+    except AttributeError:
+        return extractor
+    taps: list = []
+
+    def tap(_module, _inputs, out):
+        taps.append(out[:, :SPATIAL_CHANNELS].permute(0, 2, 3, 1).reshape(len(out), -1).float().cpu())
+
+    module.register_forward_hook(tap)
+    extractor._sfid_taps = taps
+    return extractor
 
 
 @torch.no_grad()
 def extract_features(extractor, images: torch.Tensor, device: str = "cpu", batch_size: int = 64) -> dict:
-    """uint8 N x 3 x H x W -> {POOL: N x 2048, LOGITS: N x 1008} float32 on the CPU."""
-    out = {POOL: [], LOGITS: []}
+    """uint8 N x 3 x H x W -> {POOL: N x 2048, LOGITS: N x 1008[, SPATIAL: N x 2023]} float32 on the CPU
+    (SPATIAL where `attach_spatial` found the module)."""
+    taps = getattr(extractor, "_sfid_taps", None)
+    out = {POOL: [], LOGITS: []} | ({SPATIAL: []} if taps is not None else {})
     for i in range(0, len(images), batch_size):
+        if taps is not None:
+            taps.clear()
         pool, logits = extractor(images[i:i + batch_size].to(device))
         out[POOL].append(pool.float().cpu())
         out[LOGITS].append(logits.float().cpu())
+        if taps is not None:
+            out[SPATIAL].append(taps.pop())
     return {k: torch.cat(v) if v else torch.empty(0) for k, v in out.items()}
 
 
 def cat_features(parts: list[dict]) -> dict:
     parts = [p for p in parts if p and len(p[POOL])]
-    return {k: torch.cat([p[k] for p in parts]) for k in (POOL, LOGITS)}
+    keys = (POOL, LOGITS) + ((SPATIAL,) if parts and all(SPATIAL in p for p in parts) else ())
+    return {k: torch.cat([p[k] for p in parts]) for k in keys}
 
 
 def iter_npz_images(path, batch_size: int = 256):
@@ -314,14 +347,18 @@ class FeatureMoments:
 
 def write_reference_npz(batches, n: int, path, *, extractor=None, device: str = "cpu", labels=None) -> str:
     """An ADM reference batch from a stream of uint8 B x 3 x H x W batches (n images in all): arr_0, and with an
-    extractor also mu / sigma of its Inception pool features (float64, one pass). -> the path."""
-    writer, moments = None, FeatureMoments()
+    extractor also mu / sigma of its Inception pool features and, where it has the sFID tap, mu_s / sigma_s of
+    its spatial features (float64, one pass; the keys of ADM's reference batches). -> the path."""
+    writer, moments, spatial = None, FeatureMoments(), FeatureMoments()
     for x in batches:
         if writer is None:
             writer = AdmNpzWriter(path, n, x.shape[2], x.shape[3])
         writer.write(x)
         if extractor is not None:
-            moments.add(extract_features(extractor, x, device)[POOL])
+            f = extract_features(extractor, x, device)
+            moments.add(f[POOL])
+            if SPATIAL in f:
+                spatial.add(f[SPATIAL])
     if writer is None:
         raise ValueError("write_reference_npz: no images")
     extra = {}
@@ -329,6 +366,8 @@ def write_reference_npz(batches, n: int, path, *, extractor=None, device: str = 
         extra["arr_1"] = labels
     if extractor is not None:
         extra["mu"], extra["sigma"] = moments.result()
+        if spatial.n:
+            extra["mu_s"], extra["sigma_s"] = spatial.result()
     return writer.close(**extra)
 
 
@@ -336,8 +375,10 @@ _REFERENCE_MEMO: dict = {}
 
 
 def reference_features(path, extractor, weights_path, device: str = "cpu", batch_size: int = 64) -> dict:
-    """{POOL, LOGITS, "mu", "sigma", "stats_source"} of a reference .npz: features of its arr_0 (needed by
-    precision/recall), mu / sigma from the file when it has them (float64), else from the features.
+    """{POOL, LOGITS, "mu", "sigma", "mu_s", "sigma_s", "stats_source"} of a reference .npz: features of its arr_0
+    (needed by precision/recall), mu / sigma (and the sFID's mu_s / sigma_s) from the file when it has them
+    (float64), as ADM's evaluator reads them, else from the features (mu_s / sigma_s None where the extractor
+    has no sFID tap). The spatial features themselves are not kept.
 
     Memoised per process on (file, size, mtime, weights file): a run scores several cells against one
     reference.
@@ -364,15 +405,41 @@ def reference_features(path, extractor, weights_path, device: str = "cpu", batch
     else:
         f = feats[POOL].double().numpy()
         mu, sigma, src = f.mean(0), np.cov(f, rowvar=False), f"{path} (arr_0 features)"
-    out = feats | {"mu": mu, "sigma": sigma, "stats_source": src}
+    spatial = feats.pop(SPATIAL, None)
+    if {"mu_s.npy", "sigma_s.npy"} <= names:
+        with np.load(path) as z:
+            mu_s, sigma_s = z["mu_s"].astype(np.float64), z["sigma_s"].astype(np.float64)
+        if spatial is not None and (mu_s.shape != (spatial.shape[1],) or sigma_s.shape != (len(mu_s), len(mu_s))):
+            raise ValueError(f"{path}: mu_s {mu_s.shape} / sigma_s {sigma_s.shape} do not match "
+                             f"{spatial.shape[1]}-d spatial (sFID) features")
+        src += " (mu_s, sigma_s)"
+    elif spatial is not None:
+        mu_s, sigma_s = moments_of(spatial)
+    else:
+        mu_s = sigma_s = None
+    out = feats | {"mu": mu, "sigma": sigma, "mu_s": mu_s, "sigma_s": sigma_s, "stats_source": src}
     _REFERENCE_MEMO.clear()  # one reference at a time: its features are the size of the reference batch
     _REFERENCE_MEMO[key] = out
     return out
 
 
+def moments_of(x: torch.Tensor, chunk: int = 4096):
+    """(mu, sigma) of N x D feature rows as np.mean / np.cov compute them, in float64 chunks (a 50,000 x 2023
+    float64 copy is not needed)."""
+    m = FeatureMoments()
+    for part in x.split(chunk):
+        m.add(part)
+    return m.result()
+
+
+SFID_NA = "the feature network has no sFID tap (Inception's Mixed_6d 1x1 branch)"
+
+
 def adm_metrics(samples: dict, reference: dict, *, splits: int = 10, k: int = 3) -> dict:
-    """FID (against the reference's mu / sigma), Inception Score (splits, on the samples' unbiased logits) and
-    precision / recall (k-NN radius k) through torch-fidelity's own functions. samples: {POOL, LOGITS}."""
+    """FID (against the reference's mu / sigma), sFID (ADM's spatial features against mu_s / sigma_s), Inception
+    Score (splits, on the samples' unbiased logits) and precision / recall (k-NN radius k) through
+    torch-fidelity's own functions. samples: {POOL, LOGITS[, SPATIAL]}; sFID None (its reason: SFID_NA) where
+    either side lacks the spatial features."""
     from torch_fidelity.metric_fid import fid_statistics_to_metric
     from torch_fidelity.metric_isc import isc_features_to_metric
     from torch_fidelity.metric_prc import prc_features_to_metric
@@ -385,6 +452,14 @@ def adm_metrics(samples: dict, reference: dict, *, splits: int = 10, k: int = 3)
     isc = isc_features_to_metric(samples[LOGITS], splits=min(splits, len(f)))
     prc = prc_features_to_metric(samples[POOL], reference[POOL], prc_neighborhood=k, prc_batch_size=10000,
                                  save_cpu_ram=True, verbose=False)
-    return {"fid": fid["frechet_inception_distance"], "inception_score": isc["inception_score_mean"],
-            "inception_score_std": isc["inception_score_std"], "precision": prc["precision"],
-            "recall": prc["recall"]}
+    out = {"fid": fid["frechet_inception_distance"], "inception_score": isc["inception_score_mean"],
+           "inception_score_std": isc["inception_score_std"], "precision": prc["precision"],
+           "recall": prc["recall"]}
+    if SPATIAL in samples and reference.get("mu_s") is not None:
+        mu_s, sigma_s = moments_of(samples[SPATIAL])
+        out["sfid"] = float(fid_statistics_to_metric({"mu": mu_s, "sigma": sigma_s},
+                                                     {"mu": reference["mu_s"], "sigma": reference["sigma_s"]},
+                                                     verbose=False)["frechet_inception_distance"])
+    else:
+        out["sfid"] = None  # the reason: SFID_NA
+    return out

@@ -58,6 +58,9 @@ class GenerationConfig:
     protocol: str | None = None  # a named published setting (diffusion.protocols.PROTOCOLS); None: the fields above
     protocol_steps: int | None = None  # run the protocol at this many steps instead of its own (few-step rows)
     bf16: bool = False  # run the diffusion model's forward under bf16 autocast (the ODE state stays float32)
+    precision: str = "fp32"  # PRECISIONS: fp32 | tf32 | bf16 | auto (bf16 autocast + TF32 on CUDA, fp32 elsewhere)
+    compile: bool = False  # torch.compile the diffusion model's forward (its compile time counts in the sampling time)
+    require_reference: bool = False  # FID only against an ADM reference batch: without reference_npz, n/a pending
     diffusion: str | None = None  # diffusion checkpoint file (official SVG-XL, SiT/DiT-XL/2, svgbench export)
     diffusion_stats: str | None = None  # its latent statistics (e.g. the official dinov3_sp_stats.pt)
     diffusion_kind: str | None = None  # "dit" | "sit" | "svg": its process, where its tensors cannot tell (DiT/SiT)
@@ -92,6 +95,9 @@ class SamplingConfig:
     guidance: float = 1.0  # as GenerationConfig (the fields below name the same model as the generation task's)
     protocol: str | None = None  # each row runs the protocol with its (method, steps)
     bf16: bool = False
+    precision: str = "fp32"  # as GenerationConfig
+    compile: bool = False
+    require_reference: bool = False
     diffusion: str | None = None
     diffusion_stats: str | None = None
     diffusion_kind: str | None = None
@@ -255,15 +261,102 @@ def recorded_provenance(prov: dict) -> dict:
                                  "diffusion_stats_source", "diffusion_kind") if k in prov}
 
 
+PRECISIONS = ("fp32", "tf32", "bf16", "auto")
+
+
+def precision_plan(cfg, device_type: str) -> tuple[torch.dtype | None, bool]:
+    """-> (autocast dtype of the model's forward, TF32 matmuls) of a config's `precision` (and legacy `bf16`) on
+    a device type. The ODE / DDPM state stays float32 in every plan: the samplers integrate in float32."""
+    precision = getattr(cfg, "precision", "fp32")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: one of {', '.join(PRECISIONS)} (auto: bf16 autocast + TF32 "
+                         "on CUDA, fp32 elsewhere)")
+    cuda = device_type == "cuda"
+    bf16 = cfg.bf16 or precision == "bf16" or (precision == "auto" and cuda)
+    return (torch.bfloat16 if bf16 else None), cuda and precision in ("tf32", "auto")
+
+
+def precision_label(autocast, tf32: bool) -> str:
+    """The record's `numeric_precision`: fp32, tf32, bf16-autocast or bf16-autocast+tf32 (fp32 ops under
+    autocast)."""
+    return "+".join((["bf16-autocast"] if autocast == torch.bfloat16 else []) + (["tf32"] if tf32 else [])) or "fp32"
+
+
+class TaskSampler:
+    """A sampler as the tasks run it: the precision plan is chosen by the device of the noise at each call
+    (`precision_plan`; one inner sampler per plan), TF32 is switched on for the call only (other cells of the
+    run keep full fp32 matmuls), and with `compile` the model's forward is torch.compile'd once per model.
+    Every other attribute is the inner sampler's (method, steps, nfe, guidance, ...)."""
+
+    def __init__(self, build, cfg):
+        self._build, self._cfg, self._inner = build, cfg, {}
+        self.compiled = bool(getattr(cfg, "compile", False))
+        self.tf32 = False
+        self._active = self._sampler(precision_plan(cfg, "cpu")[0])
+
+    def _sampler(self, autocast):
+        if autocast not in self._inner:
+            self._inner[autocast] = self._build(autocast)
+        return self._inner[autocast]
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._active, name)
+
+    @property
+    def precision(self) -> str:
+        return precision_label(self._active.autocast, self.tf32)
+
+    def __call__(self, model, noise: torch.Tensor, labels: torch.Tensor, **kw):
+        autocast, self.tf32 = precision_plan(self._cfg, noise.device.type)
+        self._active = self._sampler(autocast)
+        if self.compiled:
+            compile_forward(model)
+        with tf32_matmuls(self.tf32):
+            return self._active(model, noise, labels, **kw)
+
+
+def compile_forward(model) -> None:
+    """torch.compile the forward of the nn.Module under `model` (which may be a counting wrapper with `.model`),
+    once: the module keeps its attributes and state-dict names, and FLOP counting still sees its operations."""
+    m = model
+    while not isinstance(m, torch.nn.Module) and hasattr(m, "model"):
+        m = m.model
+    if isinstance(m, torch.nn.Module) and not getattr(m, "_svgbench_compiled", False):
+        m.forward = torch.compile(m.forward)
+        m._svgbench_compiled = True
+
+
+class tf32_matmuls:
+    """CUDA matmuls and convolutions with TF32 inside the block (as SiT's and DiT's sample_ddp.py allow), the
+    previous setting restored after it; off inside the block when `on` is False."""
+
+    def __init__(self, on: bool):
+        self.on = on
+
+    def __enter__(self):
+        self.old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.on
+
+    def __exit__(self, *exc):
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.old
+
+
 def make_sampler(cfg, method: str | None = None, steps: int | None = None, kind: str | None = None):
     """The sampler of a generation or sampling config: its protocol (with method / steps / guidance
-    overrides) or its own sampler fields; bf16 autocast when cfg.bf16. kind: the model's declared kind
+    overrides) or its own sampler fields, run as a TaskSampler (cfg.precision's plan on the device it runs on,
+    bf16 autocast when cfg.bf16, torch.compile when cfg.compile). kind: the model's declared kind
     (`samplers.model_kind`): a DiT checkpoint is sampled by its DDPM protocol (dit-paper unless the config
     names another DiT one); a flow protocol for it, or DiT's for a flow model, is refused."""
+    precision_plan(cfg, "cpu")  # an unknown precision fails before any work
+    return TaskSampler(lambda autocast: _make_sampler(cfg, method, steps, kind, autocast), cfg)
+
+
+def _make_sampler(cfg, method, steps, kind, autocast):
     from ..diffusion.protocols import DEFAULT_PROTOCOL, build_sampler, check_kind
     from ..diffusion.samplers import Guidance, ODESampler
 
-    autocast = torch.bfloat16 if cfg.bf16 else None
     if kind == "dit":
         if method not in (None, "ddpm"):
             raise ValueError(f"a kind=dit checkpoint is sampled by DiT's DDPM, not {method!r}: set "
@@ -325,7 +418,10 @@ def sampling_efficiency(model, sampler, batch: int, sample_s_per_image: float, d
     if per_forward is None:
         per_forward = forward_flops(model, batch, device)
     per_image = per_forward * forward_batches(sampler)
-    util = mfu(per_image, sample_s_per_image, device, precision_of(sampler.autocast, device))
+    # a TaskSampler switches TF32 on only inside its calls: its own word says whether the run used it
+    prec = "tf32" if getattr(sampler, "tf32", False) and sampler.autocast is None else \
+        precision_of(sampler.autocast, device)
+    util = mfu(per_image, sample_s_per_image, device, prec)
     return {"gflops_per_image": round(per_image / 1e9, 4), "mfu": None if util is None else round(util, 5)}
 
 
@@ -461,7 +557,7 @@ def score(real: torch.Tensor, fake: torch.Tensor, extractor: str, weights: str |
 
 
 _GEN_METRICS = ("fid", "kid", "precision", "recall", "class_accuracy")
-_ADM_METRICS = ("fid", "inception_score", "precision", "recall", "class_accuracy")
+_ADM_METRICS = ("fid", "sfid", "inception_score", "precision", "recall", "class_accuracy")
 _NO_JUDGE = "no classifier of these classes among the feature networks (the shapes judge knows shapes only)"
 
 
@@ -471,11 +567,18 @@ def _na(metrics, reason: str, pending: bool) -> dict:
     return out | ({"pending": {m: reason for m in metrics}} if pending else {})
 
 
+NO_REFERENCE = ("no ADM reference batch: pass --reference VIRTUAL_imagenet256_labeled.npz (or --set "
+                "{task}.reference_npz=PATH); this preset scores FID against the published reference only")
+
+
 def adm_scorer(cfg, device: str):
-    """-> (features(images) -> dict, reference dict, label) for the ADM protocol, or (None, None, reason)."""
+    """-> (features(images) -> dict, reference dict, label) for the ADM protocol, or (None, None, reason): no
+    reference batch (where cfg.require_reference), or no Inception weights."""
     from ..metrics.fidelity import extract_features, inception_extractor, reference_features
     from ..metrics.recon import inception_weights_path
 
+    if not cfg.reference_npz:
+        return None, None, NO_REFERENCE.format(task="generation" if isinstance(cfg, GenerationConfig) else "sampling")
     weights = inception_weights_path()
     if weights is None:
         return None, None, "Inception weights are not on this machine (set SVGBENCH_INCEPTION_WEIGHTS)"
@@ -483,6 +586,11 @@ def adm_scorer(cfg, device: str):
     ref = reference_features(cfg.reference_npz, ext, weights, device, batch_size=cfg.batch_size)
     return (lambda x: extract_features(ext, x, device, cfg.batch_size)), ref, \
         f"inception-v3-compat (ADM reference {Path(cfg.reference_npz).name})"
+
+
+def adm_reference_fields(cfg, ref: dict) -> dict:
+    """The record's reference: the ADM batch scored against and where its statistics came from."""
+    return {"reference": Path(cfg.reference_npz).name, "reference_stats": ref["stats_source"]}
 
 
 def score_adm(model, stats, encoder, n, ncls, sampler, feats_fn, ref, cfg, device, writer=None, progress=None):
@@ -509,7 +617,7 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
     if not encoder.spec.has_decoder:
         raise ValueError(f"encoder {encoder.spec.name!r} has no decoder: generated latents cannot be scored")
     encoder = encoder.to(device).eval()
-    if cfg.reference_npz:
+    if cfg.reference_npz or cfg.require_reference:
         return _run_generation_adm(encoder, dataset, cfg, device, progress, log, on_model)
     extractor, weights, label = feature_network(dataset.data_config.name)
     if extractor is None:
@@ -629,8 +737,18 @@ def _protocol_fields(cfg, sampler) -> dict:
     g = sampler.guidance
     return {"protocol": sampler_protocol(cfg, sampler), "sampler_method": sampler.method, "sampler_steps": sampler.steps,
             "sampler_nfe": sampler.nfe,
-            "sampler_shift": sampler.shift, "guidance_scale": g.scale, "guidance_mode": g.mode,
-            "autocast": "bf16" if cfg.bf16 else None}
+            "sampler_shift": sampler.shift, "guidance_scale": g.scale, "guidance_mode": g.mode} \
+        | precision_fields(cfg, sampler)
+
+
+def precision_fields(cfg, sampler) -> dict:
+    """What a record says about the arithmetic and compilation its samples came from (the config's precision and
+    compile are in its cell key too; the device type as well, which `auto` depends on)."""
+    autocast = getattr(sampler, "autocast", None) if sampler is not None else (torch.bfloat16 if cfg.bf16 else None)
+    return {"autocast": "bf16" if autocast == torch.bfloat16 else None,
+            # not "precision": that key is the precision of precision / recall
+            "numeric_precision": getattr(sampler, "precision", None) or precision_label(autocast, False),
+            "compiled": bool(getattr(cfg, "compile", False))}
 
 
 def _run_generation_adm(encoder, dataset, cfg, device, progress, log, on_model) -> dict:
@@ -653,10 +771,13 @@ def _run_generation_adm(encoder, dataset, cfg, device, progress, log, on_model) 
                                    writer=writer, progress=Progress(progress, len(dataset), n))
     if writer is not None:
         writer.close(arr_1=(torch.arange(n) % ncls).numpy())
+    from ..metrics.fidelity import SFID_NA
+
     out |= {"kid": None, "class_accuracy": None,
-            "unavailable": {"kid": "not part of the ADM evaluation protocol", "class_accuracy": _NO_JUDGE},
+            "unavailable": {"kid": "not part of the ADM evaluation protocol", "class_accuracy": _NO_JUDGE}
+            | ({"sfid": SFID_NA} if out.get("sfid") is None else {}),
             "samples": sample_strip(first, _class_labels(dataset, ncls)), "feature_network": label,
-            "reference_stats": ref["stats_source"], "num_samples": n, "fid_curve": []}
+            "num_samples": n, "fid_curve": []} | adm_reference_fields(cfg, ref)
     return out | timing | recorded_provenance(prov) | _efficiency(model, sampler, cfg, timing, device) \
         | _protocol_fields(cfg, sampler)
 
@@ -680,7 +801,7 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
     if not encoder.spec.has_decoder:
         raise ValueError(f"encoder {encoder.spec.name!r} has no decoder: generated latents cannot be scored")
     encoder = encoder.to(device).eval()
-    if cfg.reference_npz:
+    if cfg.reference_npz or cfg.require_reference:
         feats_fn, ref, label = adm_scorer(cfg, device)
         if feats_fn is None:
             return {"unavailable": {"fid": label}, "pending": {"fid": label}}
@@ -731,7 +852,7 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
     stats_s = {} if scorer is None else {"stats_s": scorer.stats_s}
     return {"curve": rows, "feature_network": label, "num_samples": n,
             "protocol": sampler_protocol(cfg, samplers[points[0]]) if points else cfg.protocol,
-            "autocast": "bf16" if cfg.bf16 else None, **extra, **stats_s, **prov}
+            **precision_fields(cfg, samplers[points[0]] if points else None), **extra, **stats_s, **prov}
 
 
 def _headline_point(cfg: SamplingConfig, points) -> dict:

@@ -1,0 +1,77 @@
+"""The generation / sampling tasks' arithmetic: the precision plan per device (bf16 autocast + TF32 on CUDA for
+`auto`, fp32 elsewhere), TF32 switched on only inside a sampler call, torch.compile as an option, each stated in the
+record; and the bf16-vs-fp32 difference of FID on a small model, bounded."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from svgbench.tasks.generation import (GenerationConfig, SamplingConfig, make_sampler, precision_fields,
+                                       precision_plan, tf32_matmuls)
+
+
+def test_precision_plans():
+    auto = GenerationConfig(precision="auto")
+    assert precision_plan(auto, "cuda") == (torch.bfloat16, True)
+    assert precision_plan(auto, "cpu") == (None, False)
+    assert precision_plan(GenerationConfig(), "cuda") == (None, False)
+    assert precision_plan(GenerationConfig(precision="tf32"), "cuda") == (None, True)
+    assert precision_plan(GenerationConfig(precision="tf32"), "cpu") == (None, False)
+    assert precision_plan(SamplingConfig(precision="bf16"), "cpu") == (torch.bfloat16, False)
+    assert precision_plan(GenerationConfig(bf16=True), "cpu") == (torch.bfloat16, False)
+    with pytest.raises(ValueError, match="precision 'half'"):
+        make_sampler(GenerationConfig(precision="half"))
+
+
+def test_tf32_only_inside_the_block():
+    before = torch.backends.cuda.matmul.allow_tf32
+    with tf32_matmuls(True):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert torch.backends.cuda.matmul.allow_tf32 == before
+
+
+class _Velocity(torch.nn.Module):
+    """A small conditional velocity field that records the autocast state of its forwards."""
+
+    in_channels, input_size, num_classes = 4, 4, 3
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.lin = torch.nn.Linear(4 * 16 + 1, 4 * 16)
+        self.emb = torch.nn.Embedding(4, 4 * 16)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+        self.seen = []
+
+    def forward(self, x, t, y):
+        self.seen.append(torch.is_autocast_enabled("cpu"))
+        h = torch.cat([x.flatten(1), t[:, None].to(x.dtype)], 1)
+        return (self.lin(h) + self.emb(y)).view_as(x)
+
+
+def test_sampler_runs_its_plan_and_the_record_says_so(monkeypatch):
+    model, noise, y = _Velocity().eval(), torch.randn(6, 4, 4, 4), torch.arange(6) % 3
+    fp32 = make_sampler(GenerationConfig(sample_steps=3))
+    out32 = fp32(model, noise, y)
+    assert model.seen and not any(model.seen) and out32.dtype == torch.float32
+    assert precision_fields(GenerationConfig(), fp32) == {"autocast": None, "numeric_precision": "fp32",
+                                                          "compiled": False}
+    model.seen.clear()
+    bf = make_sampler(GenerationConfig(sample_steps=3, precision="bf16"))
+    out16 = bf(model, noise, y)
+    assert all(model.seen) and out16.dtype == torch.float32  # the ODE state stays float32
+    assert 0 < (out16 - out32).abs().max() < 0.1
+    assert precision_fields(GenerationConfig(precision="bf16"), bf)["numeric_precision"] == "bf16-autocast"
+    # auto on a CPU: the fp32 path, bit for bit
+    assert torch.equal(make_sampler(GenerationConfig(sample_steps=3, precision="auto"))(model, noise, y), out32)
+    # compile: the model's forward is compiled once, whatever wrapper the generator puts around it
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn: calls.append(fn) or fn)
+    comp = make_sampler(GenerationConfig(sample_steps=3, compile=True))
+    comp(model, noise, y)
+    comp(model, noise, y)
+    assert len(calls) == 1 and precision_fields(GenerationConfig(compile=True), comp)["compiled"] is True
+    assert list(model.state_dict()) == ["lin.weight", "lin.bias", "emb.weight"]
