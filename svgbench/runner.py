@@ -278,6 +278,11 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
                     release(claim_path)
             dist.barrier()
             records.append(record.as_dict())
+            why = all_na_reason(task, record.metrics)
+            if why:  # ran, but measured nothing: counted and shown as n/a, not as a computed cell
+                state["na"] += 1
+                log(f"[{name}] {task.name}: n/a ({why})")
+                continue
             state["computed"] += 1
             state["times"].append((f"{name} / {task.name}", record.wall_s))
             log(f"[{name}] {task.name}: done in {record.wall_s:.1f}s")
@@ -371,6 +376,22 @@ def _not_applicable_reason(task, encoder, cfg: RunConfig) -> str | None:
         return (f"data {cfg.data.name!r} has no per-pixel masks: `{task.name}` needs them "
                 f"(--data segfolder with an ADE20K-layout folder)")
     return None
+
+
+def all_na_reason(task, metrics: dict) -> str | None:
+    """The first reason (in the task's metric order) when every value `task` reports in `metrics` is n/a, else None.
+    The values: its table metrics that have a direction (not timings, not counts), and its curve's points."""
+    keys = [m.key for m in task.metrics if not m.timing and m.higher_is_better is not None]
+    values = [metrics.get(k) for k in keys]
+    if task.curve is not None:
+        points = metrics.get(task.curve.key) or []
+        values += [p.get(task.curve.value) for p in points if isinstance(p, dict)]
+        keys.append(task.curve.value)
+    if not keys or any(v is not None for v in values):
+        return None
+    reasons = metrics.get("unavailable") or {}
+    first = next((reasons[k] for k in keys if reasons.get(k)), None) or next(iter(reasons.values()), None)
+    return first or "no metric could be computed"
 
 
 def _spec_dict(encoder, cfg: RunConfig) -> dict:

@@ -18,6 +18,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import UnionType as _UnionType
 from typing import Iterable, Mapping, Sequence
 
 from .checkpoints import nearest_existing
@@ -73,19 +74,29 @@ def preflight(*, data=None, encoders: Sequence[str] = (), weights: Mapping[str, 
 
     data: a DataConfig; encoders: registered names; weights: encoder -> path (or hub id, or
     "random"); resolution: defaults to data.resolution; tasks / task_settings: names and
-    {task: {field: value}} to check against the task registry. build_encoders=True also builds
-    each encoder given weights (finds wrong shapes and architectures; costs one load). Folder
-    images are decoded fully when there are at most `decode_limit`, else only their headers are read.
+    {task: {field: value}} to check against the task registry (names, and each value against its
+    field's type). build_encoders=True also builds each encoder given weights (finds wrong shapes and
+    architectures; costs one load), and a diffusion checkpoint named in the generation/sampling
+    settings. Folder images are decoded fully when there are at most `decode_limit`, else only their
+    headers are read; the training splits the run's tasks read are checked as the evaluation split is.
     Touches nothing but a probe file created and removed in the results and cache folders.
     """
     problems: list[Problem] = []
     if resolution is None and data is not None:
         resolution = data.resolution
-    problems += check_options(encoders, resolution, tasks, task_settings)
+    options = check_options(encoders, resolution, tasks, task_settings)
+    problems += options
     if weights:
         problems += check_weights(weights, encoders, build=build_encoders)
+    if build_encoders and task_settings:
+        problems += check_diffusion(task_settings, encoders, resolution)
     if data is not None:
-        problems += check_data(data, decode_limit=decode_limit)
+        evaluation = check_data(data, decode_limit=decode_limit)
+        problems += evaluation
+        # the tasks' configs are built from the settings check_options checked; a training split is only worth
+        # reading once the evaluation split is
+        if tasks and not errors(options) and not errors(evaluation):
+            problems += check_training_splits(data, tasks, task_settings or {}, encoders, decode_limit=decode_limit)
     if results_dir is not None:
         problems += check_writable(results_dir, "--results")
     if cache_dir is not None:
@@ -112,11 +123,14 @@ def check_options(encoders: Sequence[str], resolution, tasks: Sequence[str] | No
             continue
         if res_ok:
             try:
-                encoder_spec(name).check_resolution(resolution, resolution)
+                spec = encoder_spec(name)
+                spec.check_resolution(resolution, resolution)
             except EncoderInputError as e:
                 out.append(Problem(f"--resolution {resolution}", str(e), "pick a resolution this encoder takes"))
             except UserError as e:  # a spec that needs weights to be described
                 out.append(Problem.from_error(f"--encoders {name}", e))
+            else:
+                out += _off_training_resolution(spec, resolution)
     if tasks is not None or task_settings:
         from .tasks import get_task, list_tasks
 
@@ -129,11 +143,183 @@ def check_options(encoders: Sequence[str], resolution, tasks: Sequence[str] | No
                 continue
             import dataclasses
 
-            names = [f.name for f in dataclasses.fields(get_task(t).config_class())]
-            for f in fields:
+            config_class = get_task(t).config_class()
+            names = [f.name for f in dataclasses.fields(config_class)]
+            for f, value in fields.items():
                 if f not in names:
                     out.append(Problem(f"--set {t}.{f}", f"{t} has no config field {f!r}",
                                        f"fields: {', '.join(names)}"))
+                else:
+                    out += check_setting(t, config_class, f, value)
+    return out
+
+
+_PLURALS = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
+
+
+def _type_name(hint) -> str:
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is type(None):
+        return "null"
+    if origin in (typing.Union, _UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_PLURALS.get(args[0], _type_name(args[0]))}"
+        return f"a list [{', '.join(_type_name(a) for a in args)}]"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, getattr(hint, "__name__", str(hint)))
+
+
+def _fits(value, hint) -> bool:
+    """Whether `value` (as --set reads it: JSON, lists as tuples, else text) is of type `hint`."""
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if origin in (typing.Union, _UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is tuple:
+        if not isinstance(value, (tuple, list)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:  # an integer is a number too (JSON writes 1.0 as 1)
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return isinstance(value, hint) if isinstance(hint, type) else True  # a type svgbench cannot check: the task's
+
+
+def check_setting(task: str, config_class: type, field: str, value) -> list[Problem]:
+    """A value given to a task's config field (--set TASK.FIELD=VALUE, or a config file's `set:`) that is not of
+    the field's declared type: one error naming the flag, the type and an example, before any work."""
+    import dataclasses
+    import json
+    import typing
+
+    hint = typing.get_type_hints(config_class).get(field)
+    if hint is None or _fits(value, hint):
+        return []
+    default = next((f.default for f in dataclasses.fields(config_class) if f.name == field), None)
+    example = ""
+    if default is not dataclasses.MISSING and _fits(default, hint) and default is not None:
+        example = f", e.g. --set {task}.{field}={_json(default)}"
+    shown = _json(value)
+    return [Problem(f"--set {task}.{field}={shown}", f"{task}.{field} takes {_type_name(hint)}, got {shown}",
+                    f"give a value of that type (JSON){example}")]
+
+
+def _json(value) -> str:
+    import json
+
+    text = json.dumps(list(value) if isinstance(value, tuple) else value, default=str, separators=(",", ":"))
+    return text if not isinstance(value, str) or " " in value else value  # plain text reads as --set takes it
+
+
+def _off_training_resolution(spec, resolution: int) -> list[Problem]:
+    """A warning when `spec`'s weights were trained at another resolution than the run's: its numbers then
+    measure the encoder off the images it learned from (an encoder whose position embeddings fix its size is
+    refused by check_resolution instead)."""
+    trained = trained_resolution(spec)
+    if trained is None or trained == resolution or spec.fixed_resolution:
+        return []
+    return [Problem(f"--encoders {spec.name}", f"its weights were trained at {trained}px, this run feeds it "
+                    f"{resolution}px images", f"--resolution {trained} measures it as trained",
+                    level="warning")]
+
+
+# Families whose spec.resolution, as `encoder_spec(name)` describes it, is the resolution their weights were
+# trained at (their presets name it: the embedded tiny models, DINO, SVG, SD-VAE). The generic hub families
+# (timm, diffusers) give a placeholder there; a spec may also say it under extra["trained_resolution"].
+_TRAINED_AT_SPEC_RESOLUTION = ("dino", "svg", "sd-vae")
+
+
+def trained_resolution(spec) -> int | None:
+    """The resolution `spec`'s weights were trained at, where the spec knows it; None otherwise (random or no
+    weights, a generic hub family)."""
+    known = (spec.extra or {}).get("trained_resolution")
+    if known:
+        return int(known)
+    if str(spec.weights).startswith(("none", "random")):
+        return None
+    return spec.resolution if spec.family in _TRAINED_AT_SPEC_RESOLUTION else None
+
+
+# Command-line numbers: flag -> (least value, what it counts). The least value of a count is 1: a run of no
+# images, or batches of none, has nothing to measure (and a batch size of 0 never finishes a shard).
+NUMBERS = {"--batch-size": (1, "images per encoder batch"), "--num-images": (1, "evaluation images"),
+           "--resolution": (1, "pixels"), "--workers": (0, "DataLoader workers"), "--seed": (0, "")}
+
+
+def check_numbers(values: Mapping[str, object]) -> list[Problem]:
+    """Numbers given on the command line (or in a config file), by their flag: {"--batch-size": 0, ...}; None is
+    "not given". Checked before anything is built from them, so an error names the flag the user typed."""
+    out = []
+    for flag, value in values.items():
+        if value is None:
+            continue
+        least, what = NUMBERS.get(flag, (1, ""))
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            rule = "a positive integer" if least == 1 else f"an integer >= {least}"
+            out.append(Problem(f"{flag} {value}", f"must be {rule}" + (f" ({what})" if what else ""),
+                               f"e.g. {flag} {_NUMBER_EXAMPLES.get(flag, least)}"))
+    return out
+
+
+_NUMBER_EXAMPLES = {"--batch-size": 32, "--num-images": 512, "--resolution": 64, "--workers": 4, "--seed": 0}
+
+
+def check_diffusion(task_settings: Mapping[str, Mapping[str, object]], encoders: Sequence[str] = (),
+                    resolution: int | None = None) -> list[Problem]:
+    """The diffusion checkpoint the generation/sampling settings name (--diffusion ENCODER=PATH[,stats=..][,kind=..]):
+    its files exist and it loads as `run_generation` will load it (format, pickles refused, finite values, a known
+    architecture, its statistics, its declared kind, the latent shape of its encoder at the run's resolution)."""
+    import torch
+
+    from .checkpoints import CheckpointError
+
+    seen, out = set(), []
+    for task in ("generation", "sampling"):
+        st = task_settings.get(task) or {}
+        path = st.get("diffusion")
+        if not path:
+            continue
+        enc, stats, kind = st.get("diffusion_encoder"), st.get("diffusion_stats"), st.get("diffusion_kind")
+        key = (path, stats, kind, enc)
+        if key in seen:
+            continue
+        seen.add(key)
+        flag = f"--diffusion {enc or '*'}={path}" + (f",stats={stats}" if stats else "") + (f",kind={kind}" if kind else "")
+        missing = [p for p in (path, stats) if p and not Path(str(p)).expanduser().is_file()]
+        if missing:
+            out.append(Problem(flag, f"no such file {missing[0]}", "check the path"))
+            continue
+        shape = None
+        if enc and resolution and enc in encoders:
+            try:
+                from .encoders import encoder_spec
+
+                shape = tuple(encoder_spec(enc).latent_shape(resolution))
+            except Exception:  # an encoder that cannot be described: check_options names it
+                shape = None
+        try:
+            from .diffusion.official import load_diffusion_checkpoint
+
+            with torch.random.fork_rng(devices=[]):  # building must not move the run's random stream
+                load_diffusion_checkpoint(path, stats, latent_shape=shape, kind=kind)
+        except (CheckpointError, UserError, ValueError, KeyError, OSError) as e:
+            fix = "" if ";" in str(e) else ("give a DiT/SiT/SVG-XL or svgbench diffusion checkpoint (with stats= "
+                                            "where it has no statistics of its own)")
+            out.append(Problem.from_error(flag, e, fix))
     return out
 
 
@@ -213,9 +399,16 @@ def check_data(data, decode_limit: int = DECODE_LIMIT) -> list[Problem]:
         return [Problem.from_error(e.input or flag, e)]
     except ValueError as e:  # the procedural set's own parameter checks
         return [Problem.from_error(f"--data {data.name}", e)]
+    return scan_problems(ds, flag, decode_limit)
+
+
+def scan_problems(ds, flag: str, decode_limit: int = DECODE_LIMIT, split_note: str = "") -> list[Problem]:
+    """The problems `ds.scan()` finds in a dataset's image files (none for datasets without files).
+    split_note: said after counts ("in the training split 'train'"), so a line tells which split it is from."""
     if not hasattr(ds, "scan"):
         return []
     scan = ds.scan(decode=len(ds) <= decode_limit)
+    note = f" {split_note}" if split_note else ""
     out: list[Problem] = []
     for path, reason in scan.unreadable[:MAX_LISTED]:
         if reason.startswith(path + ":"):  # the loader's own line, which names the file and the fix
@@ -223,7 +416,7 @@ def check_data(data, decode_limit: int = DECODE_LIMIT) -> list[Problem]:
         else:
             out.append(Problem(path, f"cannot read image ({reason})", "replace the file or delete it from the folder"))
     if len(scan.unreadable) > MAX_LISTED:
-        out.append(Problem(flag, f"{len(scan.unreadable) - MAX_LISTED} more unreadable image files",
+        out.append(Problem(flag, f"{len(scan.unreadable) - MAX_LISTED} more unreadable image files{note}",
                            "replace or delete them"))
     convertible = [(p, m) for p, m in scan.not_rgb if m not in ("I", "F")]
     for path, mode in scan.not_rgb[:MAX_LISTED]:
@@ -235,13 +428,109 @@ def check_data(data, decode_limit: int = DECODE_LIMIT) -> list[Problem]:
                                "pass --convert-mode to convert non-RGB images to RGB"))
     if len(scan.not_rgb) > MAX_LISTED:
         modes = sorted({m for _, m in scan.not_rgb})
-        out.append(Problem(flag, f"{len(scan.not_rgb) - MAX_LISTED} more non-RGB images (modes {', '.join(modes)})",
+        out.append(Problem(flag, f"{len(scan.not_rgb) - MAX_LISTED} more non-RGB images{note} "
+                           f"(modes {', '.join(modes)})",
                            "pass --convert-mode" if convertible else "convert them to RGB"))
-    note = scan.upscale_warning()
-    if note:
-        out.append(Problem(flag, note, "check that these are the full-size images, or lower --resolution",
+    alpha = getattr(scan, "alpha", [])
+    if alpha and getattr(ds, "convert_mode", False) is True:  # plain conversion: the alpha channel is dropped
+        out.append(Problem(flag, f"{len(alpha)} images{note} have an alpha channel (first: {alpha[0]}); "
+                           f"--convert-mode drops it, so transparent areas show whatever colour is stored under "
+                           f"them (often black)", "--convert-mode composite-white (or composite-black) composites "
+                           "them on that background instead", level="warning"))
+    upscale = scan.upscale_warning()
+    if upscale:
+        out.append(Problem(flag, upscale + note, "check that these are the full-size images, or lower --resolution",
                            level="warning"))
     return out
+
+
+def check_training_splits(data, tasks: Sequence[str], task_settings: Mapping[str, Mapping[str, object]],
+                          encoders: Sequence[str] = (), decode_limit: int = DECODE_LIMIT) -> list[Problem]:
+    """The training split each of `tasks` reads besides the evaluation split (the probes', the segmentation
+    head's, the diffusion model's when one is trained here) exists in the data and its images can be read:
+    one line per missing split, naming the tasks, the folder to create and the setting that picks another
+    split; its unreadable and non-RGB images as check_data reports the evaluation split's."""
+    from .data import DataError, build_dataset
+
+    flag = f"--data-root {data.root}" if data.root else f"--data {data.name}"
+    needed: dict[str, list[tuple[str, object]]] = {}  # split -> [(task, its config)]
+    for t in tasks:
+        got = _training_split(t, task_settings.get(t, {}), data, encoders)
+        if got is not None:
+            needed.setdefault(got[0], []).append((t, got[1]))
+    out: list[Problem] = []
+    for split, users in needed.items():
+        names = ", ".join(t for t, _ in users)
+        same = [t for t, _ in users if split == data.split]
+        if same:
+            out.append(Problem(f"--split {data.split}", f"{', '.join(same)} would train and be evaluated on the "
+                               f"same split {split!r}", f"evaluate on another split, or {_pick_other(users)}"))
+            continue
+        size = max((getattr(c, "train_size", 0) or 0 for _, c in users), default=0) or None
+        try:
+            ds = build_dataset(data.replace(split=split, size=size))
+        except DataError as e:
+            out.append(Problem(flag, f"{names} {'trains' if len(users) == 1 else 'train'} on split {split!r}, "
+                               f"which this data lacks ({_first_clause(e)})",
+                               f"create it ({_split_layout(data, split)}), or {_pick_other(users)}"))
+            continue
+        except ValueError:  # a procedural set's parameters: its evaluation split reports them
+            continue
+        out += scan_problems(ds, flag, decode_limit, f"in the training split {split!r} ({names})")
+    return out
+
+
+def _training_split(task: str, settings: Mapping[str, object], data, encoders: Sequence[str]):
+    """(split, config) of the training split `task` reads from `data`, or None when it reads none (or the data
+    draws any split it is asked for)."""
+    from .data import DataError
+
+    try:
+        spec = data.spec() if hasattr(data, "spec") else None
+    except DataError:
+        spec = None
+    if spec is not None and not getattr(spec, "splits", ("x",)):  # procedural: every split name exists
+        return None
+    from .tasks import get_task
+
+    try:
+        cfg = get_task(task).make_config(dict(settings))
+    except (TypeError, ValueError):  # reported by check_options
+        return None
+    if hasattr(cfg, "train_split"):
+        split = cfg.train_split or getattr(spec, "train_split", None)
+        if split is None:  # the dataset has no training split: the task's cell is n/a with that reason
+            return None
+        if "masks" in get_task(task).needs and spec is not None and not getattr(spec, "masks", True):
+            return None  # n/a on this data: its split is never read
+        return split, cfg
+    trains = getattr(cfg, "train", False) or getattr(cfg, "retrain", False)
+    if not trains or getattr(spec, "shipped_models", False):
+        return None
+    covered = getattr(cfg, "diffusion_encoder", None)
+    if getattr(cfg, "diffusion", None) and (covered is None or all(e == covered for e in encoders)):
+        return None  # every encoder's model is the given checkpoint: nothing is trained here
+    return "train", cfg
+
+
+def _pick_other(users) -> str:
+    with_field = [t for t, c in users if hasattr(c, "train_split")]
+    if with_field:
+        return "pick another with " + " and ".join(f"--set {t}.train_split=NAME" for t in with_field)
+    return "give a trained model with --diffusion ENCODER=CHECKPOINT instead of training one (--train-diffusion)"
+
+
+def _split_layout(data, split: str) -> str:
+    if data.name == "imagefolder":
+        return f"{Path(data.root) / split}/<class>/<images>"
+    if data.name == "segfolder":
+        return f"{Path(data.root) / 'images' / split} and {Path(data.root) / 'annotations' / split}"
+    return f"a {split!r} split beside {data.split!r} in {data.root}"
+
+
+def _first_clause(e: BaseException) -> str:
+    """The what-is-wrong part of a loader's message, without its advice (which is about the evaluation split)."""
+    return str(e).split(";")[0].strip()
 
 
 def check_writable(path: str | os.PathLike, flag: str) -> list[Problem]:

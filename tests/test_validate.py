@@ -181,8 +181,11 @@ def test_data_option_errors_are_user_errors():
         DataConfig(name="imagefolder")
     with pytest.raises(DataError, match="shapes, imagefolder, segfolder, parquet, webdataset or zipfolder"):
         DataConfig(name="imagenet")
-    line = _only_error(preflight(data=DataConfig(resolution=60)))  # shapes: multiple of 8
-    _one_line_naming(line, "--data shapes", "multiple of 8")
+    try:  # shapes: multiple of 8, refused by the data config itself or by the pre-run check
+        line = _only_error(preflight(data=DataConfig(resolution=60)))
+    except DataError as e:
+        line = format_user_error(e)
+    _one_line_naming(line, "60", "multiple of 8")
 
 
 # ---------------------------------------------------------------------------- weights

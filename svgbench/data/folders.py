@@ -12,6 +12,7 @@ in seconds before any work (modes, sizes, images small enough to be upscaled).
 
 from __future__ import annotations
 
+import errno
 import io
 import operator
 import os
@@ -227,9 +228,22 @@ def _is_image_file(name: str) -> bool:
     return name.lower().endswith(IMG_EXTENSIONS) and not name.startswith(".")
 
 
+def _kind(entry: os.DirEntry, want: str) -> bool:
+    """entry.is_dir() / is_file() (want: "dir" / "file"), following links; a link that leads back to itself (ELOOP)
+    is a DataError naming it, where os.scandir would raise OSError from deep inside the listing."""
+    try:
+        return entry.is_dir() if want == "dir" else entry.is_file()
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        target = os.readlink(entry.path) if entry.is_symlink() else "?"
+        raise DataError(f"{entry.path}: symbolic-link loop (it points to {target}, which leads back to itself); "
+                        f"remove the link or point it at a real file or folder", input=entry.path) from None
+
+
 def _list_images(folder: Path) -> list[str]:
     with os.scandir(folder) as it:
-        names = [e.name for e in it if _is_image_file(e.name) and e.is_file()]
+        names = [e.name for e in it if _is_image_file(e.name) and _kind(e, "file")]
     return [str(folder / n) for n in sorted(names)]
 
 
@@ -377,7 +391,7 @@ class ImageFolderDataset(Dataset):
         self.root = _resolve_split(Path(root), split)
 
         with os.scandir(self.root) as it:
-            classes = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+            classes = sorted(e.name for e in it if not e.name.startswith(".") and _kind(e, "dir"))
         if not classes:
             loose = len(_list_images(self.root))
             found = f"it holds {loose} image file(s) directly" if loose else "it holds no sub-folders"
@@ -453,7 +467,7 @@ def _resolve_split(root: Path, split: str | None) -> Path:
     if root.name == split:
         return root
     with os.scandir(root) as it:
-        subs = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+        subs = sorted(e.name for e in it if not e.name.startswith(".") and _kind(e, "dir"))
     if subs and _list_images(root / subs[0]):
         raise DataError(f"{root / split}: split folder {split!r} does not exist, and {root} looks like a split "
                         f"itself (its sub-folders hold images): pass --split {root.name}", input=str(root / split))
@@ -531,7 +545,7 @@ class SegFolderDataset(Dataset):
             raise DataError(f"{self.image_dir}: no image files ({', '.join(IMG_EXTENSIONS)}); check --data-root and "
                             f"--split", input=str(self.image_dir))
         with os.scandir(self.ann_dir) as it:
-            ann_names = {e.name for e in it if e.name.lower().endswith(".png") and e.is_file()}
+            ann_names = {e.name for e in it if e.name.lower().endswith(".png") and _kind(e, "file")}
         ann_by_stem = {os.path.splitext(n)[0]: n for n in ann_names}
 
         pairs: list[tuple[str, str]] = []

@@ -1,0 +1,298 @@
+"""What a run needs from its data and its command line, checked before any work (issue 27, item 6).
+
+Each case is tried as a new user meets it: small real image folders (a digits-like set with train/ and val/,
+a val-only folder of mixed sizes and modes), `svgbench run` called in-process. Every input error exits 2 with
+one line naming the input and the fix, no traceback, and nothing written: no results folder, no claim.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from svgbench.checkpoints import load_state_dict, save_safetensors
+from svgbench.data import DataConfig
+from svgbench.validate import Problem, check_numbers, errors, preflight
+
+EMBEDDED = Path(__file__).resolve().parents[1] / "svgbench" / "weights"
+RES = 64
+
+
+def _digit(seed: int, mode: str = "L") -> Image.Image:
+    """A 64 px grayscale stroke image, as the digits of a handwriting set are stored."""
+    rng = np.random.default_rng(seed)
+    a = np.zeros((RES, RES), np.uint8)
+    r = rng.integers(8, 24)
+    yy, xx = np.mgrid[:RES, :RES]
+    a[np.abs(np.hypot(yy - 32, xx - 32) - r) < 3] = 255
+    im = Image.fromarray(a, "L")
+    return im if mode == "L" else im.convert(mode)
+
+
+def digits(root: Path, splits=("train", "val"), mode: str = "L", per_class: int = 3) -> Path:
+    for split in splits:
+        for c in range(3):
+            d = root / split / str(c)
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                _digit(100 * c + i, mode if split == "train" else "RGB").save(d / f"{i}.png")
+    return root
+
+
+def photos(root: Path) -> Path:
+    """val only: photographs of mixed sizes and modes (RGB, RGBA with a transparent half, L, P)."""
+    rng = np.random.default_rng(0)
+    for c in ("cats", "dogs"):
+        d = root / "val" / c
+        d.mkdir(parents=True)
+        for j, mode in enumerate(("RGB", "RGBA", "L", "P")):
+            w, h = int(rng.integers(70, 200)), int(rng.integers(70, 200))
+            im = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+            if mode == "RGBA":
+                im = im.convert("RGBA")
+                alpha = np.zeros((h, w), np.uint8)
+                alpha[: h // 2] = 255
+                im.putalpha(Image.fromarray(alpha))
+            elif mode != "RGB":
+                im = im.convert(mode)
+            im.save(d / f"{j}.png")
+    return root
+
+
+def run_cli(argv, tmp_path, monkeypatch, capsys):
+    """`svgbench run ARGV` in this process -> (exit status, stderr); results go to tmp_path/results."""
+    from svgbench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SVGBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    try:
+        rc = main(["run", "--results", str(tmp_path / "results"), *argv])
+    except SystemExit as e:
+        rc = e.code if isinstance(e.code, int) else 1
+        print(e.code, file=sys.stderr)
+    out = capsys.readouterr()
+    return rc, out.out + out.err
+
+
+def refused(rc: int, out: str, tmp_path: Path, *needles: str) -> str:
+    """The one error line of a refused run, after checking it exited 2 and wrote nothing."""
+    assert rc == 2, out
+    assert "Traceback" not in out, out
+    lines = [ln for ln in out.strip().splitlines() if ln.strip() and "warning:" not in ln]
+    assert len(lines) == 1, out
+    for n in needles:
+        assert n in lines[0], (n, out)
+    assert not (tmp_path / "results").exists(), sorted(p.name for p in (tmp_path / "results").rglob("*"))
+    assert not list((tmp_path / "cache").rglob("*.claim")) if (tmp_path / "cache").exists() else True
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------------------------- training split
+
+
+def test_missing_training_split_is_named_with_the_real_fixes(tmp_path, monkeypatch, capsys):
+    root = digits(tmp_path / "digits", splits=("val",))
+    rc, out = run_cli(["--data-root", str(root), "--encoders", "pixels", "--tasks", "reconstruction,probe,knn"],
+                      tmp_path, monkeypatch, capsys)
+    line = refused(rc, out, tmp_path, "probe, knn", "split 'train'", f"create it ({root / 'train'}/<class>/",
+                   "--set probe.train_split=NAME", "--set knn.train_split=NAME")
+    assert "--split" not in line  # the evaluation split's advice does not fit a missing training split
+    # the setting the line offers is the fix: a split that exists is accepted
+    assert errors(preflight(data=DataConfig(name="imagefolder", root=str(root), resolution=RES), tasks=["probe"],
+                            task_settings={"probe": {"train_split": "val"}})) != []  # same as evaluation: refused
+    (root / "extra").mkdir()
+    for c in range(3):
+        (root / "extra" / str(c)).mkdir()
+        _digit(c, "RGB").save(root / "extra" / str(c) / "x.png")
+    assert errors(preflight(data=DataConfig(name="imagefolder", root=str(root), resolution=RES), tasks=["probe"],
+                            task_settings={"probe": {"train_split": "extra"}})) == []
+
+
+def test_training_split_same_as_evaluation_is_refused(tmp_path):
+    root = digits(tmp_path / "digits")
+    line = str(errors(preflight(data=DataConfig(name="imagefolder", root=str(root), split="train", resolution=RES,
+                                                convert_mode=True), tasks=["knn"]))[0])
+    assert "--split train" in line and "same split 'train'" in line and "--set knn.train_split=NAME" in line
+
+
+def test_generation_trained_here_needs_the_training_split(tmp_path):
+    root = digits(tmp_path / "digits", splits=("val",))
+    data = DataConfig(name="imagefolder", root=str(root), resolution=RES)
+    assert errors(preflight(data=data, encoders=["pixels"], tasks=["generation"])) == []  # nothing trained here
+    line = str(errors(preflight(data=data, encoders=["pixels"], tasks=["generation"],
+                                task_settings={"generation": {"train": True}}))[0])
+    assert "generation trains on split 'train'" in line and "--diffusion" in line
+
+
+def test_training_split_images_are_checked_like_the_evaluation_split(tmp_path, monkeypatch, capsys):
+    root = digits(tmp_path / "digits", mode="L")  # val is RGB, train grayscale
+    rc, out = run_cli(["--data-root", str(root), "--encoders", "pixels", "--tasks", "probe"],
+                      tmp_path, monkeypatch, capsys)
+    assert rc == 2 and "Traceback" not in out, out
+    lines = out.strip().splitlines()
+    assert all(ln.startswith("svgbench: ") for ln in lines), out
+    assert all("/train/" in ln or "training split 'train'" in ln for ln in lines), out
+    assert "--convert-mode" in out and "image mode is 'L'" in out
+    assert "4 more non-RGB images in the training split 'train' (probe)" in out  # 9 files: 5 named, 4 counted
+    assert not (tmp_path / "results").exists()
+    # with --convert-mode both splits pass
+    data = DataConfig(name="imagefolder", root=str(root), resolution=RES, convert_mode=True)
+    assert errors(preflight(data=data, tasks=["probe"])) == []
+
+
+# ---------------------------------------------------------------------------------------------- encoder resolution
+
+
+def test_every_encoder_off_its_training_resolution_is_said_once():
+    problems = preflight(encoders=["tiny-vae", "tiny-ssl", "pixels"], resolution=128)
+    warnings = [str(p) for p in problems if p.level == "warning"]
+    assert errors(problems) == []
+    assert len(warnings) == 2, warnings  # pixels has no weights, so no training resolution
+    for name in ("tiny-vae", "tiny-ssl"):
+        line = next(w for w in warnings if f"--encoders {name}" in w)
+        assert "trained at 64px" in line and "128px" in line and "--resolution 64" in line and "\n" not in line
+    assert [p for p in preflight(encoders=["tiny-vae"], resolution=64) if p.level == "warning"] == []
+    # an encoder whose position embeddings fix its size is refused, not warned about
+    assert "takes only 64x64" in str(errors(preflight(encoders=["tiny-svg"], resolution=128))[0])
+
+
+# ---------------------------------------------------------------------------------------------- --set and config
+
+
+@pytest.mark.parametrize("setting,named,fix", [
+    ("probe.epochs=x", "--set probe.epochs=x", "takes an integer"),
+    ("probe.lrs=x", "--set probe.lrs=x", "takes a list of numbers"),
+    ("probe.lrs=[0.1,\"a\"]", "--set probe.lrs=", "--set probe.lrs=[0.0001,"),
+    ("knn.ks=[10,2.5]", "--set knn.ks=[10,2.5]", "list of integers"),
+    ("reconstruction.rfid=3", "--set reconstruction.rfid=3", "true or false"),
+    ("probe.bogus=1", "probe.bogus=1", "fields: batch_size"),
+])
+def test_set_values_are_type_checked_before_work(tmp_path, monkeypatch, capsys, setting, named, fix):
+    rc, out = run_cli(["--encoders", "pixels", "--tasks", "probe", "--num-images", "8", "--set", setting],
+                      tmp_path, monkeypatch, capsys)
+    refused(rc, out, tmp_path, named, fix)
+
+
+def test_set_values_of_the_right_type_pass():
+    from svgbench.cli import parse_task_setting
+
+    assert parse_task_setting("probe.epochs=3") == ("probe", "epochs", 3)
+    assert parse_task_setting("probe.lrs=[1,0.5]") == ("probe", "lrs", (1, 0.5))  # an integer is a number
+    assert parse_task_setting("probe.train_split=2012") == ("probe", "train_split", "2012")  # text as typed
+    assert parse_task_setting("seg.num_classes=null") == ("seg", "num_classes", None)
+    assert errors(preflight(tasks=["probe"], task_settings={"probe": {"epochs": "x"}}))  # the API's check too
+
+
+def test_config_file_values_are_type_checked(tmp_path, monkeypatch, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("encoders: pixels\ntasks: probe\nset:\n  probe:\n    epochs: many\n")
+    rc, out = run_cli(["--config", str(cfg)], tmp_path, monkeypatch, capsys)
+    refused(rc, out, tmp_path, "--set probe.epochs=many", "takes an integer")
+    cfg.write_text("encoders: pixels\nbatch-size: 0\n")
+    rc, out = run_cli(["--config", str(cfg)], tmp_path, monkeypatch, capsys)
+    refused(rc, out, tmp_path, "--batch-size 0", "positive integer")
+
+
+# ---------------------------------------------------------------------------------------------- numbers
+
+
+@pytest.mark.parametrize("flag,value", [("--batch-size", "0"), ("--batch-size", "-4"), ("--num-images", "0"),
+                                        ("--num-images", "-3"), ("--workers", "-1"), ("--seed", "-2")])
+def test_numbers_are_checked_under_the_flag_typed(tmp_path, monkeypatch, capsys, flag, value):
+    root = digits(tmp_path / "digits", mode="RGB")
+    rc, out = run_cli(["--data-root", str(root), "--encoders", "pixels", "--tasks", "reconstruction", flag, value],
+                      tmp_path, monkeypatch, capsys)
+    line = refused(rc, out, tmp_path, f"{flag} {value}", f"e.g. {flag} ")
+    assert "size" not in line.replace("--batch-size", "") and "limit" not in line  # not the internal names
+
+
+def test_check_numbers():
+    assert check_numbers({"--batch-size": 1, "--num-images": None, "--workers": 0, "--seed": 0}) == []
+    assert [p.input for p in check_numbers({"--batch-size": True, "--resolution": 0})] == \
+        ["--batch-size True", "--resolution 0"]
+
+
+# ---------------------------------------------------------------------------------------------- symbolic links
+
+
+@pytest.mark.parametrize("where", ["class-folder", "image-file"])
+def test_symbolic_link_loop_is_one_line_naming_the_link(tmp_path, monkeypatch, capsys, where):
+    root = digits(tmp_path / "digits", splits=("val",), mode="RGB")
+    if where == "class-folder":
+        link = root / "val" / "x1"
+        link.symlink_to("x2")
+        (root / "val" / "x2").symlink_to("x1")
+    else:
+        link = root / "val" / "0" / "loop.png"
+        link.symlink_to("loop.png")
+    rc, out = run_cli(["--data-root", str(root), "--encoders", "pixels", "--tasks", "reconstruction"],
+                      tmp_path, monkeypatch, capsys)
+    name = str(link) if where == "image-file" else str(root / "val" / "x")  # x1 or x2: whichever is listed first
+    refused(rc, out, tmp_path, name, "symbolic-link loop", "remove the link")
+
+
+# ---------------------------------------------------------------------------------------------- --diffusion
+
+
+def _diffusion_case(case: str, d: Path) -> tuple[str, str]:
+    shipped = sorted((EMBEDDED / "diffusion").glob("*.safetensors"))[0]
+    if case == "missing":
+        return str(d / "nope.pt"), "no such file"
+    if case == "garbage":
+        (d / "g.pt").write_bytes(np.random.default_rng(0).bytes(3000))
+        return str(d / "g.pt"), "not a weights file"
+    if case == "not-a-diffusion-model":
+        return str(EMBEDDED / "tiny-ssl.safetensors"), "not a DiT/SiT/SVG diffusion state dict"
+    if case == "nan":
+        state = dict(load_state_dict(shipped))
+        key = sorted(k for k in state if state[k].is_floating_point() and k.startswith("blocks"))[0]
+        state[key] = state[key].clone()
+        state[key].view(-1)[0] = float("nan")
+        save_safetensors(state, d / "nan.safetensors")
+        return str(d / "nan.safetensors"), "non-finite"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["missing", "garbage", "not-a-diffusion-model", "nan"])
+def test_diffusion_file_is_validated_before_the_first_cell(tmp_path, monkeypatch, capsys, case):
+    path, words = _diffusion_case(case, tmp_path)
+    rc, out = run_cli(["--encoders", "pixels", "--tasks", "reconstruction,generation", "--num-images", "8",
+                       "--diffusion", f"pixels={path}"], tmp_path, monkeypatch, capsys)
+    refused(rc, out, tmp_path, f"--diffusion pixels={path}", words)
+
+
+def test_diffusion_options_are_input_errors(tmp_path, monkeypatch, capsys):
+    rc, out = run_cli(["--encoders", "pixels", "--diffusion", "pixels"], tmp_path, monkeypatch, capsys)
+    refused(rc, out, tmp_path, "--diffusion takes ENCODER=PATH")
+
+
+# ---------------------------------------------------------------------------------------------- all-n/a cells
+
+
+def test_a_cell_whose_every_metric_is_na_is_counted_and_printed_as_na(tmp_path):
+    from svgbench.runner import RunConfig, all_na_reason, run_matrix
+    from svgbench.tasks import get_task
+
+    root = digits(tmp_path / "digits", mode="RGB")
+    logs = []
+    cfg = RunConfig(encoders=("pixels",), tasks=("generation",), results_dir=str(tmp_path / "results"),
+                    data=DataConfig(name="imagefolder", root=str(root), resolution=RES))
+    summary = run_matrix(cfg, log=logs.append)
+    assert (summary.computed, summary.not_applicable) == (0, 1), logs
+    line = next(m for m in logs if "generation" in m and "n/a" in m)
+    reasons = summary.records[0]["metrics"]["unavailable"]
+    assert f"n/a ({reasons['fid']})" in line and "done in" not in " ".join(logs)
+    gen = get_task("generation")
+    assert all_na_reason(gen, {"fid": 3.0, "unavailable": {"kid": "x"}}) is None
+    assert all_na_reason(get_task("sampling"), {"curve": [{"fid": None}], "unavailable": {"fid": "why"}}) == "why"
+    assert all_na_reason(get_task("sampling"), {"curve": [{"fid": 2.0}]}) is None
+
+
+def test_problem_lines_stay_one_line():
+    assert "\n" not in str(Problem("--set a.b=x", "takes\nan integer", "e.g. 1"))
