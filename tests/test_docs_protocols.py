@@ -1,9 +1,11 @@
-"""The documented real-scale commands of docs/real-scale.md parse with svgbench's CLI and name real protocols,
+"""The documented real-scale commands of docs/real-scale.md and the README parse with svgbench's CLI and name real protocols,
 with each DiT/SiT-layout checkpoint declaring its kind."""
 
 import re
 import shlex
 from pathlib import Path
+
+import pytest
 
 from svgbench.cli import build_parser
 from svgbench.diffusion.official import KINDS
@@ -21,9 +23,15 @@ def _commands(text):
                 yield shlex.split(line[line.index("svgbench run") + len("svgbench "):])
 
 
-def test_published_protocol_commands_parse_and_name_their_protocol_and_kind():
-    text = DOC.read_text()
-    section = text[text.index("## Published checkpoints, each by its own protocol"):text.index("## Inputs")]
+README = DOC.parents[1] / "README.md"
+
+
+@pytest.mark.parametrize("doc, start, end", [
+    (DOC, "## Published checkpoints, each by its own protocol", "## Inputs"),
+    (README, "## The paper's protocol", "## Embedded models")], ids=["real-scale", "readme"])
+def test_published_protocol_commands_parse_and_name_their_protocol_and_kind(doc, start, end):
+    text = doc.read_text()
+    section = text[text.index(start):text.index(end)]
     cmds = list(_commands(section))
     assert len(cmds) == 4
     parser, seen = build_parser(), set()
@@ -32,7 +40,8 @@ def test_published_protocol_commands_parse_and_name_their_protocol_and_kind():
         assert not extra, extra
         sets = dict(s.split("=", 1) for s in args.set)
         proto = sets["generation.protocol"]
-        assert proto in PROTOCOLS and "generation.reference_npz" in sets
+        # every published-protocol command scores against the ADM reference batch
+        assert proto in PROTOCOLS and args.reference and "generation.reference_npz" not in sets
         (spec,) = args.diffusion
         kind = dict(o.split("=", 1) for o in spec.split(",")[1:]).get("kind")
         assert kind in KINDS
