@@ -69,6 +69,11 @@ def train_diffusion_main(argv=None) -> None:
     p.add_argument("--export", action="store_true", help="ship the model to svgbench/weights/diffusion/ with a card")
     add_config_args(p, GenerationConfig)
     args = p.parse_args(argv)
+    if args.export and any(c in args.encoder for c in ":/\\"):
+        # a shipped model is svgbench/weights/diffusion/<encoder name>.safetensors; a family name is a path or hub id
+        p.error(f"--export ships the model under the encoder's name, and {args.encoder!r} is a family name (a path "
+                f"or hub id); export under a zoo name (e.g. --encoder va-vae-f16d32 --weights DIR) or register the "
+                f"encoder under a plain name, or drop --export")
     if args.threads:
         torch.set_num_threads(args.threads)
     preset = get_preset(args.preset)

@@ -5,6 +5,7 @@ random weights, saved with save_pretrained and read back as `diffusers:DIR`: not
 """
 
 import importlib.util
+import json
 import math
 
 import pytest
@@ -387,3 +388,26 @@ def test_readme_quotes_the_zoo_part_of_svgbench_list(capsys):
     block = out[start:out.index("\n\n", start)]
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert f"```text\n{block}\n```" in readme, "README's quoted `svgbench list` zoo table differs from the CLI's"
+
+
+def test_train_diffusion_runs_on_a_diffusers_folder(tmp_path, monkeypatch, capsys):
+    """`svgbench train diffusion --encoder diffusers:DIR`: the diffusion model is sized from the folder's latent
+    (16 channels on a 16 x 16 grid at 64 px here) and normalised by that latent's per-channel statistics."""
+    from svgbench.cli_train import train_diffusion_main
+
+    monkeypatch.setenv("SVGBENCH_CACHE", str(tmp_path / "cache"))
+    save_model("AutoencoderKL", tmp_path / "kl")
+    argv = ["--encoder", f"diffusers:{tmp_path / 'kl'}", "--train-steps", "2", "--eval-every", "100",
+            "--curve-samples", "8", "--eval-samples", "8", "--train-size", "16", "--sample-steps", "1",
+            "--batch-size", "16", "--train-batch", "8", "--runs-dir", str(tmp_path / "runs")]
+    train_diffusion_main(argv)
+    said = capsys.readouterr().err
+    assert "trained model:" in said and math.isfinite(json.loads(said.split("trained model: ")[1].splitlines()[0])["fid"])
+    (last,) = (tmp_path / "runs").rglob("last.pt")
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["ema"]["ln1.weight"].shape[1] == 16  # patch 1: one token per latent cell, its 16 channels
+    stats = ckpt["stats"]
+    assert stats["mean"].shape == (16,) and bool((stats["std"] > 0).all())
+    with pytest.raises(SystemExit):  # a family name is a path: no shipped file under it
+        train_diffusion_main(argv + ["--export"])
+    assert "is a family name" in capsys.readouterr().err
