@@ -15,8 +15,8 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def load_plugin(spec: str) -> None:
-    """Import a user file or module that registers encoders or tasks (register_encoder / register_task calls at
-    import)."""
+    """Import a user file or module that registers encoders, tasks or datasets (register_encoder / register_task /
+    register_dataset calls at import)."""
     path = Path(spec)
     if path.suffix == ".py" or path.exists():
         if not path.is_file():
@@ -73,6 +73,13 @@ def cmd_list(args) -> int:
         heads = ", ".join(m.headline_title for m in t.headline_metrics()) or "-"
         trows.append((name, ", ".join(sorted(t.needs)) or "-", heads, t.source, t.description))
     _print_rows(("task", "needs", "scorecard", "source", "what"), trows)
+    from .data import dataset_specs
+
+    print()
+    yn = {True: "yes", False: "no"}
+    _print_rows(("dataset", "splits (train)", "labels", "masks", "resolution", "FID network", "source", "what"),
+                [(d.name, f"{', '.join(d.splits) or 'any'} ({d.train_split or '-'})", yn[d.labels], yn[d.masks],
+                  d.resolution_policy, d.feature_network, d.source, d.description) for d in dataset_specs()])
     return 0
 
 
@@ -303,7 +310,7 @@ def _cmd_run(args) -> int:
     from . import distributed as dist
     from .cache import default_cache_dir
     from .claims import parse_shard
-    from .data import DataConfig
+    from .data import DataConfig, dataset_spec
     from .errors import EXIT_USER_ERROR
     from .validate import errors, preflight
     from .report import task_table, to_markdown, write_reports
@@ -318,7 +325,7 @@ def _cmd_run(args) -> int:
     data_kw = dict(preset["data"])
     if args.data:
         data_kw["name"] = args.data
-    elif args.data_root and data_kw["name"] == "shapes":
+    elif args.data_root and not dataset_spec(data_kw["name"]).needs_root:  # a root for data that reads none
         from .data.formats import kind_of_root
 
         data_kw["name"] = kind_of_root(args.data_root)
@@ -528,9 +535,11 @@ def _add_run_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--preset", default="tiny", help="tiny (embedded default) or imagenet256 (real checkpoints)")
     from .data import DATA_KINDS
 
-    r.add_argument("--data", choices=DATA_KINDS,
-                   help="default: the preset's (with --data-root alone: told by the root, .zip, .tar shards, "
-                        ".parquet shards, else imagefolder)")
+    # no argparse choices: a --plugin registers its datasets after parsing; DataConfig refuses an unknown name
+    r.add_argument("--data", metavar="NAME",
+                   help=f"a registered dataset: {', '.join(DATA_KINDS)} or one a --plugin registers (default: the "
+                        "preset's; with --data-root alone: told by the root, .zip, .tar shards, .parquet shards, "
+                        "else imagefolder)")
     r.add_argument("--data-root", help="dataset folder (ImageNet layout for imagefolder, ADE20K for segfolder), "
                                        "hub parquet folder, webdataset tar folder, or the .zip of an image folder")
     r.add_argument("--split", help="evaluation split (default: the preset's, val)")
@@ -570,7 +579,7 @@ def build_parser(run_defaults: dict | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="svgbench", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show the traceback of input errors too (or SVGBENCH_DEBUG=1)")
     p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
-                   help="import a file/module that registers encoders or tasks (repeatable)")
+                   help="import a file/module that registers encoders, tasks or datasets (repeatable)")
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="list registered encoders and tasks")

@@ -341,8 +341,13 @@ def overview(frames: dict[str, pd.DataFrame]):
         if f is not None and "data" in getattr(f, "columns", []):
             datas |= {short_data(d) for d in f["data"].dropna().unique()}
     title = "svgbench results" + (f" on {', '.join(sorted(datas))}" if datas else "")
-    if any(d.startswith("shapes") for d in datas):
-        title += " (embedded shapes data, tiny models: not ImageNet numbers)"
+    from .data import find_dataset
+
+    # what each dataset's spec says once about numbers on it ("not ImageNet numbers"); a label starts with its name
+    specs = [find_dataset(d.replace(":", "/").split("/")[0]) for d in datas]
+    caveats = sorted({s.caveat for s in specs if s is not None and s.caveat})
+    if caveats:
+        title += f" ({'; '.join(caveats)})"
     fig.suptitle(title, fontsize=12)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     return fig

@@ -174,9 +174,15 @@ def stale_label(record: dict) -> str:
 
 
 def data_label(data: dict) -> str:
-    if data["name"] == "shapes":
-        return f"shapes/{data['split']} (embedded, procedural) {data['resolution']}px"
-    return f"{data['name']}:{data.get('root')}/{data['split']} {data['resolution']}px"
+    """The row label of records on `data` (a record's data config), as its dataset's spec words it."""
+    from .data import find_dataset
+
+    spec = find_dataset(data["name"])
+    if spec is not None:
+        return spec.label(data)
+    # a dataset whose plugin is not loaded (svgbench report without --plugin) still reports
+    where = f":{data['root']}" if data.get("root") else ""
+    return f"{data['name']}{where}/{data['split']} {data['resolution']}px"
 
 
 def feature_network_prefix(record: dict) -> str:
@@ -186,7 +192,10 @@ def feature_network_prefix(record: dict) -> str:
         return "judge"
     if label.startswith("inception"):
         return "Inception"
-    return "judge" if record["data"]["name"] == "shapes" else "Inception"
+    from .data import find_dataset
+
+    spec = find_dataset(record["data"]["name"])
+    return "judge" if spec is not None and spec.feature_network == "judge" else "Inception"
 
 
 def latest_by(records: list[dict], key) -> dict:

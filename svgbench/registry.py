@@ -33,6 +33,19 @@ def is_reference(value: Any) -> bool:
     return isinstance(value, str) and ":" in value
 
 
+def spec_entry_point(spec_class: type) -> Callable[[Any, str], Any]:
+    """A registry's `from_entry_point` for entry points that name a spec object (a TaskSpec, a DatasetSpec) of
+    the entry point's own name; the spec's `source` becomes the entry point."""
+    def load(ep, source: str):
+        spec = ep.load()
+        if not isinstance(spec, spec_class) or spec.name != ep.name:
+            raise TypeError(f"entry point {ep.value!r} must point to a {spec_class.__name__} named {ep.name!r}")
+        spec.source = source
+        return spec
+
+    return load
+
+
 class UnknownNameError(KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])

@@ -359,12 +359,10 @@ def _decide(cfg: RunConfig, path: Path, key: str, claim_path: Path, name: str, t
     return "claimed", None
 
 
-MASKED_DATA = ("shapes", "segfolder")  # the datasets with per-pixel masks
-
-
 def _not_applicable_reason(task, encoder, cfg: RunConfig) -> str | None:
     """Why `task` cannot run for `encoder` on the run's data, or None when it can: the task's `needs` against what
-    the encoder can do with its weights (its spec's abilities: a decoder-only checkpoint decodes, never encodes)."""
+    the encoder can do with its weights (its spec's abilities: a decoder-only checkpoint decodes, never encodes)
+    and what the data has (its DatasetSpec: labels, masks, a training split)."""
     if "decoder" in task.needs and not encoder.spec.has_decoder:
         return f"no pixel decoder: `{task.name}` needs one"
     for need, ability, does in (("encode", "encode", "encode images"), ("features", "features", "compute features"),
@@ -372,9 +370,11 @@ def _not_applicable_reason(task, encoder, cfg: RunConfig) -> str | None:
         why = encoder.spec.why_not(ability) if need in task.needs else None
         if why:
             return f"{encoder.spec.name} cannot {does} with its weights: `{task.name}` needs it ({why})"
-    if "masks" in task.needs and cfg.data.name not in MASKED_DATA:
-        return (f"data {cfg.data.name!r} has no per-pixel masks: `{task.name}` needs them "
-                f"(--data segfolder with an ADE20K-layout folder)")
+    data = cfg.data.spec()
+    for need, what in (("labels", "them"), ("masks", "them"), ("train", "one")):
+        why = data.lacks(need) if need in task.needs else None
+        if why:
+            return f"{why}: `{task.name}` needs {what}"
     return None
 
 

@@ -21,7 +21,7 @@ LAYERS = {
     "runner": 3, "report": 3, "plots": 3, "findings": 3, "validate": 3, "readme": 3,
     "tasks": 2,
 }
-LOWER = 1  # metrics, train, diffusion, encoders, cache, store, data, checkpoints, records, errors, ...
+LOWER = 1  # metrics, train, diffusion, encoders, cache, store, data, checkpoints, records, errors, registry, ...
 FACADE = "svgbench"  # the package's lazy public API (imports nothing at import time)
 
 

@@ -1,5 +1,6 @@
 """Datasets: the embedded procedural `shapes`, image folders (ImageNet layout), segmentation folders (ADE20K),
-and ImageNet-layout images packed as hub parquet shards, webdataset tars or a zip (`formats`).
+ImageNet-layout images packed as hub parquet shards, webdataset tars or a zip (`formats`), and any dataset
+registered with `register_dataset` (`registry`: each dataset's `DatasetSpec`).
 
 Every dataset yields dicts with "image" (float 3 x H x W in [-1, 1]) and, where it has them,
 "label" (int64) and "mask" (int64 H x W, 255 = ignore).
@@ -13,18 +14,22 @@ import json
 from dataclasses import dataclass
 
 from ..errors import DataError, UserError  # noqa: F401  (DataError: part of this package's API)
+from .registry import (BUILTIN_DATASETS, DATA_NEEDS, ENTRY_POINT_GROUP, FEATURE_NETWORKS,  # noqa: F401  (API)
+                       RESOLUTION_POLICIES, DatasetSpec, UnknownDatasetError, dataset_spec, dataset_specs, find_dataset,
+                       list_datasets, register_dataset, unregister_dataset)
 
-
-# parquet, webdataset, zipfolder: the packed formats of svgbench.data.formats (classification, like imagefolder)
-DATA_KINDS = ("shapes", "imagefolder", "segfolder", "parquet", "webdataset", "zipfolder")
+# the built-in datasets (parquet, webdataset, zipfolder: the packed formats of svgbench.data.formats); --data takes
+# any registered name (list_datasets())
+DATA_KINDS = BUILTIN_DATASETS
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Which images a task sees.
 
-    name: "shapes" (embedded, generated), "imagefolder" (root/<class>/<img>), "segfolder" (ADE20K layout),
-        "parquet" (hub shards), "webdataset" (tar shards), "zipfolder" (a zipped imagefolder).
+    name: a registered dataset: "shapes" (embedded, generated), "imagefolder" (root/<class>/<img>), "segfolder"
+        (ADE20K layout), "parquet" (hub shards), "webdataset" (tar shards), "zipfolder" (a zipped imagefolder), or
+        one registered with `register_dataset`.
     split: shapes: any name (train/val/test/...); folders: the sub-folder (train/val, training/validation);
         packed formats: the shard or folder prefix (val also finds the hub's "validation").
     size: shapes: images generated; folders: at most this many (spread over classes).
@@ -40,19 +45,25 @@ class DataConfig:
     convert_mode: bool = False
 
     def __post_init__(self):
-        if self.name not in DATA_KINDS:
-            raise DataError(f"--data {self.name!r} is not a dataset kind; use {', '.join(DATA_KINDS[:-1])} or {DATA_KINDS[-1]}",
+        spec = find_dataset(self.name) if isinstance(self.name, str) else None
+        if spec is None:
+            names = list_datasets()
+            raise DataError(f"--data {self.name!r} is not a registered dataset; use {', '.join(names[:-1])} or "
+                            f"{names[-1]} (or register one: svgbench --plugin FILE, as examples/my_dataset.py)",
                             input="--data")
-        if self.name != "shapes" and not self.root:
+        if spec.needs_root and not self.root:
             raise DataError(f"--data {self.name} needs its files: pass --data-root", input="--data-root")
+        why = spec.check_resolution(self.resolution)
+        if why:
+            raise DataError(why, input="--resolution")
+
+    def spec(self) -> DatasetSpec:
+        """The registered spec of this dataset: what it has (labels, masks, a training split) and how it is read."""
+        return dataset_spec(self.name)
 
     def key(self) -> str:
         """Short stable id of these images, for record and cache names."""
-        d = dataclasses.asdict(self)
-        if self.name == "shapes":
-            from .shapes import GENERATOR_VERSION
-
-            d["generator_version"] = GENERATOR_VERSION
+        d = dataclasses.asdict(self) | self.spec().extra_key()
         digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.name}-{self.split}-{self.resolution}px-{digest}"
 
@@ -64,25 +75,8 @@ class DataConfig:
 
 
 def build_dataset(cfg: DataConfig):
-    """The dataset of `cfg`; it carries `data_config` (this cfg) so tasks can derive other splits and cache keys."""
-    if cfg.name == "shapes":
-        from .shapes import ShapesConfig, ShapesDataset
-
-        ds = ShapesDataset(ShapesConfig(resolution=cfg.resolution, split=cfg.split, size=cfg.size or 2000,
-                                        seed=cfg.seed, max_objects=cfg.max_objects))
-    elif cfg.name in ("parquet", "webdataset", "zipfolder"):
-        from .formats import READERS
-
-        ds = READERS[cfg.name](cfg.root, cfg.resolution, split=cfg.split, limit=cfg.size,
-                               convert_mode=cfg.convert_mode)
-    else:
-        from .folders import ImageFolderDataset, SegFolderDataset
-
-        if cfg.name == "imagefolder":
-            ds = ImageFolderDataset(cfg.root, cfg.resolution, split=cfg.split, limit=cfg.size,
-                                    convert_mode=cfg.convert_mode)
-        else:
-            ds = SegFolderDataset(cfg.root, cfg.resolution, split=cfg.split, limit=cfg.size,
-                                  convert_mode=cfg.convert_mode)
+    """The dataset of `cfg` (its spec's factory); it carries `data_config` (this cfg) so tasks can derive other
+    splits and cache keys."""
+    ds = cfg.spec().build(cfg)
     ds.data_config = cfg
     return ds

@@ -56,12 +56,16 @@ class NoDiffusionModel(LookupError):
 
 def load_shipped(encoder, data_name: str, num_classes: int, device: str, path: Path | None = None):
     """The shipped diffusion model of `encoder` -> (EMA model, LatentStats, curve rows, provenance), or None when
-    there is none for this encoder's weights (or the data is not svgbench's shapes, which they were trained on)."""
+    there is none for this encoder's weights (or the data is not the one they were trained on: its DatasetSpec says
+    `shipped_models`)."""
     from ..checkpoints import load_state_dict, read_safetensors_metadata
     from .transport import LatentStats
 
+    from ..data import find_dataset
+
     shipped = path or SHIPPED / f"{encoder.spec.name}.safetensors"
-    if not shipped.exists() or data_name != "shapes":
+    spec = find_dataset(data_name)
+    if not shipped.exists() or spec is None or not spec.shipped_models:
         return None
     meta = read_safetensors_metadata(shipped)
     if meta.get("encoder_weights_hash") != encoder.weights_hash():

@@ -54,7 +54,7 @@ PROBE = TaskSpec(
         _count("feature_dim", "dim"),
         MetricSpec("probe_fit_s", "probe fit (s)", "{:.2f}", False, timing=True),
     ),
-    needs=frozenset({"features", "labels"}),
+    needs=frozenset({"features", "labels", "train"}),
     description="linear probe on frozen pooled features (DINOv2 grid protocol) + logistic-regression check",
     version=VERSIONS["probe"])
 
@@ -70,7 +70,7 @@ KNN = TaskSpec(
         _count("num_train", "train images"),
         _count("num_test", "test images"),
     ),
-    needs=frozenset({"features", "labels"}),
+    needs=frozenset({"features", "labels", "train"}),
     description="weighted kNN (k=10, 20, T=0.07), silhouette, between/within-class variance, PCA map",
     version=VERSIONS["knn"])
 
@@ -86,7 +86,7 @@ SEG = TaskSpec(
         _count("train_images", "train images"),
         MetricSpec("train_s", "head train s", "{:.1f}", False, timing=True),
     ),
-    needs=frozenset({"features", "masks"}),
+    needs=frozenset({"features", "masks", "train"}),
     description="DINOv2 linear segmentation head on frozen patch tokens: mIoU, mAcc, aAcc (mmseg)",
     version=VERSIONS["seg"])
 
@@ -110,7 +110,7 @@ GENERATION = TaskSpec(
         MetricSpec("sample_gflops_per_image", "sample GFLOPs/img", "{:.3f}", False, timing=True),
         MetricSpec("sample_mfu", "sample MFU", "{:.4f}", True, timing=True),
     ),
-    needs=frozenset({"decoder", "diffusion", "labels"}),
+    needs=frozenset({"decoder", "diffusion", "labels", "train"}),
     extra_columns="svgbench.tasks.generation:steps_to_fid_columns", extra_columns_fmt="{:d}",
     file_fields=("diffusion", "diffusion_stats", "reference_npz"),
     key_files="svgbench.tasks.generation:shipped_model_files",
@@ -120,7 +120,7 @@ GENERATION = TaskSpec(
 SAMPLING = TaskSpec(
     "sampling", "svgbench.tasks.generation:run_sampling", "svgbench.tasks.generation:SamplingConfig",
     metrics=(_count("num_samples", "samples"),),
-    needs=frozenset({"decoder", "diffusion", "labels"}),
+    needs=frozenset({"decoder", "diffusion", "labels", "train"}),
     curve=CurveSpec(key="curve", series="method", x="steps", value="fid", headline_max_x=4,
                     uncertainty=_SAMPLES),
     missing_reason="svgbench.tasks.generation:sampling_missing_reason",

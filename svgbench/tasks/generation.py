@@ -119,9 +119,10 @@ class SamplingConfig:
 def feature_network(data_name: str) -> tuple[str | None, str | None, str]:
     """-> (torch-fidelity extractor name or None, weights path or None, label / reason)."""
     from ..metrics.judge import JUDGE_NAME, judge_available, register_judge
+    from ..data import dataset_spec
     from ..metrics.recon import inception_weights_path
 
-    if data_name == "shapes":
+    if dataset_spec(data_name).feature_network == "judge":
         if judge_available():
             register_judge()
             return JUDGE_NAME, None, "judge (svgbench shapes judge; not Inception)"
@@ -672,7 +673,8 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
     out["samples"] = sample_strip(fake, _class_labels(dataset, ncls))
     if cfg.samples_npz:
         save_adm_npz(fake, torch.arange(len(fake)) % ncls, cfg.samples_npz)
-    if cfg.fd_dinov2 and dataset.data_config.name != "shapes":
+    # FD-DINOv2 goes beside Inception-FID on natural images; judge data has its own network
+    if cfg.fd_dinov2 and dataset.data_config.spec().feature_network == "inception":
         from ..metrics.fidelity import DINOV2_EXTRACTOR, dinov2_available, metrics_from_features, network_extractor
 
         ok, why = dinov2_available()

@@ -141,7 +141,7 @@ def _judge(dataset, cfg: ReconConfig, unavailable: dict, pending: dict):
         unavailable["judge_rfid"] = "judge_rfid=False in the task config"
         return None
     data = getattr(dataset, "data_config", None)
-    if data is None or data.name != "shapes":
+    if data is None or data.spec().feature_network != "judge":
         unavailable["judge_rfid"] = ("judge-rFID is defined on the embedded shapes data only (the shapes judge "
                                      "was trained on shapes); see rFID for other data")
         return None

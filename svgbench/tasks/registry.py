@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from ..registry import Registry, UnknownNameError
+from ..registry import Registry, UnknownNameError, spec_entry_point
 from .builtin import BUILTIN_TASKS
 from .spec import NEEDS, CurveSpec, MetricSpec, TaskSpec  # noqa: F401  (the registry's vocabulary)
 
@@ -27,17 +27,9 @@ class UnknownTaskError(UnknownNameError):
     pass
 
 
-def _from_entry_point(ep, source: str) -> TaskSpec:
-    spec = ep.load()
-    if not isinstance(spec, TaskSpec) or spec.name != ep.name:
-        raise TypeError(f"entry point {ep.value!r} must point to a TaskSpec named {ep.name!r}")
-    spec.source = source
-    return spec
-
-
 TASKS = Registry("task", ENTRY_POINT_GROUP, name_re=r"^[a-z0-9][a-z0-9_-]*$",
                  name_rule="lower-case letters, digits, '_' and '-'",
-                 builtins=lambda: {spec.name: spec for spec in BUILTIN_TASKS}, from_entry_point=_from_entry_point,
+                 builtins=lambda: {spec.name: spec for spec in BUILTIN_TASKS}, from_entry_point=spec_entry_point(TaskSpec),
                  unknown_error=UnknownTaskError)
 
 
@@ -45,8 +37,9 @@ def register_task(name: str, function: Callable | str, config: type | str, *, me
                   description: str = "", curve: CurveSpec | None = None, extra_columns=None, missing_reason=None,
                   extra_columns_fmt: str = "{}", note: str = "", file_fields=(), key_files=None,
                   source: str = "user", version: int = 1) -> TaskSpec:
-    """Register a task; returns its spec. `needs` is a subset of {"decoder", "diffusion", "labels", "masks"}:
-    an encoder without a decoder gets n/a (with the reason) for a task that needs one. `version` (a positive
+    """Register a task; returns its spec. `needs` is a subset of NEEDS: what it needs from an encoder ("decoder",
+    "diffusion", "encode", "features") and from the data ("labels", "masks", "train": a training split); an encoder
+    without a decoder, or data without masks, gets n/a (with the reason) for a task that needs one. `version` (a positive
     integer) enters every cell's key and record: bump it whenever a change to the task can move a number, and
     the next run recomputes the task's cells, reporting the old records as stale (see `TaskSpec`)."""
     TASKS.check_free(name)
@@ -67,17 +60,9 @@ def register_task(name: str, function: Callable | str, config: type | str, *, me
     return spec
 
 
-def unregister_task(name: str) -> None:
-    TASKS.remove(name)
-
-
-def list_tasks() -> list[str]:
-    """Registered task names: built-ins in their table order, then the others in registration order."""
-    return TASKS.names()
-
-
-def get_task(name: str) -> TaskSpec:
-    return TASKS.get(name)
+unregister_task = TASKS.remove
+list_tasks = TASKS.names  # built-ins in their table order, then the others in registration order
+get_task = TASKS.get  # an unknown name: UnknownTaskError listing the registered ones
 
 
 def task_specs() -> list[TaskSpec]:

@@ -36,9 +36,6 @@ import torch
 from ..encoders.base import LatentEncoder
 from ..metrics.segmentation import SegMetric, per_image_areas
 
-# Default training split per dataset kind: shapes draws a fresh stream per split name; the ADE20K
-# layout has images/training.
-TRAIN_SPLITS = {"shapes": "train", "segfolder": "training"}
 
 
 @dataclass(frozen=True)
@@ -46,7 +43,7 @@ class SegConfig:
     """DINOv2 linear segmentation protocol; defaults follow DINOv2's ADE20K linear config where they apply.
 
     batch_size: images per encoder forward when extracting tokens (speed only).
-    train_split: split of the training images; None: TRAIN_SPLITS of the dataset kind.
+    train_split: split of the training images; None: the dataset's training split (its DatasetSpec's).
     train_size: training images (also bounds memory: tokens and label maps are held in memory).
     epochs: passes over the training images; train_batch_size: images per optimiser step (DINOv2: 16).
     lr, weight_decay, warmup_frac: AdamW and its schedule (linear warmup over warmup_frac of the steps,
@@ -97,10 +94,11 @@ def train_dataset_for(dataset, cfg: SegConfig):
     if data is None:
         raise ValueError(f"{type(dataset).__name__} has no `data_config`: build it with "
                          "svgbench.data.build_dataset so the segmentation task can derive its training split")
-    if data.name not in TRAIN_SPLITS:
-        raise ValueError(f"segmentation needs per-pixel masks; data {data.name!r} has none (use 'shapes' or "
-                         "'segfolder', an ADE20K-layout folder)")
-    split = cfg.train_split or TRAIN_SPLITS[data.name]
+    spec = data.spec()
+    why = spec.lacks("masks") or (None if cfg.train_split else spec.lacks("train"))
+    if why:
+        raise ValueError(f"segmentation: {why}")
+    split = cfg.train_split or spec.train_split
     if split == data.split:
         raise ValueError(f"the segmentation head would train and be evaluated on the same split {split!r}; "
                          f"evaluate on another split or set train_split")

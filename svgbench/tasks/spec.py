@@ -6,9 +6,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
+from ..data.registry import DATA_NEEDS
 from ..registry import resolve
 
-NEEDS = frozenset({"decoder", "diffusion", "encode", "features", "labels", "masks"})
+# what a task may need from an encoder (its abilities) and from its data (DATA_NEEDS: "labels", "masks", "train":
+# a training split); a cell whose encoder or data lacks one is recorded as n/a with the reason
+NEEDS = frozenset({"decoder", "diffusion", "encode", "features"}) | DATA_NEEDS
 
 
 @dataclass(frozen=True)
