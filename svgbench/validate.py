@@ -423,6 +423,10 @@ def scan_problems(ds, flag: str, decode_limit: int = DECODE_LIMIT, split_note: s
         if mode in ("I", "F"):
             out.append(Problem(path, f"image mode {mode!r} (32-bit pixels) has no known white level",
                                "save it as 8- or 16-bit RGB or grayscale"))
+        elif mode in ("RGBA", "LA", "PA"):
+            out.append(Problem(path, f"image mode is {mode!r}, not 'RGB', with an alpha channel",
+                               "pass --convert-mode composite-white (transparent areas on white; or composite-black), "
+                               "or --convert-mode alone, which drops the alpha channel"))
         else:
             out.append(Problem(path, f"image mode is {mode!r}, not 'RGB'",
                                "pass --convert-mode to convert non-RGB images to RGB"))
@@ -433,7 +437,8 @@ def scan_problems(ds, flag: str, decode_limit: int = DECODE_LIMIT, split_note: s
                            "pass --convert-mode" if convertible else "convert them to RGB"))
     alpha = getattr(scan, "alpha", [])
     if alpha and getattr(ds, "convert_mode", False) is True:  # plain conversion: the alpha channel is dropped
-        out.append(Problem(flag, f"{len(alpha)} images{note} have an alpha channel (first: {alpha[0]}); "
+        out.append(Problem(flag, f"{_count(len(alpha), 'image has', 'images have')}{note} an alpha channel "
+                           f"(first: {alpha[0]}); "
                            f"--convert-mode drops it, so transparent areas show whatever colour is stored under "
                            f"them (often black)", "--convert-mode composite-white (or composite-black) composites "
                            "them on that background instead", level="warning"))
@@ -442,6 +447,10 @@ def scan_problems(ds, flag: str, decode_limit: int = DECODE_LIMIT, split_note: s
         out.append(Problem(flag, upscale + note, "check that these are the full-size images, or lower --resolution",
                            level="warning"))
     return out
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def check_training_splits(data, tasks: Sequence[str], task_settings: Mapping[str, Mapping[str, object]],

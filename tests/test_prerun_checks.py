@@ -296,3 +296,61 @@ def test_a_cell_whose_every_metric_is_na_is_counted_and_printed_as_na(tmp_path):
 
 def test_problem_lines_stay_one_line():
     assert "\n" not in str(Problem("--set a.b=x", "takes\nan integer", "e.g. 1"))
+
+
+# ---------------------------------------------------------------------------------------------- alpha channels
+
+
+def _half_transparent(root: Path) -> Path:
+    """val/a: one RGBA image, opaque red on top, fully transparent (black stored under it) below; one RGB image."""
+    d = root / "val" / "a"
+    d.mkdir(parents=True)
+    a = np.zeros((RES, RES, 4), np.uint8)
+    a[: RES // 2, :, 0] = 255
+    a[: RES // 2, :, 3] = 255
+    Image.fromarray(a, "RGBA").save(d / "logo.png")
+    Image.fromarray(np.full((RES, RES, 3), 90, np.uint8), "RGB").save(d / "photo.png")
+    return root
+
+
+def test_alpha_without_convert_mode_offers_compositing(tmp_path, monkeypatch, capsys):
+    root = _half_transparent(tmp_path / "d")
+    rc, out = run_cli(["--data-root", str(root), "--encoders", "pixels", "--tasks", "reconstruction"],
+                      tmp_path, monkeypatch, capsys)
+    refused(rc, out, tmp_path, "logo.png", "'RGBA'", "alpha channel", "--convert-mode composite-white",
+            "drops the alpha channel")
+
+
+@pytest.mark.parametrize("mode,bottom", [(True, -1.0), ("composite-white", 1.0), ("composite-black", -1.0)])
+def test_convert_mode_says_what_it_does_with_alpha(tmp_path, mode, bottom):
+    from svgbench.data.folders import ImageFolderDataset
+
+    root = _half_transparent(tmp_path / "d")
+    data = DataConfig(name="imagefolder", root=str(root), resolution=RES, convert_mode=mode)
+    problems = preflight(data=data)
+    assert errors(problems) == []
+    said = [str(p) for p in problems if "alpha" in str(p)]
+    # plain conversion is said (one warning naming the file and the composite option); a composite is as asked
+    assert len(said) == (1 if mode is True else 0), said
+    if mode is True:
+        assert "logo.png" in said[0] and "drops it" in said[0] and "composite-white" in said[0]
+    img = ImageFolderDataset(root / "val", RES, convert_mode=mode)[0]["image"]  # logo.png sorts first
+    assert torch.allclose(img[:, -4:, :], torch.full_like(img[:, -4:, :], bottom))  # the transparent half
+    assert torch.allclose(img[0, :4, :], torch.ones_like(img[0, :4, :]))  # the opaque red half is unchanged
+
+
+def test_convert_mode_on_the_command_line_and_in_a_config_file(tmp_path):
+    from svgbench.cli import build_parser, load_run_config
+
+    parse = build_parser().parse_args
+    assert parse(["run", "--convert-mode"]).convert_mode is True
+    assert parse(["run", "--convert-mode", "composite-white"]).convert_mode == "composite-white"
+    assert parse(["run"]).convert_mode is False
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("convert-mode: composite-black\n")
+    assert load_run_config(cfg) == {"convert_mode": "composite-black"}
+    cfg.write_text("convert-mode: true\n")
+    assert load_run_config(cfg) == {"convert_mode": True}
+    cfg.write_text("convert-mode: grey\n")
+    with pytest.raises(Exception, match="convert-mode: 'grey' is not true or false, or one of composite-white"):
+        load_run_config(cfg)

@@ -119,7 +119,14 @@ def test_convertible_modes_pass_with_convert_mode(tmp_path, case):
     root = make_folder(tmp_path / "d")
     IMAGE_CASES[case][0](root / "val" / "a" / "bad.png")
     cfg = DataConfig(name="imagefolder", root=str(root), resolution=RES, convert_mode=True)
-    assert preflight(data=cfg) == []
+    problems = preflight(data=cfg)
+    if case == "rgba-png":  # converted, but said: PIL's conversion drops the alpha channel
+        assert errors(problems) == [] and len(problems) == 1
+        _one_line_naming(str(problems[0]), "warning", "1 image has an alpha channel", "bad.png", "drops it",
+                         "--convert-mode composite-white")
+        assert preflight(data=cfg.replace(convert_mode="composite-white")) == []
+    else:
+        assert problems == []
 
 
 def test_16_bit_is_scaled_not_clipped(tmp_path):

@@ -390,22 +390,33 @@ def test_readme_quotes_the_zoo_part_of_svgbench_list(capsys):
     assert f"```text\n{block}\n```" in readme, "README's quoted `svgbench list` zoo table differs from the CLI's"
 
 
+def test_patch_size_follows_the_latent_grid():
+    from svgbench.tasks.generation import patch_for_grid
+
+    # SD-VAE / FLUX at 256 px (32 cells): patch 2 as SiT-XL/2; SVG, VA-VAE, RAE (16), DC-AE (8), 64 px tiny (8): 1
+    assert [patch_for_grid(s) for s in (32, 16, 8, 64, 24)] == [2, 1, 1, 4, 2]
+
+
 def test_train_diffusion_runs_on_a_diffusers_folder(tmp_path, monkeypatch, capsys):
-    """`svgbench train diffusion --encoder diffusers:DIR`: the diffusion model is sized from the folder's latent
-    (16 channels on a 16 x 16 grid at 64 px here) and normalised by that latent's per-channel statistics."""
+    """`svgbench train diffusion --encoder diffusers:DIR`: the diffusion model is sized from the folder's latent (16
+    channels on a 32 x 32 grid at 64 px here, so patch 2: 16 x 16 tokens) and normalised by that latent's per-channel
+    statistics."""
     from svgbench.cli_train import train_diffusion_main
 
     monkeypatch.setenv("SVGBENCH_CACHE", str(tmp_path / "cache"))
-    save_model("AutoencoderKL", tmp_path / "kl")
+    torch.manual_seed(0)
+    f2 = dict(CONFIGS["AutoencoderKL"], block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+              up_block_types=("UpDecoderBlock2D",) * 2)
+    diffusers.AutoencoderKL(**f2).save_pretrained(tmp_path / "kl")
     argv = ["--encoder", f"diffusers:{tmp_path / 'kl'}", "--train-steps", "2", "--eval-every", "100",
             "--curve-samples", "8", "--eval-samples", "8", "--train-size", "16", "--sample-steps", "1",
-            "--batch-size", "16", "--train-batch", "8", "--runs-dir", str(tmp_path / "runs")]
+            "--batch-size", "16", "--train-batch", "4", "--runs-dir", str(tmp_path / "runs")]
     train_diffusion_main(argv)
     said = capsys.readouterr().err
     assert "trained model:" in said and math.isfinite(json.loads(said.split("trained model: ")[1].splitlines()[0])["fid"])
     (last,) = (tmp_path / "runs").rglob("last.pt")
     ckpt = torch.load(last, weights_only=True)
-    assert ckpt["ema"]["ln1.weight"].shape[1] == 16  # patch 1: one token per latent cell, its 16 channels
+    assert ckpt["ema"]["x_embedder.proj.weight"].shape[1:] == (16, 2, 2)  # 16 channels, 2 x 2 cells a token
     stats = ckpt["stats"]
     assert stats["mean"].shape == (16,) and bool((stats["std"] > 0).all())
     with pytest.raises(SystemExit):  # a family name is a path: no shipped file under it

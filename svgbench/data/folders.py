@@ -197,7 +197,32 @@ _MODE_NAMES = {"L": "grayscale", "LA": "grayscale + alpha", "P": "palette", "PA"
 _UNCONVERTIBLE = ("I", "F")
 
 
-def _as_rgb(im: Image.Image, path: str, convert_mode: bool) -> Image.Image:
+# --convert-mode's ways with an alpha channel: plain conversion (True) drops it, so transparent pixels show the
+# colour stored under them (often black); a composite lays the image over a stated background first.
+COMPOSITES = {"composite-white": (255, 255, 255), "composite-black": (0, 0, 0)}
+
+
+def convert_mode_of(value) -> bool | str:
+    """A convert_mode setting as the loaders take it: False, True (PIL's conversion) or a COMPOSITES name."""
+    if isinstance(value, str):
+        if value not in COMPOSITES:
+            raise DataError(f"--convert-mode {value}: not a way to convert; give --convert-mode alone (PIL's "
+                            f"conversion) or one of {', '.join(COMPOSITES)}", input="--convert-mode")
+        return value
+    return bool(value)
+
+
+def has_alpha(im: Image.Image) -> bool:
+    """Whether `im` carries transparency: an alpha band, or a palette / grey / RGB image with a transparent colour."""
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+
+
+def _as_rgb(im: Image.Image, path: str, convert_mode: bool | str) -> Image.Image:
+    if im.mode == "RGB" and "transparency" not in im.info:
+        return im
+    if convert_mode in COMPOSITES and has_alpha(im):
+        background = Image.new("RGBA", im.size, COMPOSITES[convert_mode] + (255,))
+        return Image.alpha_composite(background, im.convert("RGBA")).convert("RGB")
     if im.mode == "RGB":
         return im
     what = f"{im.mode!r} ({_MODE_NAMES.get(im.mode, 'not RGB')})"
@@ -273,6 +298,7 @@ class ImageScan:
     modes: Counter = field(default_factory=Counter)
     smallest: tuple[int, int, str] | None = None
     upscaled: int = 0
+    alpha: list[str] = field(default_factory=list)  # images with transparency (see COMPOSITES)
 
     def upscale_warning(self) -> str | None:
         """One line saying how many images will be upscaled and the smallest one, or None."""
@@ -297,15 +323,15 @@ def scan_images(paths: Sequence[str], resolution: int, convert_mode: bool = Fals
         try:
             if decode:
                 im = _open_loaded(path, read, fix)
-                mode, size = im.mode, im.size
+                mode, size, alpha = im.mode, im.size, has_alpha(im)
             else:
                 with Image.open(io.BytesIO(read(path)) if read is not None else path) as im:
-                    mode, size = im.mode, im.size
+                    mode, size, alpha = im.mode, im.size, has_alpha(im)
         except DataError as e:
             return path, None, None, str(e)
         except Exception as e:  # any header PIL cannot parse
             return path, None, None, f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
-        return path, mode, size, None
+        return path, mode, (size, alpha), None
 
     if num_workers > 0:
         with ThreadPoolExecutor(max_workers=num_workers) as pool:
@@ -313,11 +339,14 @@ def scan_images(paths: Sequence[str], resolution: int, convert_mode: bool = Fals
     else:
         results = map(one, paths)
     scan = ImageScan(resolution)
-    for path, mode, size, err in results:
+    for path, mode, size_alpha, err in results:
         scan.count += 1
         if err is not None:
             scan.unreadable.append((path, err))
             continue
+        size, alpha = size_alpha
+        if alpha:
+            scan.alpha.append(path)
         scan.modes[mode] += 1
         if mode != "RGB" and (not convert_mode or mode in _UNCONVERTIBLE):
             scan.not_rgb.append((path, mode))
@@ -370,7 +399,9 @@ class ImageFolderDataset(Dataset):
         limit: keep `limit` samples spread evenly over the sorted list (after `max_per_class`), so
             a small limit still spans the classes.
         convert_mode: convert non-RGB images (L, P, RGBA, CMYK, I;16, ...) to RGB with PIL instead
-            of raising. Real ImageNet contains grayscale and CMYK JPEGs, so it needs this.
+            of raising. Real ImageNet contains grayscale and CMYK JPEGs, so it needs this. PIL's conversion
+            drops an alpha channel; "composite-white" / "composite-black" (COMPOSITES) lay transparent images
+            over that background instead.
 
     Items: {"image": float32 3 x resolution x resolution in [-1, 1], "label": int64 scalar tensor,
     "index": int, "path": str}. Unreadable files and refused modes raise DataError when the item is
@@ -387,7 +418,7 @@ class ImageFolderDataset(Dataset):
         convert_mode: bool = False,
     ):
         self.resolution = _check_resolution(resolution)
-        self.convert_mode = bool(convert_mode)
+        self.convert_mode = convert_mode_of(convert_mode)
         self.root = _resolve_split(Path(root), split)
 
         with os.scandir(self.root) as it:
@@ -527,7 +558,7 @@ class SegFolderDataset(Dataset):
             raise ValueError(f"num_classes must be in 1..255 (255 is the ignore index), got {num_classes}")
         self.num_classes = int(num_classes)
         self.reduce_zero_label = bool(reduce_zero_label)
-        self.convert_mode = bool(convert_mode)
+        self.convert_mode = convert_mode_of(convert_mode)
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"{self.root}: dataset root does not exist or is not a directory; check --data-root",

@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError
 from .folders import (IMG_EXTENSIONS, ImageScan, _check_all, _check_index, _check_resolution, _hwc_uint8_to_chw,
-                      _is_image_file, _load_rgb, _spread, center_crop_arr, scan_images)
+                      _is_image_file, _load_rgb, _spread, center_crop_arr, convert_mode_of, scan_images)
 
 FORMATS = ("parquet", "webdataset", "zipfolder")
 _SPLIT_ALIASES = {"val": "validation", "validation": "val"}  # the hub names ImageNet's val split "validation"
@@ -50,7 +50,7 @@ class _PackedImages(Dataset):
 
     def __init__(self, root, resolution: int, split: str | None = "val", limit: int | None = None,
                  convert_mode: bool = False):
-        self.resolution, self.convert_mode, self.split = _check_resolution(resolution), bool(convert_mode), split
+        self.resolution, self.convert_mode, self.split = _check_resolution(resolution), convert_mode_of(convert_mode), split
         self.source = Path(root)
         self._finish(*self._index(), limit)
 

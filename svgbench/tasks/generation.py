@@ -188,6 +188,15 @@ def _latents(encoder, dataset, cfg, device, progress=None):
     return got.store, got.labels
 
 
+MAX_TOKEN_GRID = 16  # SiT/DiT's token grid at 256 px: SD-VAE's 32 x 32 latent at patch 2, SVG's 16 x 16 at patch 1
+
+
+def patch_for_grid(side: int) -> int:
+    """The diffusion model's patch size for a latent `side` cells wide: the smallest divisor of `side` that leaves at
+    most MAX_TOKEN_GRID tokens a side, so that any latent costs about the tokens of SiT-XL/2 on SD-VAE."""
+    return next(p for p in range(1, side + 1) if side % p == 0 and side // p <= MAX_TOKEN_GRID)
+
+
 def diffusion_for(encoder: LatentEncoder, dataset, cfg: GenerationConfig, device: str, evaluate=None, log=None):
     """-> (EMA model, latent stats, curve rows, provenance dict)."""
     from ..train.diffusion import train_diffusion
@@ -206,8 +215,8 @@ def diffusion_for(encoder: LatentEncoder, dataset, cfg: GenerationConfig, device
             f"no shipped diffusion model matches encoder {name!r} (weights {whash}) on "
             f"{dataset.data_config.name}; run with --train-diffusion to train one (CPU: hours, GPU: minutes)")
     latents, labels = _latents(encoder, dataset, cfg, device)
-    dcfg = DiffusionConfig(size=cfg.size, steps=cfg.train_steps, batch_size=cfg.train_batch, lr=cfg.lr,
-                           eval_every=cfg.eval_every, seed=cfg.seed)
+    dcfg = DiffusionConfig(size=cfg.size, patch_size=patch_for_grid(latents.row_shape[-1]), steps=cfg.train_steps,
+                           batch_size=cfg.train_batch, lr=cfg.lr, eval_every=cfg.eval_every, seed=cfg.seed)
     run_dir = Path(cfg.runs_dir) / f"{name}-{whash[:8]}-{dataset.data_config.key()}-{_training_key(dcfg, cfg)}"
     dcfg = dataclasses.replace(dcfg, out=str(run_dir))
     result = train_diffusion(latents, labels, dcfg, num_classes=ncls, evaluate=evaluate,
