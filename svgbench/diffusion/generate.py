@@ -41,23 +41,25 @@ DECODE_CHUNK = 32
 
 @torch.no_grad()
 def sample_batches(model, stats, encoder, indices, num_classes: int, sampler, *, seed: int, batch_size: int,
-                   device: str, progress=None):
+                   device: str, progress=None, cache: SampleCache | None = None):
     """Yields (global indices, uint8 B x 3 x H x W images on the CPU, sample seconds, decode seconds) per batch.
 
     Sample i has label i mod num_classes and noise from (seed, i) alone, so any split of the indices over
     batches or processes gives the same images. progress(k), if given, is called after each model evaluation
     with k = the batch's share of images (B / the sampler's nfe; float), the rest when the batch is decoded:
-    the calls of one batch sum to its B images.
+    the calls of one batch sum to its B images. cache: as in `sample_point_batches`.
     """
     on = None if progress is None else (lambda point, k: progress(k))
     for idx, _, x, ts, td in sample_point_batches(model, stats, encoder, indices, num_classes, {None: sampler},
-                                                  seed=seed, batch_size=batch_size, device=device, progress=on):
+                                                  seed=seed, batch_size=batch_size, device=device, progress=on,
+                                                  cache=cache):
         yield idx, x, ts, td
 
 
 @torch.no_grad()
 def sample_point_batches(model, stats, encoder, indices, num_classes: int, samplers: dict, *, seed: int,
-                         batch_size: int, device: str, progress=None):
+                         batch_size: int, device: str, progress=None, cache: SampleCache | None = None,
+                         blocks: dict | None = None):
     """Every sampler of `samplers` ({point: sampler}) on each batch's one noise and labels: yields
     (global indices, point, uint8 images, sample seconds, decode seconds) per batch and point, one batch of
     images held at a time.
@@ -66,53 +68,194 @@ def sample_point_batches(model, stats, encoder, indices, num_classes: int, sampl
     Heun's first corrector at the same step count) run once; each point's sample seconds include the
     reused evaluations' seconds, so they are its cost when run alone. progress(point, k): as in
     `sample_batches`, per point (a reused evaluation reports nothing; the rest comes with the decoding).
+
+    blocks ({point: size}): those points are sampled in whole aligned blocks of `size` indices ([k size,
+    (k + 1) size)) covering the batch, and trimmed to it: the batches another cell samples with batch size `size`
+    (`generate` over range(n)), so that its cached samples serve here bit for bit, and computing them here
+    gives the same bits. cache: a SampleCache that batches of deterministic samplers are read from and
+    written to (their seconds are those of the computation that wrote them).
     """
-    from .samplers import SharedEvaluations, index_seed, noise_for_indices
+    from .samplers import SharedEvaluations, noise_for_indices
 
     indices = list(indices)
     c, h, w = model.in_channels, model.input_size, model.input_size
+    blocks = blocks or {}
     for i in range(0, len(indices), batch_size):
         idx = indices[i:i + batch_size]
         noise = noise_for_indices(idx, (c, h, w), seed, device=device)
         labels = torch.tensor(idx, device=device) % num_classes
         shared = SharedEvaluations() if len(samplers) > 1 else None
         for point, sampler in samplers.items():
-            per_call = 1.0 / max(1, int(getattr(sampler, "nfe", 1) or 1))
-            calls = [0]
+            on = None if progress is None else (lambda k, point=point: progress(point, k))
+            span = blocks.get(point)
+            if span and _contiguous(idx):
+                xs, ts, td = [], 0.0, 0.0
+                for b0 in range(idx[0] // span * span, idx[-1] + 1, span):
+                    blk = list(range(b0, b0 + span))
+                    lo, hi = max(idx[0], b0) - b0, min(idx[-1] + 1, b0 + span) - b0
+                    bn = noise_for_indices(blk, (c, h, w), seed, device=device)
+                    bl = torch.tensor(blk, device=device) % num_classes
+                    x, s1, s2 = _cached_point(model, stats, encoder, blk, bn, bl, sampler, None, seed, device,
+                                              cache, on, share=(hi - lo) / span)
+                    xs.append(x[lo:hi])
+                    ts, td = ts + s1 * (hi - lo) / span, td + s2 * (hi - lo) / span
+                x = torch.cat(xs)
+            else:
+                x, ts, td = _cached_point(model, stats, encoder, idx, noise, labels, sampler, shared, seed, device,
+                                          cache if _contiguous(idx) else None, on)
+            yield idx, point, x, ts, td
 
-            def on_call(b=len(idx), point=point, per_call=per_call, calls=calls):
-                calls[0] += 1
-                if calls[0] * per_call <= 1 + 1e-9:  # an adaptive solver may take more evaluations than it did
-                    progress(point, b * per_call)
 
-            net = model if progress is None else _Counted(model, on_call)
-            charged = 0.0 if shared is None else shared.charged_s
-            t0 = time.perf_counter()
-            kw = {} if shared is None else {"shared": shared}
-            if getattr(sampler, "stochastic", False):  # DDPM: step k's noise per sample index, as the start's
-                kw["step_noise"] = lambda k, idx=idx: noise_for_indices(idx, (c, h, w), index_seed(k + 1, seed),
-                                                                        device=device)
-            z = sampler(net, noise, labels, **kw)
-            _sync(device)
-            t1 = time.perf_counter()
-            x = torch.cat([encoder.decode(stats.denormalize(z[j:j + DECODE_CHUNK]))
-                           for j in range(0, len(z), DECODE_CHUNK)])
-            _sync(device)
-            if progress is not None:  # zero-init guidance steps and reused evaluations call no model
-                progress(point, max(0.0, len(idx) * (1 - calls[0] * per_call)))
-            sample_s = t1 - t0 + (0.0 if shared is None else shared.charged_s - charged)
-            yield idx, point, ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu(), sample_s, \
-                time.perf_counter() - t1
+def _contiguous(idx: list[int]) -> bool:
+    return bool(idx) and idx[-1] - idx[0] == len(idx) - 1 and idx == list(range(idx[0], idx[-1] + 1))
+
+
+def _cached_point(model, stats, encoder, idx, noise, labels, sampler, shared, seed, device, cache, progress,
+                  share: float = 1.0):
+    """One sampler on one batch -> (uint8 images, sample seconds, decode seconds): from `cache` where it holds
+    this batch of this sampler (bit-identical to computing it: the key holds everything the images depend on),
+    else computed (and stored). progress(k): the batch's images as the work advances, `share` of them."""
+    key = None if cache is None else cache.key(model, stats, encoder, sampler, noise, labels, device)
+    if key is not None:
+        hit = cache.get(key)
+        if hit is not None:
+            if progress is not None:
+                progress(len(idx) * share)
+            return hit
+    x, ts, td = _sample_point(model, stats, encoder, idx, noise, labels, sampler, shared, seed, device,
+                              None if progress is None else (lambda k: progress(k * share)))
+    if key is not None:
+        cache.put(key, x, ts, td)
+    return x, ts, td
+
+
+def _sample_point(model, stats, encoder, idx, noise, labels, sampler, shared, seed, device, progress):
+    """One sampler on one batch's noise and labels, decoded -> (uint8 images, sample seconds, decode seconds)."""
+    from .samplers import index_seed, noise_for_indices
+
+    c, h, w = noise.shape[1:]
+    per_call = 1.0 / max(1, int(getattr(sampler, "nfe", 1) or 1))
+    calls = [0]
+
+    def on_call(b=len(idx)):
+        calls[0] += 1
+        if calls[0] * per_call <= 1 + 1e-9:  # an adaptive solver may take more evaluations than it did
+            progress(b * per_call)
+
+    net = model if progress is None else _Counted(model, on_call)
+    charged = 0.0 if shared is None else shared.charged_s
+    t0 = time.perf_counter()
+    kw = {} if shared is None else {"shared": shared}
+    if getattr(sampler, "stochastic", False):  # DDPM: step k's noise per sample index, as the start's
+        kw["step_noise"] = lambda k, idx=idx: noise_for_indices(idx, (c, h, w), index_seed(k + 1, seed),
+                                                                device=device)
+    z = sampler(net, noise, labels, **kw)
+    _sync(device)
+    t1 = time.perf_counter()
+    x = torch.cat([encoder.decode(stats.denormalize(z[j:j + DECODE_CHUNK]))
+                   for j in range(0, len(z), DECODE_CHUNK)])
+    _sync(device)
+    if progress is not None:  # zero-init guidance steps and reused evaluations call no model
+        progress(max(0.0, len(idx) * (1 - calls[0] * per_call)))
+    sample_s = t1 - t0 + (0.0 if shared is None else shared.charged_s - charged)
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu(), sample_s, time.perf_counter() - t1
+
+
+class SampleCache:
+    """Decoded samples of whole sampling batches on disk (`root`/<key>.safetensors), keyed by a sha256 of
+    everything the images depend on: the diffusion model's and latent statistics' bytes, the decoder's weights
+    and spec, the sampler's settings, the batch's noise and labels themselves, the device type, the thread
+    count, torch's version and the decode chunk. Two cells that sample the same batch with the same settings
+    (the generation task's first batch and the sampling task's Euler point at the generation's steps) compute it
+    once; a hit is bit-identical to recomputing. Only deterministic fixed-step ODE samplers on a CPU are cached:
+    CUDA kernels need not repeat their bits, and adaptive or stochastic samplers are not keyed by their
+    settings alone. The entry keeps its computation's seconds, which stay the batch's cost."""
+
+    VERSION = "samples-v1"
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self._digests: dict[int, tuple] = {}  # id(module) -> (module, digest): a cell hashes each module once
+
+    def _digest(self, module) -> str:
+        import hashlib
+
+        got = self._digests.get(id(module))
+        if got is not None and got[0] is module:
+            return got[1]
+        h = hashlib.sha256(type(module).__name__.encode())
+        for k, v in sorted(module.state_dict().items()):
+            h.update(f"{k}{tuple(v.shape)}{v.dtype}".encode())
+            h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        self._digests[id(module)] = (module, h.hexdigest())
+        return h.hexdigest()
+
+    @staticmethod
+    def sampler_settings(sampler) -> dict | None:
+        """The settings of a fixed-step deterministic ODE sampler that move its samples, or None (not cached)."""
+        if getattr(sampler, "stochastic", False) or getattr(sampler, "method", None) not in ("euler", "heun") \
+                or not hasattr(sampler, "heun_final_euler"):
+            return None
+        return {k: repr(getattr(sampler, k, None)) for k in ("method", "steps", "shift", "guidance", "null_label",
+                                                              "heun_final_euler", "autocast", "compiled", "tf32")}
+
+    def key(self, model, stats, encoder, sampler, noise: torch.Tensor, labels: torch.Tensor, device) -> str | None:
+        import hashlib
+        import json
+
+        settings = self.sampler_settings(sampler)
+        if settings is None or torch.device(device).type != "cpu":
+            return None
+        spec = getattr(encoder, "spec", None)
+        parts = {"version": self.VERSION, "model": self._digest(model), "stats": self._digest(stats),
+                 "decoder": self._digest(encoder), "spec": repr(spec), "sampler": settings,
+                 "threads": torch.get_num_threads(), "torch": torch.__version__, "decode_chunk": DECODE_CHUNK}
+        h = hashlib.sha256(json.dumps(parts, sort_keys=True).encode())
+        for t in (noise, labels):
+            h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:32]
+
+    def get(self, key: str):
+        """-> (uint8 images, sample seconds, decode seconds), or None where the entry is missing or unreadable."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        from ..checkpoints import read_safetensors_metadata
+
+        path = self.root / f"{key}.safetensors"
+        if not path.exists():
+            return None
+        try:
+            meta = read_safetensors_metadata(path)
+            images = load_file(path)["images"]
+            # the decoder's memory layout restored: the feature network rounds differently on channels-last input
+            if meta.get("layout") == "channels_last":
+                images = images.contiguous(memory_format=torch.channels_last)
+            return images, float(meta["sample_s"]), float(meta["decode_s"])
+        except (OSError, KeyError, ValueError, SafetensorError):  # a damaged entry is recomputed (and replaced)
+            return None
+
+    def put(self, key: str, images: torch.Tensor, sample_s: float, decode_s: float) -> None:
+        from ..checkpoints import save_safetensors
+
+        save_safetensors({"images": images}, self.root / f"{key}.safetensors",
+                         metadata={"sample_s": repr(float(sample_s)), "decode_s": repr(float(decode_s)),
+                                   "layout": "channels_last" if _channels_last(images) else "contiguous"})
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 def generate(model, stats, encoder, indices, num_classes: int, sampler, *, seed: int, batch_size: int,
-             device: str, progress=None) -> tuple[torch.Tensor, dict]:
+             device: str, progress=None, cache: SampleCache | None = None) -> tuple[torch.Tensor, dict]:
     """Samples of the given global indices (uint8 N x 3 x H x W) and seconds per image (sampling, decoding).
     progress(k): images done (float, as `sample_batches` reports them, after each model evaluation)."""
     out, t_sample, t_decode = [], 0.0, 0.0
     indices = list(indices)
     for _, x, ts, td in sample_batches(model, stats, encoder, indices, num_classes, sampler, seed=seed,
-                                       batch_size=batch_size, device=device, progress=progress):
+                                       batch_size=batch_size, device=device, progress=progress, cache=cache):
         out.append(x)
         t_sample, t_decode = t_sample + ts, t_decode + td
     n = max(1, len(indices))
@@ -143,9 +286,11 @@ def generate_features(model, stats, encoder, n: int, num_classes: int, sampler, 
 
 
 def generate_point_features(model, stats, encoder, n: int, num_classes: int, samplers: dict, features, *,
-                            seed: int, batch_size: int, device: str, keep: int = 10, writer=None, progress=None):
+                            seed: int, batch_size: int, device: str, keep: int = 10, writer=None, progress=None,
+                            cache: SampleCache | None = None, blocks: dict | None = None):
     """`generate_features` for several samplers ({point: sampler}) on the same n noises in one pass
-    (`sample_point_batches`) -> {point: (features, first `keep` images, timing)}. writer: one sampler only."""
+    (`sample_point_batches`, with its `cache` and `blocks`) -> {point: (features, first `keep` images, timing)}.
+    writer: one sampler only."""
     import torch.distributed as dist
 
     rank, world = _world()
@@ -157,7 +302,8 @@ def generate_point_features(model, stats, encoder, n: int, num_classes: int, sam
     secs = {p: [0.0, 0.0] for p in samplers}
     mine = shard(n, rank, world)
     for idx, p, x, ts, td in sample_point_batches(model, stats, encoder, mine, num_classes, samplers, seed=seed,
-                                                  batch_size=batch_size, device=device, progress=progress):
+                                                  batch_size=batch_size, device=device, progress=progress,
+                                                  cache=cache, blocks=blocks):
         parts[p].append({k: v.cpu() for k, v in features(x).items()})
         if writer is not None:
             writer.write(x)
@@ -183,18 +329,19 @@ def generate_point_features(model, stats, encoder, n: int, num_classes: int, sam
 
 
 def generate_all(model, stats, encoder, n, num_classes, sampler, *, seed, batch_size, device,
-                 progress=None) -> tuple[torch.Tensor, dict]:
+                 progress=None, cache: SampleCache | None = None) -> tuple[torch.Tensor, dict]:
     """All n samples; under torch.distributed each rank makes its shard and all ranks receive the whole set.
-    progress(k): images done on this rank (float, after each model evaluation), scaled to the whole set's count."""
+    progress(k): images done on this rank (float, after each model evaluation), scaled to the whole set's count.
+    cache: as in `sample_point_batches`."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return generate(model, stats, encoder, range(n), num_classes, sampler, seed=seed, batch_size=batch_size,
-                        device=device, progress=progress)
+                        device=device, progress=progress, cache=cache)
     rank, world = dist.get_rank(), dist.get_world_size()
     scaled = None if progress is None else (lambda k: progress(k * world))  # the shards advance together
     mine, timing = generate(model, stats, encoder, shard(n, rank, world), num_classes, sampler, seed=seed,
-                            batch_size=batch_size, device=device, progress=scaled)
+                            batch_size=batch_size, device=device, progress=scaled, cache=cache)
     parts = [None] * world
     dist.all_gather_object(parts, mine)
     return torch.cat([p for p in parts if p is not None and len(p)]), timing

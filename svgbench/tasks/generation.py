@@ -664,7 +664,8 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
     # the bar: sampling batches of every seed, then the scoring (about one more sampling pass)
     bar = Progress(progress, len(dataset), n * (len(seeds) + 1))
     fake, timing = generate_all(model, stats, encoder, n, ncls, sampler, seed=cfg.seed,
-                                batch_size=cfg.sample_batch_size, device=device, progress=bar)
+                                batch_size=cfg.sample_batch_size, device=device, progress=bar,
+                                cache=sample_cache())
     scorer = Scorer(extractor, weights, real_batches(dataset, n, FEATURE_BATCH), device)
     feats = scorer.features(fake)
     out = scorer.score(feats, seed=cfg.seed)
@@ -835,11 +836,14 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
     scorer = None if cfg.reference_npz else Scorer(extractor, weights, real_batches(dataset, n, FEATURE_BATCH),
                                                    device)
     # every point on the same noise in one pass: the evaluations they share run once (each point's time
-    # stays its cost alone); only each point's features are kept
+    # stays its cost alone); only each point's features are kept. The point the generation task samples with
+    # (its sampler and steps) is sampled in the generation's batches, so one cell's samples serve the other
+    # (`sample_cache`): the records are the same whichever cell ran first
     got = generate_point_features(model, stats, encoder, n, ncls, samplers,
                                   feats_fn if scorer is None else scorer.features, seed=cfg.seed,
                                   batch_size=cfg.sample_batch_size, device=device, keep=0,
-                                  progress=lambda p, k: bar(k * (cost[p] - 1)))
+                                  progress=lambda p, k: bar(k * (cost[p] - 1)), cache=sample_cache(),
+                                  blocks=_generation_blocks(cfg, points, device))
     rows, per_forward = [], forward_flops(model, cfg.batch_size, device)
     for p in points:
         sampler, (feats, _, timing) = samplers[p], got[p]
@@ -864,6 +868,24 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
     return {"curve": rows, "feature_network": label, "num_samples": n,
             "protocol": sampler_protocol(cfg, samplers[points[0]]) if points else cfg.protocol,
             **precision_fields(cfg, samplers[points[0]] if points else None), **extra, **stats_s, **prov}
+
+
+def sample_cache():
+    """The decoded-sample cache the generation and sampling cells share (`diffusion.generate.SampleCache`),
+    beside the feature cache: with the embedded preset the sampling cell's Euler 25-step point is the
+    generation cell's first batch, which costs 25 model evaluations a sample."""
+    from ..cache import default_cache_dir
+    from ..diffusion.generate import SampleCache
+
+    return SampleCache(default_cache_dir() / "samples")
+
+
+def _generation_blocks(cfg: SamplingConfig, points, device: str) -> dict:
+    """{point: batch size} for the sampling point that the generation task runs (cfg.generation's sampler and
+    steps), sampled in the generation's batches; {} off the CPU, where samples are not cached."""
+    g = cfg.generation
+    p = (g.sampler, g.sample_steps)
+    return {p: g.sample_batch_size} if p in points and torch.device(device).type == "cpu" else {}
 
 
 def _headline_point(cfg: SamplingConfig, points) -> dict:
