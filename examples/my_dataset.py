@@ -19,7 +19,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from svgbench.data import DataError, register_dataset
+from svgbench import register_dataset
+from svgbench.data import DataError
 from svgbench.data.folders import center_crop_arr
 
 

@@ -19,6 +19,8 @@ _API = {
     # tasks
     "register_task": "svgbench.tasks", "MetricSpec": "svgbench.tasks", "CurveSpec": "svgbench.tasks",
     "TaskSpec": "svgbench.tasks", "list_tasks": "svgbench.tasks",
+    # datasets
+    "register_dataset": "svgbench.data", "DatasetSpec": "svgbench.data", "list_datasets": "svgbench.data",
     # running a matrix
     "DataConfig": "svgbench.data", "RunConfig": "svgbench.runner", "run_matrix": "svgbench.runner",
     "evaluate": "svgbench.api",
