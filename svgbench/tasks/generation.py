@@ -180,7 +180,8 @@ def _latents(encoder, dataset, cfg, device, progress=None):
     from ..cache import cached_features
     from ..data import build_dataset
 
-    train = build_dataset(dataset.data_config.replace(split="train", size=cfg.train_size))
+    data = dataset.data_config  # the dataset's own training split (its spec's: "train" for the built-ins)
+    train = build_dataset(data.replace(split=data.spec().train_split, size=cfg.train_size))
     got = cached_features(encoder, train, kind="latent", batch_size=cfg.batch_size, device=device,
                           progress=progress)
     if got.labels is None:
