@@ -119,7 +119,7 @@ class DatasetSpec:
         except TypeError:
             return f"--resolution must be a positive integer, got {resolution!r}"
         if r < self.min_resolution or r % self.resolution_multiple:
-            rule = f">= {self.min_resolution}" if self.min_resolution > 1 else "positive"
+            rule = f">= {self.min_resolution}" if self.min_resolution > 1 else "> 0"
             rule += f" and a multiple of {self.resolution_multiple}" if self.resolution_multiple > 1 else ""
             return f"--resolution {r}: data {self.name!r} takes resolutions {rule}"
         return None
