@@ -278,3 +278,17 @@ def test_example_dataset_refuses_a_missing_split_in_one_line(tmp_path, cli):
     assert rc == 2 and "Traceback" not in err
     assert "test.csv: no such file (splits found: train, val); pass --split with one of them" in err
     assert not (tmp_path / "results" / "records").exists()
+
+
+def test_plugin_by_module_path(tmp_path, cli, monkeypatch):
+    """--plugin also takes an importable module (a package's dataset module), not only a file."""
+    monkeypatch.syspath_prepend(str(EXAMPLE.parent))
+    monkeypatch.delitem(sys.modules, "my_dataset", raising=False)
+    data = _csv_dataset(tmp_path / "data")
+    rc, _, err = cli("--plugin", "my_dataset", "run", "--data", "csv-images", "--data-root", data, "--split", "test",
+                     "--encoders", "pixels", "--tasks", "knn", "--results", tmp_path / "results", cwd=tmp_path)
+    assert rc == 2 and "test.csv: no such file (splits found: train, val)" in err
+    rc, _, err = cli("run", "--data", "csv-images", "--data-root", data, "--encoders", "pixels", "--tasks", "knn",
+                     "--results", tmp_path / "results", cwd=tmp_path)  # without the plugin: not a dataset
+    assert rc == 2 and "--data 'csv-images' is not a registered dataset" in err
+    sys.modules.pop("my_dataset", None)
