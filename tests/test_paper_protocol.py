@@ -10,6 +10,7 @@ image on this CPU; tests/test_adm.py checks the real inception-v3-compat path on
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,19 +26,24 @@ def _standin_class():
     from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
     class StandIn(FeatureExtractorBase):
-        """uint8 images -> (32-d pooled conv features, 20 logits): fixed random weights, any input size."""
+        """uint8 images -> (32-d pooled conv features, 20 logits): fixed random weights, any input size; a
+        `Mixed_6d.branch1x1` (post-ReLU, 8 x 3 x 3) where svgbench taps the sFID features, as on Inception."""
 
         def __init__(self, name, features_list, **kwargs):
             super().__init__(name, features_list)
             g = torch.Generator().manual_seed(7)
             self.conv = torch.nn.Conv2d(3, 32, 5, stride=4)
             self.fc = torch.nn.Linear(32, 20)
+            self.Mixed_6d = torch.nn.Module()
+            self.Mixed_6d.branch1x1 = torch.nn.Sequential(torch.nn.Conv2d(32, 8, 1), torch.nn.ReLU())
             with torch.no_grad():
                 for p in self.parameters():
                     p.copy_(torch.randn(p.shape, generator=g) * 0.2)
 
         def forward(self, x):
-            h = torch.nn.functional.adaptive_avg_pool2d(torch.tanh(self.conv(x.float() / 127.5 - 1)), 1).flatten(1)
+            m = torch.tanh(self.conv(x.float() / 127.5 - 1))
+            self.Mixed_6d.branch1x1(torch.nn.functional.adaptive_avg_pool2d(m, 3))
+            h = torch.nn.functional.adaptive_avg_pool2d(m, 1).flatten(1)
             out = {"2048": h, "logits_unbiased": self.fc(h) * 3}
             return tuple(out[f] for f in self.features_list)
 
@@ -68,7 +74,7 @@ def standin():
         register_feature_extractor(STANDIN, _standin_class())
     from torch_fidelity.utils import create_feature_extractor
 
-    return create_feature_extractor(STANDIN, ["2048", "logits_unbiased"], cuda=False, verbose=False)
+    return fm.attach_spatial(create_feature_extractor(STANDIN, ["2048", "logits_unbiased"], cuda=False, verbose=False))
 
 
 @pytest.fixture
@@ -101,11 +107,11 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, standin):
-    """ADM-layout reference batch: arr_0 (10 x 256 x 256 x 3 uint8), mu, sigma (float64)."""
+    """ADM-layout reference batch: arr_0 (10 x 256 x 256 x 3 uint8), mu, sigma, mu_s, sigma_s (float64)."""
     g = torch.Generator().manual_seed(1)
     imgs = (torch.rand(10, 3, 1, 1, generator=g) * 200 + torch.rand(10, 3, 256, 256, generator=g) * 50)
     path = tmp_path_factory.mktemp("ref") / "VIRTUAL_tiny256_labeled.npz"
-    return fm.write_reference_npz(imgs.clamp(0, 255).to(torch.uint8).split(4), 10, path, extractor=standin)
+    return Path(fm.write_reference_npz(imgs.clamp(0, 255).to(torch.uint8).split(4), 10, path, extractor=standin))
 
 
 def _plugin(tmp_path):
@@ -186,6 +192,17 @@ def _direct(samples_npz, reference_npz, splits):
         isc_splits=splits, feature_extractor=STANDIN, cuda=False, verbose=False, cache=False, save_cpu_ram=True)
 
 
+def _direct_sfid(samples_npz, reference_npz, standin):
+    """sFID by ADM's evaluator formulas (tests/test_adm.py's restatement) on the stand-in's spatial features of the
+    sample images, against the reference file's own mu_s / sigma_s."""
+    from test_adm import adm_frechet_distance  # tests/ is on sys.path
+
+    f = fm.extract_features(standin, torch.cat(list(fm.iter_npz_images(samples_npz))))[fm.SPATIAL].double().numpy()
+    with np.load(reference_npz) as z:
+        mu_s, sigma_s = z["mu_s"], z["sigma_s"]
+    return adm_frechet_distance(f.mean(0), np.cov(f, rowvar=False), mu_s, sigma_s)
+
+
 def _close(a, b, rel=1e-3):
     return abs(a - b) <= rel * max(abs(b), 1e-12)
 
@@ -205,10 +222,9 @@ def test_svg_xl_layout_decoder_only_generation_and_sampling(tmp_path, adm_env, f
         "--diffusion", f"svg-small-layout={dit},stats={stats}",
         "--set", "generation.protocol=svg-paper-cfg", "--set", "generation.protocol_steps=3",
         "--set", "generation.eval_samples=8",
-        "--set", f"generation.reference_npz={reference}", "--set", f"generation.samples_npz={tmp_path / 's.npz'}",
+        "--reference", str(reference), "--set", f"generation.samples_npz={tmp_path / 's.npz'}",
         "--set", "sampling.protocol=svg-paper-nocfg", "--set", "sampling.eval_samples=8",
-        "--set", "sampling.steps=[1,2]", "--set", "sampling.methods=[\"euler\"]",
-        "--set", f"sampling.reference_npz={reference}"]
+        "--set", "sampling.steps=[1,2]", "--set", "sampling.methods=[\"euler\"]"]
     assert main(argv) == 0
     (gen,), (samp,) = _records(results, "generation"), _records(results, "sampling")
     m = gen["metrics"]
@@ -219,6 +235,11 @@ def test_svg_xl_layout_decoder_only_generation_and_sampling(tmp_path, adm_env, f
     assert _close(m["fid"], direct["frechet_inception_distance"])
     assert _close(m["inception_score"], direct["inception_score_mean"])
     assert m["precision"] == direct["precision"] and m["recall"] == direct["recall"]
+    # sFID: the evaluator's formula on the same spatial features, against the reference batch's mu_s / sigma_s
+    assert m["sfid"] > 0 and _close(m["sfid"], _direct_sfid(tmp_path / "s.npz", reference, adm_env), 1e-6)
+    assert m["reference"] == reference.name and "(mu_s, sigma_s)" in m["reference_stats"]
+    assert m["numeric_precision"] in ("fp32", "bf16-autocast") and m["compiled"] is False
+    assert gen["config"]["reference_npz"] == str(reference) and samp["config"]["reference_npz"] == str(reference)
     assert m["sample_gflops_per_image"] > 0 and m["sample_mfu"] is None  # no known peak on a CPU
     rows = samp["metrics"]["curve"]
     assert [(r["method"], r["steps"]) for r in rows] == [("euler", 1), ("euler", 2)]
@@ -249,6 +270,7 @@ def test_sit_layout_on_sd_vae_generation_and_sampling(tmp_path, adm_env, folder,
     assert m["diffusion_layout"] == "sit-dit" and "identity" in m["diffusion_stats_source"]
     assert m["diffusion_kind"] == "sit" and m["protocol"] == "sit-paper" and m["sampler_method"] == "dopri5"
     assert m["guidance_scale"] == 1.5 and m["sampler_nfe"] >= 6  # dopri5's evaluations, as the solver chose them
+    assert m["reference"] == reference.name and m["numeric_precision"] in ("fp32", "bf16-autocast") and m["sfid"] > 0
     direct = _direct(tmp_path / "s.npz", reference, splits=8)
     assert _close(m["fid"], direct["frechet_inception_distance"])
     assert _close(m["inception_score"], direct["inception_score_mean"])
@@ -267,7 +289,8 @@ def test_sit_layout_on_sd_vae_generation_and_sampling(tmp_path, adm_env, folder,
     (gen,) = _records(dit_results, "generation")
     m = gen["metrics"]
     assert (m["diffusion_kind"], m["protocol"], m["sampler_method"], m["sampler_steps"]) == ("dit", "dit-paper", "ddpm", 3)
-    assert m["fid"] > 0 and m["guidance_scale"] == 1.5
+    assert m["fid"] > 0 and m["guidance_scale"] == 1.5 and m["sfid"] > 0
+    assert m["reference"] == reference.name and m["numeric_precision"] in ("fp32", "bf16-autocast")
 
 
 def test_ambiguous_dit_sit_checkpoint_is_refused(tmp_path, capsys, folder):
