@@ -194,6 +194,12 @@ def load_run_config(path: str | os.PathLike) -> dict:
             raise UserError(f"{p}: unknown key {key!r}; valid keys: {', '.join(config_keys())}", input=str(p),
                             fix="use one of the valid keys")
         out[actions[name].dest] = _config_value(p, name, actions[name], value)
+    if "data" in out and "plugin" not in out:  # with the file's own plugins not loaded yet, DataConfig checks it
+        from .data import list_datasets
+
+        if out["data"] not in list_datasets():
+            raise UserError(f"{p}: data: {out['data']!r} is not one of {', '.join(list_datasets())} (or a dataset a "
+                            f"--plugin registers); fix the value in the file", input=f"{p}: data")
     return out
 
 
@@ -629,10 +635,13 @@ def main(argv=None) -> int:
     from .errors import EXIT_USER_ERROR, UserError, debug_enabled, format_user_error
 
     try:
+        on_command_line = list(args.plugin)
+        for plugin in on_command_line:  # before a --config file is read: it may name the datasets they register
+            load_plugin(plugin)
         if args.command == "run" and args.config:
             args = build_parser(load_run_config(args.config)).parse_args(argv)
-        for plugin in args.plugin:
-            load_plugin(plugin)
+            for plugin in args.plugin[: len(args.plugin) - len(on_command_line)]:  # the file's (listed first)
+                load_plugin(plugin)
         commands = {"list": cmd_list, "run": cmd_run, "train": cmd_train, "report": cmd_report, "compare": cmd_compare}
         return commands[args.command](args)
     except UserError as e:  # a fixable input: one line naming it (the traceback only when debugging)

@@ -292,3 +292,19 @@ def test_plugin_by_module_path(tmp_path, cli, monkeypatch):
                      "--results", tmp_path / "results", cwd=tmp_path)  # without the plugin: not a dataset
     assert rc == 2 and "--data 'csv-images' is not a registered dataset" in err
     sys.modules.pop("my_dataset", None)
+
+
+def test_a_config_file_names_a_plugin_dataset(tmp_path, cli):
+    """`data:` in a --config file takes a dataset registered by a --plugin on the command line or by the file's own
+    `plugin:` (the run reaches the dataset: its own missing-split line, exit 2)."""
+    data = _csv_dataset(tmp_path / "data")
+    cfg = tmp_path / "run.yaml"
+    for in_file in (False, True):
+        cfg.write_text(f"data: csv-images\ndata-root: {data}\nsplit: test\nencoders: [pixels]\ntasks: [knn]\n"
+                       + (f"plugin: [{EXAMPLE}]\n" if in_file else ""))
+        flags = () if in_file else ("--plugin", EXAMPLE)
+        rc, _, err = cli(*flags, "run", "--config", cfg, "--results", tmp_path / "results", cwd=tmp_path)
+        assert rc == 2 and "test.csv: no such file (splits found: train, val)" in err, err
+    cfg.write_text("data: csv-images\n")  # no plugin anywhere: the file's value is refused, naming the file
+    rc, _, err = cli("run", "--config", cfg, cwd=tmp_path)
+    assert rc == 2 and f"{cfg}: data: 'csv-images' is not one of shapes, imagefolder" in err
