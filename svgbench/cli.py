@@ -91,59 +91,66 @@ def _print_rows(head: tuple, rows: list[tuple]) -> None:
 
 def parse_task_setting(item: str) -> tuple[str, str, object]:
     """'TASK.FIELD=VALUE' -> (task, field, value), VALUE read as JSON (lists become tuples) or else as text;
-    the task and its config field must exist."""
+    the task and its config field must exist and the value must be of the field's type (a UserError otherwise:
+    one line, exit 2, before any work)."""
     import json
 
+    from .errors import UserError
     from .tasks import get_task, list_tasks
+    from .validate import check_setting
 
     target, sep, text = item.partition("=")
     task, dot, field = target.partition(".")
     if not sep or not dot or not field:
-        raise SystemExit(f"svgbench run: --set takes TASK.FIELD=VALUE, got {item!r}")
+        raise UserError(f"svgbench run: --set takes TASK.FIELD=VALUE, got {item!r}", input="--set")
     if task not in list_tasks():
-        raise SystemExit(f"svgbench run: --set {item!r}: unknown task {task!r}; tasks: {', '.join(list_tasks())}")
+        raise UserError(f"svgbench run: --set {item!r}: unknown task {task!r}; tasks: {', '.join(list_tasks())}",
+                        input="--set")
     fields = get_task(task).config_fields()
     if field not in fields:
-        raise SystemExit(f"svgbench run: --set {item!r}: {task} has no config field {field!r}; "
-                         f"fields: {', '.join(fields)}")
+        raise UserError(f"svgbench run: --set {item!r}: {task} has no config field {field!r}; "
+                        f"fields: {', '.join(fields)}", input="--set")
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
         value = text
-    return task, field, tuple(value) if isinstance(value, list) else value
+    value = tuple(value) if isinstance(value, list) else value
+    problems = check_setting(task, get_task(task).config_class(), field, value)
+    if problems and not isinstance(value, str) and not check_setting(task, get_task(task).config_class(), field, text):
+        value, problems = text, []  # a text field given digits (train_split=2012): the text as typed
+    for problem in problems:
+        raise UserError(str(problem), input=problem.input)
+    return task, field, value
 
 
 def _diffusion_overrides(items) -> dict:
     """--diffusion 'ENCODER=PATH[,stats=PATH][,kind=dit|sit|svg]' -> the generation / sampling config fields naming
     that checkpoint (diffusion, diffusion_stats, diffusion_kind, diffusion_encoder); one checkpoint per run. The
-    kind is checked against the checkpoint's layout here, before any work: DiT and SiT share theirs, so it must
-    be declared."""
-    from .diffusion.official import KINDS, checkpoint_kind
+    files are read and the model built by the pre-run checks (validate.check_diffusion), before any cell: format,
+    finite values, architecture, statistics, and the kind, which DiT and SiT layouts must declare."""
+    from .diffusion.official import KINDS
+    from .errors import UserError
 
     if not items:
         return {}
     if len(items) > 1:
-        raise SystemExit("svgbench run: one --diffusion per run (the generation and sampling configs name one "
-                         "checkpoint); run once per encoder")
+        raise UserError("svgbench run: one --diffusion per run (the generation and sampling configs name one "
+                        "checkpoint); run once per encoder", input="--diffusion")
     name, sep, rest = items[0].partition("=")
     path, *opts = rest.split(",")
     if not sep or not name or not path:
-        raise SystemExit(f"svgbench run: --diffusion takes ENCODER=PATH[,stats=PATH][,kind=dit|sit|svg], "
-                         f"got {items[0]!r}")
+        raise UserError(f"svgbench run: --diffusion takes ENCODER=PATH[,stats=PATH][,kind=dit|sit|svg], "
+                        f"got {items[0]!r}", input="--diffusion")
     out = {"diffusion": path, "diffusion_encoder": name}
     for opt in opts:
         key, eq, value = opt.partition("=")
         if key not in ("stats", "kind") or not eq or not value:
-            raise SystemExit(f"svgbench run: --diffusion {items[0]!r}: unknown option {opt!r} "
-                             "(stats=PATH, kind=dit|sit|svg)")
+            raise UserError(f"svgbench run: --diffusion {items[0]!r}: unknown option {opt!r} "
+                            "(stats=PATH, kind=dit|sit|svg)", input="--diffusion")
         if key == "kind" and value not in KINDS:
-            raise SystemExit(f"svgbench run: --diffusion {items[0]!r}: kind must be one of {', '.join(KINDS)}, "
-                             f"got {value!r}")
+            raise UserError(f"svgbench run: --diffusion {items[0]!r}: kind must be one of {', '.join(KINDS)}, "
+                            f"got {value!r}", input="--diffusion")
         out["diffusion_stats" if key == "stats" else "diffusion_kind"] = value
-    for k in ("diffusion", "diffusion_stats"):
-        if k in out and not Path(out[k]).is_file():
-            raise SystemExit(f"svgbench run: --diffusion: no such file {out[k]}")
-    checkpoint_kind(path, out.get("diffusion_kind"))  # CheckpointError (a UserError): one line, exit 2
     return out
 
 
@@ -321,17 +328,24 @@ def _cmd_run(args) -> int:
     from .cache import default_cache_dir
     from .claims import parse_shard
     from .data import DataConfig, dataset_spec
-    from .errors import EXIT_USER_ERROR
-    from .validate import errors, preflight
+    from .errors import EXIT_USER_ERROR, UserError
+    from .validate import check_numbers, errors, preflight
     from .report import task_table, to_markdown, write_reports
     from .presets import EMBEDDED_ENCODERS, get_preset
     from .runner import RunConfig, run_matrix
     from .tasks import list_tasks
 
+    # numbers first, under the flags the user typed: everything below builds from them
+    numbers = check_numbers({"--batch-size": args.batch_size, "--num-images": args.num_images,
+                             "--resolution": args.resolution, "--workers": args.workers, "--seed": args.seed})
+    for p in numbers:
+        print(p, file=sys.stderr)
+    if errors(numbers):
+        return EXIT_USER_ERROR
     try:
         preset = get_preset(args.preset)
     except KeyError as e:
-        raise SystemExit(f"svgbench run: {e}")
+        raise UserError(f"svgbench run: --preset {args.preset}: {e.args[0] if e.args else e}", input="--preset") from None
     data_kw = dict(preset["data"])
     if args.data:
         data_kw["name"] = args.data
@@ -348,18 +362,19 @@ def _cmd_run(args) -> int:
     try:
         data = DataConfig(**data_kw)
     except ValueError as e:
-        raise SystemExit(f"svgbench run: {e}")
+        raise UserError(f"svgbench run: {e}") from None
     encoder_kwargs = {}
     for item in args.weights or []:
         name, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"svgbench run: --weights takes ENCODER=PATH, got {item!r}")
+            raise UserError(f"svgbench run: --weights takes ENCODER=PATH, got {item!r}", input="--weights")
         value, *extra = value.split(",")
         encoder_kwargs.setdefault(name, {})["weights"] = value
         for opt in extra:  # ENCODER=PATH,dino=PATH: the DINO weights an SVG checkpoint without them needs
             key, eq, path = opt.partition("=")
             if key != "dino" or not eq:
-                raise SystemExit(f"svgbench run: --weights {item!r}: unknown option {opt!r} (dino=PATH)")
+                raise UserError(f"svgbench run: --weights {item!r}: unknown option {opt!r} (dino=PATH)",
+                                input="--weights")
             encoder_kwargs[name]["dino_weights"] = path
     overrides = {task: dict(kw) for task, kw in preset["tasks"].items()}
     if args.train_diffusion:
@@ -368,7 +383,7 @@ def _cmd_run(args) -> int:
     for item in args.set:
         task, field, value = parse_task_setting(item)
         overrides.setdefault(task, {})[field] = value
-    diffusion = _diffusion_overrides(args.diffusion)  # the checkpoint is read once, to check its kind
+    diffusion = _diffusion_overrides(args.diffusion)  # its files are checked with the other inputs (preflight)
     for task in ("generation", "sampling"):
         if diffusion:
             overrides.setdefault(task, {}).update(diffusion)
@@ -385,7 +400,7 @@ def _cmd_run(args) -> int:
         try:
             shard = parse_shard(args.shard)
         except ValueError as e:
-            raise SystemExit(f"svgbench run: {e}")
+            raise UserError(f"svgbench run: {e}", input="--shard") from None
     if args.workers is not None:
         os.environ["SVGBENCH_WORKERS"] = str(args.workers)  # DataLoader workers of the feature cache
     options = resolved_run_options(args)
