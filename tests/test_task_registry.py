@@ -123,12 +123,10 @@ def test_generation_and_sampling_cells_are_keyed_by_the_shipped_diffusion_model(
         assert get_task(task).key_files_of(enc) == {"shipped_diffusion": str(SHIPPED / "tiny-vae.safetensors")}
 
 
-def _svgbench(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "svgbench", "--plugin", str(EXAMPLE), *args], cwd=cwd,
-                          capture_output=True, text=True)
+def test_third_party_task_reaches_its_table_the_scorecard_and_the_report(tmp_path, svgbench_cli):
+    def _svgbench(*args, cwd):  # each call loads the plugin afresh, as `svgbench --plugin` would
+        return svgbench_cli("--plugin", EXAMPLE, *args, cwd=cwd)
 
-
-def test_third_party_task_reaches_its_table_the_scorecard_and_the_report(tmp_path):
     res = tmp_path / "results"
     out = _svgbench("run", "--encoders", "pixels,tiny-vae", "--tasks", "latent-stats,probe", "--num-images", "32",
                     "--set", "probe.train_size=64", "--set", "probe.epochs=2", "--results", str(res), cwd=tmp_path)
@@ -161,14 +159,14 @@ def test_third_party_task_reaches_its_table_the_scorecard_and_the_report(tmp_pat
     rep = _svgbench("report", "--results", str(res), cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr[-2000:]
     assert (res / "latent-stats.md").read_text() == before
-    bare = subprocess.run([sys.executable, "-m", "svgbench", "report", "--results", str(res)], cwd=tmp_path,
-                          capture_output=True, text=True)
+    assert "latent-stats" not in list_tasks()  # as in a new process without --plugin
+    bare = svgbench_cli("report", "--results", res, cwd=tmp_path)
     assert bare.returncode == 0, bare.stderr[-2000:]
     assert "pixels" in (res / "latent-stats.md").read_text()
 
 
-def test_list_shows_a_plugin_task(tmp_path):
-    out = _svgbench("list", cwd=tmp_path)
+def test_list_shows_a_plugin_task(tmp_path, svgbench_cli):
+    out = svgbench_cli("--plugin", EXAMPLE, "list", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert any(line.startswith("latent-stats ") for line in out.stdout.splitlines())
 
