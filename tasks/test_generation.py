@@ -84,8 +84,11 @@ STEP_CASES = [("tiny", (136, 8, 8), 64), ("XL", (392, 16, 16), 64)]
 
 
 @pytest.mark.parametrize("size,latent,batch", STEP_CASES, ids=[c[0] for c in STEP_CASES])
-def test_sampler_step_vs_forward(benchmark, run_options, size, latent, batch, speed_rows):
-    """Time per Euler step against one model forward on the same batch (goal: within 10%)."""
+def test_sampler_step_vs_forward(benchmark, run_options, full, size, latent, batch, speed_rows):
+    """Time per Euler step against one model forward on the same batch (goal: within 10%).
+
+    Quick mode checks that the measurement runs (batch 16, 4 steps, one timed round); --benchmark times it at
+    the listed batch, 10 steps, 3 rounds for the table."""
     import time
 
     from svgbench.diffusion.samplers import euler
@@ -97,6 +100,8 @@ def test_sampler_step_vs_forward(benchmark, run_options, size, latent, batch, sp
         pytest.skip(f"the {size} model is timed on GPU only")
     torch.manual_seed(0)
     model = build_diffusion_model(DiffusionConfig(size=size), latent, 10).to(device).eval()
+    batch = batch if full else 16
+    reps, rounds = (10, 3) if full else (2, 1)
     x = torch.randn(batch, *latent, device=device)
     y = torch.arange(batch, device=device) % 10
     t = torch.full((batch,), 0.5, device=device)
@@ -106,15 +111,15 @@ def test_sampler_step_vs_forward(benchmark, run_options, size, latent, batch, sp
             torch.cuda.synchronize()
 
     with torch.no_grad():
-        for _ in range(3):
+        for _ in range(3 if full else 1):
             model(x, t, y)
         sync()
         t0 = time.perf_counter()
-        for _ in range(10):
+        for _ in range(reps):
             model(x, t, y)
         sync()
-        forward_s = (time.perf_counter() - t0) / 10
-    steps = 10
+        forward_s = (time.perf_counter() - t0) / reps
+    steps = 10 if full else 4
     sampler = euler(steps=steps)
 
     def run():
@@ -122,7 +127,8 @@ def test_sampler_step_vs_forward(benchmark, run_options, size, latent, batch, sp
         sync()
         return out
 
-    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    out = benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=1 if full else 0)
+    assert out.shape == x.shape and torch.isfinite(out).all()
     per_step = benchmark.stats.stats.mean / steps
     benchmark.extra_info.update({"device": device, "device_name": device_name(device), "model": size,
                                  "forward_s": forward_s, "step_s": per_step, "step_over_forward": per_step / forward_s,
