@@ -578,6 +578,16 @@ def _na(metrics, reason: str, pending: bool) -> dict:
     return out | ({"pending": {m: reason for m in metrics}} if pending else {})
 
 
+def _na_on(dataset, metrics, reason: str) -> dict:
+    """_na(metrics, reason, pending=True), except the judge's class accuracy on data the judge was not trained for:
+    its own reason, which no weights arriving later would change (so not pending)."""
+    out = _na(metrics, reason, pending=True)
+    if "class_accuracy" in metrics and dataset.data_config.spec().feature_network != "judge":
+        out["unavailable"]["class_accuracy"] = _NO_JUDGE
+        del out["pending"]["class_accuracy"]
+    return out
+
+
 NO_REFERENCE = ("no ADM reference batch: pass --reference VIRTUAL_imagenet256_labeled.npz (or --set "
                 "{task}.reference_npz=PATH); this preset scores FID against the published reference only")
 
@@ -632,7 +642,7 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
         return _run_generation_adm(encoder, dataset, cfg, device, progress, log, on_model)
     extractor, weights, label = feature_network(dataset.data_config.name)
     if extractor is None:
-        return _na(_GEN_METRICS, label, pending=True)
+        return _na_on(dataset, _GEN_METRICS, label)
     ncls = num_classes_of(dataset)
     n = min(cfg.eval_samples, len(dataset))
     curve_scorer = []  # built at the first evaluation: a shipped or checkpoint model never needs it
@@ -655,7 +665,7 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
     try:
         model, stats, curve, prov = diffusion_for(encoder, dataset, cfg, device, evaluate=evaluate, log=log)
     except NoDiffusionModel as e:  # pending: a model trained and exported later is picked up by a rerun
-        return _na(_GEN_METRICS, str(e), pending=True)
+        return _na_on(dataset, _GEN_METRICS, str(e))
     if on_model is not None:
         on_model(model, stats, curve, prov)
     prov = recorded_provenance(prov)
@@ -773,7 +783,7 @@ def _run_generation_adm(encoder, dataset, cfg, device, progress, log, on_model) 
     try:
         model, stats, curve, prov = diffusion_for(encoder, dataset, cfg, device, log=log)
     except NoDiffusionModel as e:
-        return _na(_ADM_METRICS, str(e), pending=True)
+        return _na_on(dataset, _ADM_METRICS, str(e))
     if on_model is not None:
         on_model(model, stats, curve, prov)
     ncls = _model_classes(model, num_classes_of(dataset))
