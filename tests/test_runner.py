@@ -31,9 +31,10 @@ def _computed(out: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def serial(tmp_path_factory):
+def serial(tmp_path_factory, svgbench_cli):
+    """The tables of one uninterrupted run, in this process (on one thread, as the subprocesses below)."""
     tmp = tmp_path_factory.mktemp("serial")
-    out = subprocess.run(_cmd(tmp / "results"), env=_env(tmp), cwd=tmp, capture_output=True, text=True)
+    out = svgbench_cli(*_cmd(tmp / "results")[3:], cwd=tmp, env={"SVGBENCH_CACHE": str(tmp / "cache")})
     assert out.returncode == 0, out.stderr[-3000:]
     assert _computed(out.stdout) == CELLS
     return _tables(tmp / "results")
