@@ -222,9 +222,7 @@ def _config_value(path: Path, name: str, action: argparse.Action, value):
     if isinstance(action, argparse._StoreTrueAction):
         return value if isinstance(value, bool) else bad("true or false")
     if action.nargs == "?" and action.const is True:  # a flag that may also name how (convert-mode: composite-white)
-        if isinstance(value, bool) or value in (action.choices or ()):
-            return value
-        bad(f"true or false, or one of {', '.join(action.choices or ())}")
+        return value if isinstance(value, (bool, str)) else bad("true or false, or how (composite-white, ...)")
     if isinstance(action, argparse._AppendAction) or action.nargs == "*":
         if name == "set" and isinstance(value, dict):
             if not all(isinstance(f, dict) for f in value.values()):
@@ -358,7 +356,9 @@ def _cmd_run(args) -> int:
         if value is not None:
             data_kw[key] = value
     if args.convert_mode:  # True: PIL's conversion; a COMPOSITES name: transparent images over that background
-        data_kw["convert_mode"] = args.convert_mode
+        from .data.folders import convert_mode_of
+
+        data_kw["convert_mode"] = convert_mode_of(args.convert_mode)  # an unknown way: one line, exit 2
     try:
         data = DataConfig(**data_kw)
     except ValueError as e:
@@ -583,10 +583,9 @@ def _add_run_options(r: argparse.ArgumentParser) -> None:
                    help="generation/sampling: the ADM reference batch to score against (e.g. "
                         "VIRTUAL_imagenet256_labeled.npz; arr_0 images, with mu/sigma and mu_s/sigma_s if it has them): "
                         "FID, sFID, IS, precision, recall by ADM's evaluator; sets {generation,sampling}.reference_npz")
-    from .data.folders import COMPOSITES
-
-    r.add_argument("--convert-mode", nargs="?", const=True, default=False, choices=tuple(COMPOSITES),
-                   metavar="composite-white|composite-black",
+    # no argparse choices: their list (svgbench.data.folders.COMPOSITES) sits beside torch, which --help must not
+    # import; the run checks the value (convert_mode_of) before any work
+    r.add_argument("--convert-mode", nargs="?", const=True, default=False, metavar="composite-white|composite-black",
                    help="convert non-RGB images to RGB (real ImageNet). Alone: PIL's conversion, which drops an alpha "
                         "channel (transparent areas show the colour stored under them, often black); composite-white "
                         "or composite-black lays transparent images over that background first")

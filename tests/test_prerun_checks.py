@@ -354,6 +354,18 @@ def test_convert_mode_on_the_command_line_and_in_a_config_file(tmp_path):
     assert load_run_config(cfg) == {"convert_mode": "composite-black"}
     cfg.write_text("convert-mode: true\n")
     assert load_run_config(cfg) == {"convert_mode": True}
-    cfg.write_text("convert-mode: grey\n")
-    with pytest.raises(Exception, match="convert-mode: 'grey' is not true or false, or one of composite-white"):
+    cfg.write_text("convert-mode: 1\n")
+    with pytest.raises(Exception, match="convert-mode: 1 is not true or false"):
         load_run_config(cfg)
+
+
+@pytest.mark.parametrize("source", ["flag", "config"])
+def test_an_unknown_way_to_convert_is_one_line(tmp_path, monkeypatch, capsys, source):
+    root = _half_transparent(tmp_path / "d")
+    if source == "flag":
+        argv = ["--data-root", str(root), "--convert-mode", "grey"]
+    else:
+        (tmp_path / "run.yaml").write_text(f"data-root: {root}\nconvert-mode: grey\n")
+        argv = ["--config", str(tmp_path / "run.yaml")]
+    rc, out = run_cli([*argv, "--encoders", "pixels", "--tasks", "reconstruction"], tmp_path, monkeypatch, capsys)
+    refused(rc, out, tmp_path, "--convert-mode grey", "composite-white, composite-black")
