@@ -58,7 +58,7 @@ def test_sampler_runs_its_plan_and_the_record_says_so(monkeypatch):
     out32 = fp32(model, noise, y)
     assert model.seen and not any(model.seen) and out32.dtype == torch.float32
     assert precision_fields(GenerationConfig(), fp32) == {"autocast": None, "numeric_precision": "fp32",
-                                                          "compiled": False}
+                                                          "compiled": False, "labels": "balanced"}
     model.seen.clear()
     bf = make_sampler(GenerationConfig(sample_steps=3, precision="bf16"))
     out16 = bf(model, noise, y)

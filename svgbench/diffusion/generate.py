@@ -39,6 +39,35 @@ class _Counted:
 DECODE_CHUNK = 32
 
 
+LABEL_POLICIES = ("balanced", "random")
+
+
+def sample_labels(indices, num_classes: int, seed: int, policy: str = "balanced", device="cpu") -> torch.Tensor:
+    """Class labels of the samples `indices` (long tensor on `device`): "balanced", i mod C (every class equally
+    often, svgbench's default), or "random", i.i.d. uniform as DiT's and SiT's sample_ddp.py draw them
+    (torch.randint per batch there; here drawn per index from the seed, so the labels do not depend on the
+    batch size or the number of processes)."""
+    import numpy as np
+
+    idx = np.asarray(list(indices), dtype=np.int64)
+    if policy == "balanced":
+        out = idx % num_classes
+    elif policy == "random":
+        table = np.random.default_rng([int(seed), 0x1ABE1]).integers(0, num_classes, int(idx.max(initial=-1)) + 1)
+        out = table[idx]
+    else:
+        raise ValueError(f"labels {policy!r}: one of {', '.join(LABEL_POLICIES)}")
+    return torch.from_numpy(out).to(device)
+
+
+def _label_policy(samplers: dict) -> str:
+    """The label policy the samplers carry (a task's TaskSampler says; any other sampler: balanced)."""
+    got = {getattr(s, "labels", "balanced") for s in samplers.values()}
+    if len(got) > 1:
+        raise ValueError(f"samplers of one pass draw labels differently: {sorted(got)}")
+    return got.pop() if got else "balanced"
+
+
 @torch.no_grad()
 def sample_batches(model, stats, encoder, indices, num_classes: int, sampler, *, seed: int, batch_size: int,
                    device: str, progress=None, cache: SampleCache | None = None):
@@ -83,7 +112,7 @@ def sample_point_batches(model, stats, encoder, indices, num_classes: int, sampl
     for i in range(0, len(indices), batch_size):
         idx = indices[i:i + batch_size]
         noise = noise_for_indices(idx, (c, h, w), seed, device=device)
-        labels = torch.tensor(idx, device=device) % num_classes
+        labels = sample_labels(idx, num_classes, seed, _label_policy(samplers), device)
         shared = SharedEvaluations() if len(samplers) > 1 else None
         for point, sampler in samplers.items():
             on = None if progress is None else (lambda k, point=point: progress(point, k))
@@ -94,7 +123,7 @@ def sample_point_batches(model, stats, encoder, indices, num_classes: int, sampl
                     blk = list(range(b0, b0 + span))
                     lo, hi = max(idx[0], b0) - b0, min(idx[-1] + 1, b0 + span) - b0
                     bn = noise_for_indices(blk, (c, h, w), seed, device=device)
-                    bl = torch.tensor(blk, device=device) % num_classes
+                    bl = sample_labels(blk, num_classes, seed, _label_policy(samplers), device)
                     x, s1, s2 = _cached_point(model, stats, encoder, blk, bn, bl, sampler, None, seed, device,
                                               cache, on, share=(hi - lo) / span)
                     xs.append(x[lo:hi])
@@ -347,9 +376,9 @@ def generate_all(model, stats, encoder, n, num_classes, sampler, *, seed, batch_
     return torch.cat([p for p in parts if p is not None and len(p)]), timing
 
 
-def sample_strip(samples: torch.Tensor, classes: list[str], n: int = 10, size: int = 64) -> dict:
-    """The first n samples (labels 0..n-1) as one PNG strip of thumbnails at most `size` px, base64, for the
-    record: what the scored samples look like, drawn by the report as results/samples.png."""
+def sample_strip(samples: torch.Tensor, classes: list[str], n: int = 10, size: int = 64, labels=None) -> dict:
+    """The first n samples (labels 0..n-1, or `labels` where given) as one PNG strip of thumbnails at most `size`
+    px, base64, for the record: what the scored samples look like, drawn by the report as results/samples.png."""
     import base64
     import io
 
@@ -363,7 +392,7 @@ def sample_strip(samples: torch.Tensor, classes: list[str], n: int = 10, size: i
     buf = io.BytesIO()
     Image.fromarray(strip).save(buf, format="PNG", optimize=True)
     return {"png_base64": base64.b64encode(buf.getvalue()).decode("ascii"), "count": len(x),
-            "classes": [classes[i % len(classes)] for i in range(len(x))]}
+            "classes": [classes[(i if labels is None else int(labels[i])) % len(classes)] for i in range(len(x))]}
 
 
 def save_adm_npz(images: torch.Tensor, labels: torch.Tensor, path: str | Path) -> Path:
