@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from ..diffusion.generate import generate_all, sample_strip, save_adm_npz
+from ..diffusion.generate import generate_all, sample_labels, sample_strip, save_adm_npz
 from ..diffusion.store import DiffusionConfig, NoDiffusionModel, load_shipped
 from ..encoders.base import LatentEncoder
 
@@ -61,6 +61,7 @@ class GenerationConfig:
     precision: str = "fp32"  # PRECISIONS: fp32 | tf32 | bf16 | auto (bf16 autocast + TF32 on CUDA, fp32 elsewhere)
     compile: bool = False  # torch.compile the diffusion model's forward (its compile time counts in the sampling time)
     require_reference: bool = False  # FID only against an ADM reference batch: without reference_npz, n/a pending
+    labels: str = "balanced"  # balanced (sample i has class i mod C) | random (uniform, as DiT/SiT's sample_ddp.py)
     diffusion: str | None = None  # diffusion checkpoint file (official SVG-XL, SiT/DiT-XL/2, svgbench export)
     diffusion_stats: str | None = None  # its latent statistics (e.g. the official dinov3_sp_stats.pt)
     diffusion_kind: str | None = None  # "dit" | "sit" | "svg": its process, where its tensors cannot tell (DiT/SiT)
@@ -98,6 +99,7 @@ class SamplingConfig:
     precision: str = "fp32"  # as GenerationConfig
     compile: bool = False
     require_reference: bool = False
+    labels: str = "balanced"
     diffusion: str | None = None
     diffusion_stats: str | None = None
     diffusion_kind: str | None = None
@@ -302,6 +304,7 @@ class TaskSampler:
     def __init__(self, build, cfg):
         self._build, self._cfg, self._inner = build, cfg, {}
         self.compiled = bool(getattr(cfg, "compile", False))
+        self.labels = getattr(cfg, "labels", "balanced")  # read by diffusion.generate when it draws the labels
         self.tf32 = False
         self._active = self._sampler(precision_plan(cfg, "cpu")[0])
 
@@ -360,7 +363,11 @@ def make_sampler(cfg, method: str | None = None, steps: int | None = None, kind:
     bf16 autocast when cfg.bf16, torch.compile when cfg.compile). kind: the model's declared kind
     (`samplers.model_kind`): a DiT checkpoint is sampled by its DDPM protocol (dit-paper unless the config
     names another DiT one); a flow protocol for it, or DiT's for a flow model, is refused."""
+    from ..diffusion.generate import LABEL_POLICIES
+
     precision_plan(cfg, "cpu")  # an unknown precision fails before any work
+    if getattr(cfg, "labels", "balanced") not in LABEL_POLICIES:
+        raise ValueError(f"labels {cfg.labels!r}: one of {', '.join(LABEL_POLICIES)}")
     return TaskSampler(lambda autocast: _make_sampler(cfg, method, steps, kind, autocast), cfg)
 
 
@@ -681,7 +688,7 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
     feats = scorer.features(fake)
     out = scorer.score(feats, seed=cfg.seed)
     bar(n)
-    _add_class_accuracy(out, scorer, feats, ncls, len(fake))
+    _add_class_accuracy(out, scorer, feats, ncls, sample_labels(range(len(fake)), ncls, cfg.seed, cfg.labels))
     if len(seeds) > 1:
         fids = [out["fid_plugin"]]  # plug-in for every seed: the other seeds are scored without an interval
         for sd in seeds[1:]:
@@ -691,9 +698,10 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
         from ..metrics.stats import seed_spread
 
         out["seed_spread"] = {"fid": seed_spread(fids, seeds)}
-    out["samples"] = sample_strip(fake, _class_labels(dataset, ncls))
+    out["samples"] = sample_strip(fake, _class_labels(dataset, ncls),
+                                  labels=sample_labels(range(10), ncls, cfg.seed, cfg.labels))
     if cfg.samples_npz:
-        save_adm_npz(fake, torch.arange(len(fake)) % ncls, cfg.samples_npz)
+        save_adm_npz(fake, sample_labels(range(len(fake)), ncls, cfg.seed, cfg.labels), cfg.samples_npz)
     # FD-DINOv2 goes beside Inception-FID on natural images; judge data has its own network
     if cfg.fd_dinov2 and dataset.data_config.spec().feature_network == "inception":
         from ..metrics.fidelity import DINOV2_EXTRACTOR, dinov2_available, metrics_from_features, network_extractor
@@ -729,9 +737,9 @@ def _fid_curve(curve: list[dict]) -> list[list]:
             else [r["step"], r["fid"]] for r in curve]
 
 
-def _add_class_accuracy(out: dict, scorer: Scorer, feats: dict, ncls: int, n: int) -> None:
+def _add_class_accuracy(out: dict, scorer: Scorer, feats: dict, ncls: int, labels: torch.Tensor) -> None:
     """The record's class_accuracy fields (F6): value, interval and per-sample hits, or n/a with the reason."""
-    got = scorer.class_accuracy(feats, torch.arange(n) % ncls, ncls)
+    got = scorer.class_accuracy(feats, labels, ncls)
     if isinstance(got, str):
         out["class_accuracy"] = None
         out.setdefault("unavailable", {})["class_accuracy"] = got
@@ -771,7 +779,7 @@ def precision_fields(cfg, sampler) -> dict:
     return {"autocast": "bf16" if autocast == torch.bfloat16 else None,
             # not "precision": that key is the precision of precision / recall
             "numeric_precision": getattr(sampler, "precision", None) or precision_label(autocast, False),
-            "compiled": bool(getattr(cfg, "compile", False))}
+            "compiled": bool(getattr(cfg, "compile", False)), "labels": getattr(cfg, "labels", "balanced")}
 
 
 def _run_generation_adm(encoder, dataset, cfg, device, progress, log, on_model) -> dict:
@@ -793,13 +801,15 @@ def _run_generation_adm(encoder, dataset, cfg, device, progress, log, on_model) 
     out, first, timing = score_adm(model, stats, encoder, n, ncls, sampler, feats_fn, ref, cfg, device,
                                    writer=writer, progress=Progress(progress, len(dataset), n))
     if writer is not None:
-        writer.close(arr_1=(torch.arange(n) % ncls).numpy())
+        writer.close(arr_1=sample_labels(range(n), ncls, cfg.seed, cfg.labels).numpy())
     from ..metrics.fidelity import SFID_NA
 
     out |= {"kid": None, "class_accuracy": None,
             "unavailable": {"kid": "not part of the ADM evaluation protocol", "class_accuracy": _NO_JUDGE}
             | ({"sfid": SFID_NA} if out.get("sfid") is None else {}),
-            "samples": sample_strip(first, _class_labels(dataset, ncls)), "feature_network": label,
+            "samples": sample_strip(first, _class_labels(dataset, ncls),
+                                    labels=sample_labels(range(10), ncls, cfg.seed, cfg.labels)),
+            "feature_network": label,
             "num_samples": n, "fid_curve": []} | adm_reference_fields(cfg, ref)
     return out | timing | recorded_provenance(prov) | _efficiency(model, sampler, cfg, timing, device) \
         | _protocol_fields(cfg, sampler)
