@@ -50,10 +50,12 @@ def _cmd(root: Path) -> list[str]:
             "--num-images", str(NUM_IMAGES), "--results", str(root / "results"), *SIZES]
 
 
-def _run(root: Path) -> subprocess.CompletedProcess:
+def _run(root: Path, svgbench_cli) -> subprocess.CompletedProcess:
+    """An uninterrupted run (the reference, and each rerun) in this process: the subprocess and its signal
+    are what the interrupted runs test; these only need the same command's records and tables."""
     root.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(_cmd(root), check=False, cwd=root, env=_env(root), capture_output=True, text=True,
-                          timeout=RUN_TIMEOUT)
+    env = {k: v for k, v in _env(root).items() if k == "SVGBENCH_CACHE"}  # threads and warnings: svgbench_cli
+    return svgbench_cli(*_cmd(root)[3:], cwd=root, env=env)
 
 
 def _records(root: Path) -> dict[Path, tuple[bytes, int]]:
@@ -115,9 +117,9 @@ def _check_on_disk(root: Path, *, temp_files_allowed: bool) -> None:
         assert p.name.startswith("."), p  # hidden, never matching a record or cache entry name
 
 
-def _check_resume(root: Path, before: dict[Path, tuple[bytes, int]], reference: dict[str, str]) -> None:
+def _check_resume(root: Path, before: dict[Path, tuple[bytes, int]], reference: dict[str, str], cli) -> None:
     """(b) and (c)."""
-    rerun = _run(root)
+    rerun = _run(root, cli)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Traceback" not in rerun.stderr
     assert "unusable" not in rerun.stderr, rerun.stderr  # nothing left on disk was broken
@@ -135,16 +137,16 @@ def _check_resume(root: Path, before: dict[Path, tuple[bytes, int]], reference: 
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+def reference(tmp_path_factory, svgbench_cli) -> tuple[Path, dict[str, str]]:
     """An uninterrupted run: its folder and its tables."""
     root = tmp_path_factory.mktemp("uninterrupted")
-    done = _run(root)
+    done = _run(root, svgbench_cli)
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(_records(root)) == NUM_CELLS
     return root, _tables(root)
 
 
-def test_sigint_stops_cleanly_and_rerun_resumes(tmp_path, reference):
+def test_sigint_stops_cleanly_and_rerun_resumes(tmp_path, reference, svgbench_cli):
     # Fast case: the features come from a copy of the reference's cache, so only the cells' own work
     # (probe / kNN fits, reconstruction) is in flight; the SIGKILL case below starts from an empty cache.
     shutil.copytree(reference[0] / "cache", tmp_path / "cache")
@@ -161,19 +163,19 @@ def test_sigint_stops_cleanly_and_rerun_resumes(tmp_path, reference):
         encoder, task = m.group(2), m.group(3)
         assert not list((tmp_path / "results" / "records" / task).glob(f"{encoder}__*.json"))
     _check_on_disk(tmp_path, temp_files_allowed=False)  # KeyboardInterrupt removes temporary files
-    _check_resume(tmp_path, before, reference[1])
+    _check_resume(tmp_path, before, reference[1], svgbench_cli)
 
 
-def test_sigkill_leaves_only_whole_files_and_rerun_resumes(tmp_path, reference):
+def test_sigkill_leaves_only_whole_files_and_rerun_resumes(tmp_path, reference, svgbench_cli):
     stopped = _interrupt(tmp_path, signal.SIGKILL)
     assert stopped.returncode == -signal.SIGKILL
     before = _records(tmp_path)
     assert 1 <= len(before) < NUM_CELLS
     _check_on_disk(tmp_path, temp_files_allowed=True)
-    _check_resume(tmp_path, before, reference[1])
+    _check_resume(tmp_path, before, reference[1], svgbench_cli)
 
 
-def test_corrupt_record_and_cache_entry_are_recomputed(tmp_path, reference):
+def test_corrupt_record_and_cache_entry_are_recomputed(tmp_path, reference, svgbench_cli):
     ref_root, ref_tables = reference
     root = tmp_path / "run"
     shutil.copytree(ref_root, root)
@@ -188,7 +190,7 @@ def test_corrupt_record_and_cache_entry_are_recomputed(tmp_path, reference):
     side = next((root / "cache" / "tiny-ssl").glob("shapes-val-*/pooled-*.json"))
     side.write_text("{not json")
 
-    rerun = _run(root)
+    rerun = _run(root, svgbench_cli)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Traceback" not in rerun.stderr
     err = " ".join(rerun.stderr.split())
