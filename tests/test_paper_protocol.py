@@ -332,6 +332,7 @@ def test_missing_inception_weights_is_pending_and_recomputed(tmp_path, monkeypat
 
 def test_diffusion_option_errors(tmp_path):
     from svgbench.cli import _diffusion_overrides
+    from svgbench.errors import UserError
 
     from svgbench.diffusion.models import build_model
 
@@ -341,9 +342,19 @@ def test_diffusion_option_errors(tmp_path):
     assert _diffusion_overrides([f"svg={f},stats={f}"]) == {"diffusion": str(f), "diffusion_stats": str(f),
                                                             "diffusion_encoder": "svg"}
     assert _diffusion_overrides([f"svg={f},kind=svg"])["diffusion_kind"] == "svg"
-    for bad, msg in ((f"svg={f},stat={f}", "unknown option"), ("svg", "ENCODER=PATH"), (f"svg={f},kind=ddpm", "kind must"),
-                     (f"svg={tmp_path / 'missing.pt'}", "no such file")):
-        with pytest.raises(SystemExit, match=msg):
+    # a missing or unreadable file is the pre-run checks' (tests/test_prerun_checks.py), before any cell
+    for bad, msg in ((f"svg={f},stat={f}", "unknown option"), ("svg", "ENCODER=PATH"), (f"svg={f},kind=ddpm", "kind must")):
+        with pytest.raises(UserError, match=msg):
             _diffusion_overrides([bad])
-    with pytest.raises(SystemExit, match="one --diffusion per run"):
+    with pytest.raises(UserError, match="one --diffusion per run"):
         _diffusion_overrides([f"a={f}", f"b={f}"])
+
+
+def test_missing_reference_batch_is_one_line(tmp_path, capsys, folder):
+    results = tmp_path / "results"
+    argv = _base(folder, results, _plugin(tmp_path)) + ["--tasks", "generation", "--reference",
+                                                        str(tmp_path / "VIRTUAL_imagenet256_labeled.npz")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--reference" in err[0] and "no such file" in err[0], err
+    assert not results.exists()
