@@ -519,14 +519,18 @@ def _training_split(task: str, settings: Mapping[str, object], data, encoders: S
     covered = getattr(cfg, "diffusion_encoder", None)
     if getattr(cfg, "diffusion", None) and (covered is None or all(e == covered for e in encoders)):
         return None  # every encoder's model is the given checkpoint: nothing is trained here
-    return "train", cfg
+    split = getattr(spec, "train_split", "train") if spec is not None else "train"
+    return (split, cfg) if split else None  # no training split: the task's cell is n/a with that reason
 
 
 def _pick_other(users) -> str:
     with_field = [t for t, c in users if hasattr(c, "train_split")]
-    if with_field:
-        return "pick another with " + " and ".join(f"--set {t}.train_split=NAME" for t in with_field)
-    return "give a trained model with --diffusion ENCODER=CHECKPOINT instead of training one (--train-diffusion)"
+    training = [t for t, c in users if not hasattr(c, "train_split")]
+    ways = ["pick another with " + " and ".join(f"--set {t}.train_split=NAME" for t in with_field)] if with_field else []
+    if training:
+        ways.append(f"for {' and '.join(training)}, give a trained model with --diffusion ENCODER=CHECKPOINT "
+                    f"instead of training one (--train-diffusion)")
+    return "; ".join(ways)
 
 
 def _split_layout(data, split: str) -> str:

@@ -128,6 +128,11 @@ def test_generation_trained_here_needs_the_training_split(tmp_path):
     line = str(errors(preflight(data=data, encoders=["pixels"], tasks=["generation"],
                                 task_settings={"generation": {"train": True}}))[0])
     assert "generation trains on split 'train'" in line and "--diffusion" in line
+    # tasks that read the same missing split: one line, each task's own way out
+    line = str(errors(preflight(data=data, encoders=["pixels"], tasks=["probe", "generation"],
+                                task_settings={"generation": {"train": True}}))[0])
+    assert "probe, generation train on split 'train'" in line
+    assert "--set probe.train_split=NAME" in line and "for generation, give a trained model with --diffusion" in line
 
 
 def test_training_split_images_are_checked_like_the_evaluation_split(tmp_path, monkeypatch, capsys):
@@ -221,13 +226,16 @@ def test_check_numbers():
 # ---------------------------------------------------------------------------------------------- symbolic links
 
 
-@pytest.mark.parametrize("where", ["class-folder", "image-file"])
+@pytest.mark.parametrize("where", ["class-folder", "image-file", "link-to-its-folder"])
 def test_symbolic_link_loop_is_one_line_naming_the_link(tmp_path, monkeypatch, capsys, where):
     root = digits(tmp_path / "digits", splits=("val",), mode="RGB")
     if where == "class-folder":
         link = root / "val" / "x1"
         link.symlink_to("x2")
         (root / "val" / "x2").symlink_to("x1")
+    elif where == "link-to-its-folder":
+        link = root / "val" / "x"
+        link.symlink_to(".")
     else:
         link = root / "val" / "0" / "loop.png"
         link.symlink_to("loop.png")

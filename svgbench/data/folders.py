@@ -257,13 +257,21 @@ def _kind(entry: os.DirEntry, want: str) -> bool:
     """entry.is_dir() / is_file() (want: "dir" / "file"), following links; a link that leads back to itself (ELOOP)
     is a DataError naming it, where os.scandir would raise OSError from deep inside the listing."""
     try:
-        return entry.is_dir() if want == "dir" else entry.is_file()
+        is_it = entry.is_dir() if want == "dir" else entry.is_file()
     except OSError as e:
         if e.errno != errno.ELOOP:
             raise
         target = os.readlink(entry.path) if entry.is_symlink() else "?"
         raise DataError(f"{entry.path}: symbolic-link loop (it points to {target}, which leads back to itself); "
                         f"remove the link or point it at a real file or folder", input=entry.path) from None
+    if is_it and want == "dir" and entry.is_symlink():
+        # a link to the folder that holds it (or above): a loop for anything that walks the tree
+        here, target = Path(entry.path).parent.resolve(), Path(entry.path).resolve()
+        if here == target or target in here.parents:
+            raise DataError(f"{entry.path}: symbolic-link loop (it points to {os.readlink(entry.path)}, a folder "
+                            f"that contains the link); remove the link or point it at a real folder",
+                            input=entry.path)
+    return is_it
 
 
 def _list_images(folder: Path) -> list[str]:
