@@ -91,11 +91,12 @@ def preflight(*, data=None, encoders: Sequence[str] = (), weights: Mapping[str, 
     if build_encoders and task_settings:
         problems += check_diffusion(task_settings, encoders, resolution)
     if data is not None:
-        evaluation = check_data(data, decode_limit=decode_limit)
-        problems += evaluation
-        # the tasks' configs are built from the settings check_options checked; a training split is only worth
-        # reading once the evaluation split is
-        if tasks and not errors(options) and not errors(evaluation):
+        built, evaluation = _build_checked(data)
+        flag = f"--data-root {data.root}" if data.root else f"--data {data.name}"
+        problems += evaluation if built is None else scan_problems(built, flag, decode_limit)
+        # the tasks' configs are built from the settings check_options checked; the training splits are read
+        # when the evaluation split could be built (their bad files are listed with its own, all at once)
+        if tasks and not errors(options) and built is not None:
             problems += check_training_splits(data, tasks, task_settings or {}, encoders, decode_limit=decode_limit)
     if results_dir is not None:
         problems += check_writable(results_dir, "--results")
@@ -390,16 +391,22 @@ def check_data(data, decode_limit: int = DECODE_LIMIT) -> list[Problem]:
     """The dataset of `data` (a DataConfig) can be built, and its image files read: unreadable
     files and refused modes are errors (the first few named, the rest counted); images that will be
     upscaled are a warning naming how many and the smallest."""
+    ds, problems = _build_checked(data)
+    flag = f"--data-root {data.root}" if data.root else f"--data {data.name}"
+    return problems if ds is None else scan_problems(ds, flag, decode_limit)
+
+
+def _build_checked(data):
+    """(the dataset of `data`, []) or (None, [the one problem that kept it from being built])."""
     from .data import DataError, build_dataset
 
     flag = f"--data-root {data.root}" if data.root else f"--data {data.name}"
     try:
-        ds = build_dataset(data)
+        return build_dataset(data), []
     except DataError as e:
-        return [Problem.from_error(e.input or flag, e)]
+        return None, [Problem.from_error(e.input or flag, e)]
     except ValueError as e:  # the procedural set's own parameter checks
-        return [Problem.from_error(f"--data {data.name}", e)]
-    return scan_problems(ds, flag, decode_limit)
+        return None, [Problem.from_error(f"--data {data.name}", e)]
 
 
 def scan_problems(ds, flag: str, decode_limit: int = DECODE_LIMIT, split_note: str = "") -> list[Problem]:

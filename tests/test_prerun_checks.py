@@ -149,6 +149,10 @@ def test_training_split_images_are_checked_like_the_evaluation_split(tmp_path, m
     # with --convert-mode both splits pass
     data = DataConfig(name="imagefolder", root=str(root), resolution=RES, convert_mode=True)
     assert errors(preflight(data=data, tasks=["probe"])) == []
+    # bad files in both splits are listed at once, each split's own
+    _digit(7, "L").save(root / "val" / "0" / "gray.png")
+    lines = [str(p) for p in errors(preflight(data=data.replace(convert_mode=False), tasks=["probe"]))]
+    assert any("val/0/gray.png" in ln for ln in lines) and any("/train/" in ln for ln in lines), lines
 
 
 # ---------------------------------------------------------------------------------------------- encoder resolution
