@@ -17,16 +17,24 @@ def _csv(text: str) -> tuple[str, ...]:
 def load_plugin(spec: str) -> None:
     """Import a user file or module that registers encoders, tasks or datasets (register_encoder / register_task /
     register_dataset calls at import)."""
+    from .errors import UserError
+
     path = Path(spec)
     if path.suffix == ".py" or path.exists():
         if not path.is_file():
-            raise SystemExit(f"svgbench: plugin file {spec} does not exist")
+            raise UserError(f"svgbench: --plugin {spec}: no such file; check the path", input="--plugin")
         mod_spec = importlib.util.spec_from_file_location(f"svgbench_plugin_{path.stem}", path)
         module = importlib.util.module_from_spec(mod_spec)
         sys.modules[mod_spec.name] = module
         mod_spec.loader.exec_module(module)
     else:
-        importlib.import_module(spec)
+        try:
+            importlib.import_module(spec)
+        except ModuleNotFoundError as e:
+            if e.name is None or not spec.startswith(e.name):  # a module the plugin itself imports: its own bug
+                raise
+            raise UserError(f"svgbench: --plugin {spec}: no module {e.name!r} is importable here; give a .py file "
+                            f"path or an installed module", input="--plugin") from None
 
 
 def cmd_list(args) -> int:

@@ -381,3 +381,14 @@ def test_an_unknown_way_to_convert_is_one_line(tmp_path, monkeypatch, capsys, so
         argv = ["--config", str(tmp_path / "run.yaml")]
     rc, out = run_cli([*argv, "--encoders", "pixels", "--tasks", "reconstruction"], tmp_path, monkeypatch, capsys)
     refused(rc, out, tmp_path, "--convert-mode grey", "composite-white, composite-black")
+
+
+@pytest.mark.parametrize("plugin,words", [("nope/my_dataset.py", "no such file"),
+                                          ("no_such_plugin_module", "no module 'no_such_plugin_module'")])
+def test_a_missing_plugin_is_an_input_error(tmp_path, monkeypatch, capsys, plugin, words):
+    from svgbench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    rc = main(["--plugin", plugin, "run", "--results", str(tmp_path / "results")])
+    out = capsys.readouterr()
+    refused(rc, out.out + out.err, tmp_path, f"--plugin {plugin}", words)
