@@ -277,6 +277,8 @@ def test_sit_layout_on_sd_vae_generation_and_sampling(tmp_path, adm_env, folder,
     assert m["precision"] == direct["precision"] and m["recall"] == direct["recall"]
     (row,) = samp["metrics"]["curve"]
     assert (row["method"], row["steps"], row["nfe"]) == ("heun", 1, 2) and samp["metrics"]["protocol"] == "sit-paper"
+    assert samp["metrics"]["reference"] == reference.name and row["sfid"] > 0
+    assert samp["metrics"]["numeric_precision"] in ("fp32", "bf16-autocast") and samp["metrics"]["labels"] == "balanced"
     assert row["fid"] > 0
     # the same tensors declared DiT: sampled by DiT's DDPM (respaced to 3 steps here), recorded as such
     dit_results = tmp_path / "dit-results"

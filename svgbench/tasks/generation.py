@@ -888,7 +888,8 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
     stats_s = {} if scorer is None else {"stats_s": scorer.stats_s}
     return {"curve": rows, "feature_network": label, "num_samples": n,
             "protocol": sampler_protocol(cfg, samplers[points[0]]) if points else cfg.protocol,
-            **precision_fields(cfg, samplers[points[0]] if points else None), **extra, **stats_s, **prov}
+            **precision_fields(cfg, samplers[points[0]] if points else None),
+            **(adm_reference_fields(cfg, ref) if scorer is None else {}), **extra, **stats_s, **prov}
 
 
 def sample_cache():
