@@ -44,3 +44,13 @@ def test_gpu_bench_smoke(tmp_path):
 def test_gpu_bench_smoke_compiled(tmp_path):
     report = gpu_bench.main(["--smoke", "--out", str(tmp_path), "--compile", "bf16"])
     _check(report, tmp_path, compiled=True)
+
+
+def test_gpu_bench_budget_skips_compiled_rows(tmp_path):
+    """Past the time budget no compile starts: the rows are listed as skipped, the eager rows stay."""
+    report = gpu_bench.main(["--smoke", "--out", str(tmp_path), "--compile", "bf16", "--budget-s", "0"])
+    assert not any(r["compiled"] for r in report["rows"])
+    assert report["skipped"] == ["forward bf16 batch 2 compiled: past the 0 s budget",
+                                 "forward bf16 batch 4 compiled: past the 0 s budget",
+                                 "guided sampling compiled: past the 0 s budget"]
+    assert "- skipped: guided sampling compiled" in next(tmp_path.iterdir()).joinpath("gpu_bench.md").read_text()
