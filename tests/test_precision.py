@@ -68,13 +68,24 @@ def test_sampler_runs_its_plan_and_the_record_says_so(monkeypatch):
     # auto on a CPU: the fp32 path, bit for bit
     assert torch.equal(make_sampler(GenerationConfig(sample_steps=3, precision="auto"))(model, noise, y), out32)
     # compile: the model's forward is compiled once, whatever wrapper the generator puts around it
-    calls = []
-    monkeypatch.setattr(torch, "compile", lambda fn: calls.append(fn) or fn)
+    calls, compiled_calls = [], []
+
+    def fake_compile(fn):
+        calls.append(fn)
+        return lambda *a: compiled_calls.append(1) or fn(*a)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
     comp = make_sampler(GenerationConfig(sample_steps=3, compile=True))
+    assert torch.equal(comp(model, noise, y), out32)
     comp(model, noise, y)
-    comp(model, noise, y)
-    assert len(calls) == 1 and precision_fields(GenerationConfig(compile=True), comp)["compiled"] is True
+    assert len(calls) == 1 and len(compiled_calls) == 6  # compiled once, every evaluation through it
+    assert precision_fields(GenerationConfig(compile=True), comp)["compiled"] is True
     assert list(model.state_dict()) == ["lin.weight", "lin.bias", "emb.weight"]
+    # the FLOP count runs the eager forward (a compiled one would recompile for the counting batch)
+    from svgbench.tasks.generation import forward_flops
+
+    n = len(compiled_calls)
+    assert forward_flops(model, 2, "cpu") > 0 and len(compiled_calls) == n
 
 
 def test_bf16_moves_fid_by_little_on_a_small_model():

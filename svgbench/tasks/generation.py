@@ -338,6 +338,7 @@ def compile_forward(model) -> None:
     while not isinstance(m, torch.nn.Module) and hasattr(m, "model"):
         m = m.model
     if isinstance(m, torch.nn.Module) and not getattr(m, "_svgbench_compiled", False):
+        m._svgbench_eager_forward = m.forward  # FLOP counting runs it: no recompile for another batch size
         m.forward = torch.compile(m.forward)
         m._svgbench_compiled = True
 
@@ -422,8 +423,16 @@ def forward_flops(model, batch: int, device: str) -> float:
     c, h = model.in_channels, model.input_size
     x = torch.zeros(batch, c, h, h, device=device)
     t, y = torch.full((batch,), 0.5, device=device), torch.zeros(batch, dtype=torch.long, device=device)
-    with torch.no_grad():
-        return count_flops(model, x, t, y) / batch
+    eager = getattr(model, "_svgbench_eager_forward", None)
+    compiled = model.forward
+    if eager is not None:  # a compiled forward would recompile for this batch size just to be counted
+        model.forward = eager
+    try:
+        with torch.no_grad():
+            return count_flops(model, x, t, y) / batch
+    finally:
+        if eager is not None:
+            model.forward = compiled
 
 
 def sampling_efficiency(model, sampler, batch: int, sample_s_per_image: float, device: str,
