@@ -23,9 +23,9 @@ EXAMPLE = ROOT / "examples" / "my_dataset.py"
 
 def test_no_dataset_name_tests_outside_the_data_package():
     """What differs between datasets is a DatasetSpec property; only svgbench.data and the presets (which pick the
-    embedded default) name a dataset. svgbench/train/ is the recipes that trained svgbench's own tiny models on
-    the procedural data: they render and re-pose its objects (shapes-specific views), which no spec could say."""
-    allowed = ("data/", "presets.py", "train/")
+    embedded default) name a dataset; the training recipes read a whole split in memory or redraw its objects
+    through the spec (DatasetSpec.arrays / .views)."""
+    allowed = ("data/", "presets.py")
     hits = []
     for path in sorted(PKG.rglob("*.py")):
         rel = path.relative_to(PKG).as_posix()
@@ -308,3 +308,27 @@ def test_a_config_file_names_a_plugin_dataset(tmp_path, cli):
     cfg.write_text("data: csv-images\n")  # no plugin anywhere: the file's value is refused, naming the file
     rc, _, err = cli("run", "--config", cfg, cwd=tmp_path)
     assert rc == 2 and f"{cfg}: data: 'csv-images' is not one of shapes, imagefolder" in err
+
+
+def test_training_recipes_read_the_data_through_its_spec(tmp_path):
+    """The recipes' in-memory reader and data-side views are spec properties: the shapes spec gives exactly what its
+    generator gives; a dataset without them is refused in one line naming the property (no dataset name tested)."""
+    import numpy as np
+
+    from svgbench.data.shapes import ShapesConfig, render_views, shapes_arrays
+    from svgbench.errors import DataError
+    from svgbench.train.ssl import DinoConfig, ViewSource
+
+    shapes = dataset_spec("shapes")
+    got = shapes.read_arrays(32, "val", 8, cache_dir=str(tmp_path))
+    want = shapes_arrays(ShapesConfig(resolution=32, split="val", size=8))
+    assert np.array_equal(got["images"], want["images"]) and np.array_equal(got["labels"], want["labels"])
+    views = shapes.view_renderer(32, seed=3).views(5, 2, view_seed=7, repose=True)
+    ref, _ = render_views(ShapesConfig(resolution=32, split="train", size=10_000_000, seed=3), 5, 2, view_seed=7,
+                          repose=True)
+    assert all(np.array_equal(a, b) for a, b in zip(views, ref))
+    folder = dataset_spec("imagefolder")
+    with pytest.raises(DataError, match="DatasetSpec.arrays"):
+        folder.read_arrays(32, "train", 8)
+    with pytest.raises(ValueError, match="DatasetSpec.views.*'imagefolder'.*crops"):
+        ViewSource(DinoConfig(data="imagefolder", views="swap", data_root=str(tmp_path)))

@@ -21,6 +21,8 @@ from .registry import (BUILTIN_DATASETS, DATA_NEEDS, ENTRY_POINT_GROUP, FEATURE_
 # the built-in datasets (parquet, webdataset, zipfolder: the packed formats of svgbench.data.formats); --data takes
 # any registered name (list_datasets())
 DATA_KINDS = BUILTIN_DATASETS
+# the embedded default's data: what svgbench's own tiny models were trained on (the training recipes' default)
+EMBEDDED_DATA = "shapes"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..errors import DataError
 from ..registry import Registry, UnknownNameError, is_reference, resolve, spec_entry_point
 
 ENTRY_POINT_GROUP = "svgbench.datasets"
@@ -61,6 +62,12 @@ class DatasetSpec:
         of results on it ("not ImageNet numbers").
     key_extra: () -> dict, or a lazy reference: what else its pixels depend on (a generator version), folded into
         `DataConfig.key()`.
+    arrays: (resolution, split, size, seed, workers, cache_dir) -> {"images": uint8 N x H x W x 3, "labels": int64 N},
+        or a lazy reference: a whole split in memory, which training recipes read instead of item by item; None
+        where the dataset is read item by item only.
+    views: (resolution, seed) -> an object with `size`, `item(index)` (uint8 H x W x 3) and
+        `views(index, n, view_seed, repose)` (the item's object redrawn on new backgrounds, optionally re-posed),
+        or a lazy reference: the data-side views of self-supervised training; None where only crops exist.
     """
 
     name: str
@@ -80,6 +87,8 @@ class DatasetSpec:
     label_note: str = ""
     caveat: str = ""
     key_extra: Callable[[], dict] | str | None = None
+    arrays: Callable[..., dict] | str | None = None
+    views: Callable[..., Any] | str | None = None
     source: str = "builtin"
     _resolved: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -108,6 +117,24 @@ class DatasetSpec:
         if "factory" not in self._resolved:
             self._resolved["factory"] = resolve(self.factory)
         return self._resolved["factory"](cfg)
+
+    def _lazy(self, attr: str):
+        if attr not in self._resolved:
+            self._resolved[attr] = resolve(getattr(self, attr))
+        return self._resolved[attr]
+
+    def read_arrays(self, resolution: int, split: str, size: int, seed: int = 0, workers: int = 1,
+                    cache_dir=None) -> dict:
+        """A whole split as arrays (`arrays`); raises DataError naming the dataset where it has no such reader."""
+        if self.arrays is None:
+            raise DataError(f"data {self.name!r} has no in-memory reader (DatasetSpec.arrays); read it item by item")
+        return self._lazy("arrays")(resolution, split, size, seed, workers, cache_dir)
+
+    def view_renderer(self, resolution: int, seed: int = 0):
+        """The data-side view renderer (`views`); raises DataError naming the dataset where it has none."""
+        if self.views is None:
+            raise DataError(f"data {self.name!r} has no data-side views (DatasetSpec.views); use crops")
+        return self._lazy("views")(resolution, seed)
 
     def extra_key(self) -> dict:
         return {} if self.key_extra is None else dict(resolve(self.key_extra)())
@@ -166,6 +193,33 @@ def _shapes_key_extra() -> dict:
     return {"generator_version": GENERATOR_VERSION}
 
 
+def _shapes_arrays(resolution, split, size, seed, workers, cache_dir) -> dict:
+    from .shapes import ShapesConfig, data_cache_dir, shapes_arrays
+
+    return shapes_arrays(ShapesConfig(resolution=resolution, split=split, size=size, seed=seed), workers=workers,
+                         cache_dir=cache_dir or data_cache_dir())
+
+
+class _ShapesViews:
+    """The shapes' training stream (effectively unbounded) with its objects redrawn on new backgrounds."""
+
+    def __init__(self, resolution: int, seed: int):
+        from .shapes import ShapesConfig
+
+        self.cfg = ShapesConfig(resolution=resolution, split="train", size=10_000_000, seed=seed)
+        self.size = self.cfg.size
+
+    def item(self, index: int):
+        from .shapes import render_item
+
+        return render_item(self.cfg, index)[0]
+
+    def views(self, index: int, n: int, view_seed: int, repose: bool = False) -> list:
+        from .shapes import render_views
+
+        return render_views(self.cfg, index, n, view_seed=view_seed, repose=repose)[0]
+
+
 def _build_imagefolder(cfg):
     from .folders import ImageFolderDataset
 
@@ -198,7 +252,8 @@ def _builtin_specs() -> list[DatasetSpec]:
                     splits=(), train_split="train", masks=True, classes=tuple(SHAPE_CLASSES),
                     resolution_policy="render", resolution_multiple=8, min_resolution=16, feature_network="judge",
                     needs_root=False, shipped_models=True, label_note="embedded, procedural",
-                    caveat="embedded shapes data, tiny models: not ImageNet numbers", key_extra=_shapes_key_extra),
+                    caveat="embedded shapes data, tiny models: not ImageNet numbers", key_extra=_shapes_key_extra,
+                    arrays=_shapes_arrays, views=_ShapesViews),
         DatasetSpec("imagefolder", _build_imagefolder, "an ImageNet-layout folder: root/<split>/<class>/<image>"),
         DatasetSpec("segfolder", _build_segfolder, "an ADE20K-layout folder: root/images/<split>, "
                     "root/annotations/<split> (PNG label maps; 0 = ignore)", splits=("training", "validation"),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..data import EMBEDDED_DATA, dataset_spec
 from .common import (RunDir, TrainResult, add_config_args, all_reduce_mean, config_flags, config_from_args, is_main,
                      resume, rng_state, start_run, step_generator, unwrap)
 from .losses import PatchDiscriminator, Perceptual, adaptive_gan_weight, hinge_d_loss
@@ -27,7 +28,7 @@ class AEConfig:
     model: str = "svg"  # "svg" or "vae"
     encoder: str = "tiny-svg"  # the registry preset whose architecture is trained
     dino_weights: str | None = None  # svg: the frozen DINO (default: the preset's own source)
-    data: str = "shapes"
+    data: str = EMBEDDED_DATA
     data_root: str | None = None
     resolution: int = 64
     train_images: int = 50_000  # shapes: size of the (cached) training split
@@ -113,13 +114,13 @@ def last_layer(model, cfg):
 class ImageSource:
     def __init__(self, cfg: AEConfig, cache_dir: str | None = None):
         self.cfg = cfg
-        if cfg.data == "shapes":
-            from ..data.shapes import ShapesConfig, data_cache_dir, shapes_arrays
-
-            arr = shapes_arrays(ShapesConfig(resolution=cfg.resolution, split="train", size=cfg.train_images,
-                                             seed=cfg.seed), workers=2, cache_dir=cache_dir or data_cache_dir())
+        spec = dataset_spec(cfg.data)
+        self.in_memory = spec.arrays is not None  # a whole split in memory (the procedural data), else read files
+        if self.in_memory:
+            arr = spec.read_arrays(cfg.resolution, "train", cfg.train_images, seed=cfg.seed, workers=2,
+                                   cache_dir=cache_dir)
             self.images = torch.from_numpy(arr["images"]).permute(0, 3, 1, 2)
-            val = shapes_arrays(ShapesConfig(resolution=cfg.resolution, split="val", size=cfg.eval_images))
+            val = spec.read_arrays(cfg.resolution, "val", cfg.eval_images)
             self.val = torch.from_numpy(val["images"]).permute(0, 3, 1, 2).float() / 127.5 - 1
         else:
             from ..data.folders import ImageFolderDataset
@@ -131,7 +132,7 @@ class ImageSource:
 
     def batch(self, step, rank, n):
         g = step_generator(self.cfg.seed, step, rank)
-        if self.cfg.data == "shapes":
+        if self.in_memory:
             idx = torch.randint(0, self.images.shape[0], (n,), generator=g)
             x = self.images[idx].float() / 127.5 - 1
             flip = torch.rand(n, generator=g) < 0.5

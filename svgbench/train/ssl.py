@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import EMBEDDED_DATA, dataset_spec
 from .common import (RunDir, TrainResult, add_config_args, all_reduce_mean, config_from_args, cosine, is_main,
                     prefetch, resume, rng_state, start_run, step_generator, unwrap)
 
@@ -36,7 +37,7 @@ class DinoConfig:
     objective: str = "dino"  # "dino" (self-distillation) or "simclr" (InfoNCE between the two views)
     simclr_temp: float = 0.2
     encoder: str = "tiny-ssl"
-    data: str = "shapes"
+    data: str = EMBEDDED_DATA
     data_root: str | None = None
     resolution: int = 64
     views: str = "swap"  # "swap": object on independent backgrounds; "swap-repose": also re-posed per view
@@ -210,32 +211,29 @@ class ViewSource:
 
     def __init__(self, cfg: DinoConfig):
         self.cfg = cfg
-        if cfg.data == "shapes":
-            from ..data.shapes import ShapesConfig
-
-            self.shapes = ShapesConfig(resolution=cfg.resolution, split="train", size=10_000_000, seed=cfg.seed)
-        else:
+        spec = dataset_spec(cfg.data)
+        self.renderer = spec.view_renderer(cfg.resolution, cfg.seed) if spec.views is not None else None
+        if self.renderer is None:
             if cfg.views != "crops":
-                raise ValueError(f"DinoConfig.views={cfg.views!r} needs the shapes data (it re-renders objects)")
+                raise ValueError(f"DinoConfig.views={cfg.views!r} needs data that redraws its objects "
+                                 f"(DatasetSpec.views); data {cfg.data!r} has none: use views='crops'")
             from ..data.folders import ImageFolderDataset
 
             self.folder = ImageFolderDataset(cfg.data_root, cfg.resolution, split="train", convert_mode=True)
 
     def _images(self, idx: int, step: int) -> list[torch.Tensor]:
-        if self.cfg.data == "shapes":
-            from ..data.shapes import render_item, render_views
-
+        if self.renderer is not None:
             if self.cfg.views in ("swap", "swap-repose"):
-                views, _ = render_views(self.shapes, idx, 2, view_seed=step, repose=self.cfg.views == "swap-repose")
+                views = self.renderer.views(idx, 2, view_seed=step, repose=self.cfg.views == "swap-repose")
             else:
-                views = [render_item(self.shapes, idx)[0]] * 2
+                views = [self.renderer.item(idx)] * 2
             return [torch.from_numpy(v).permute(2, 0, 1) for v in views]
         img = ((self.folder[idx % len(self.folder)]["image"] + 1) * 127.5).round().to(torch.uint8)
         return [img, img]
 
     def batch(self, step: int, rank: int, batch_size: int) -> list[torch.Tensor]:
         g = step_generator(self.cfg.seed, step, rank)
-        n = len(self.folder) if self.cfg.data != "shapes" else self.shapes.size
+        n = len(self.folder) if self.renderer is None else self.renderer.size
         idx = torch.randint(0, n, (batch_size,), generator=g).tolist()
         crops = [[] for _ in range(2 + self.cfg.n_local)]
         for i in idx:
@@ -254,17 +252,16 @@ class ViewSource:
 # ---------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def probe_backbone(backbone, resolution: int, n_train: int, n_val: int, device) -> dict:
+def probe_backbone(backbone, resolution: int, n_train: int, n_val: int, device, spec=None) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from ..data.shapes import ShapesConfig, shapes_arrays
-
+    spec = spec or dataset_spec(EMBEDDED_DATA)
     was_training = backbone.training
     backbone.eval()
     feats, labels = [], []
     for split, n in (("train", n_train), ("val", n_val)):
-        arr = shapes_arrays(ShapesConfig(resolution=resolution, split=split, size=n))
+        arr = spec.read_arrays(resolution, split, n)
         x = torch.from_numpy(arr["images"]).permute(0, 3, 1, 2).float() / 127.5 - 1
         from ..encoders.base import to_imagenet_normalized
 
@@ -321,6 +318,7 @@ def train_dino(cfg: DinoConfig, log=print, on_step=None) -> TrainResult:
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(student)
     views = ViewSource(cfg)
+    probe_spec = dataset_spec(cfg.data)  # the training-time probe reads a whole split in memory (spec.arrays)
     n_crops = 2 + cfg.n_local
     lr_peak = cfg.lr * cfg.batch_size * world / 256
     last = {}
@@ -368,8 +366,10 @@ def train_dino(cfg: DinoConfig, log=print, on_step=None) -> TrainResult:
             if t_out is not None:  # DINO: how peaked the centred teacher is (collapse -> 0 or log K)
                 tp = F.log_softmax((t_out - loss_fn.center) / t_temp, -1)
                 row["teacher_entropy"] = round(float(-(tp.exp() * tp).sum(-1).mean()), 4)
-            if cfg.probe_every and (done % cfg.probe_every == 0 or done == cfg.steps) and cfg.data == "shapes":
-                row |= probe_backbone(unwrap(teacher).backbone, cfg.resolution, cfg.probe_train, cfg.probe_val, device)
+            probe_now = cfg.probe_every and (done % cfg.probe_every == 0 or done == cfg.steps)
+            if probe_now and probe_spec.arrays is not None:
+                row |= probe_backbone(unwrap(teacher).backbone, cfg.resolution, cfg.probe_train, cfg.probe_val, device,
+                                      probe_spec)
             if done % 20 == 0 or "probe_top1" in row:
                 run.log(row)
                 log(" ".join(f"{k}={v}" for k, v in row.items()))
