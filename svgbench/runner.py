@@ -62,6 +62,13 @@ class RunConfig:
     keep_stale: bool = False  # reuse a record of another task version (labelled stale) instead of recomputing it
     run_options: dict = field(default_factory=dict)  # the CLI's resolved options (--config and flags), for provenance
 
+    def __post_init__(self):
+        # the API's form of the CLI's number checks: a batch size of 0 would never finish a feature-store shard
+        for name, flag, low in (("batch_size", "--batch-size", 1), ("seed", "--seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise UserError(f"{flag} {value!r}: takes an integer >= {low}", input=flag)
+
 
 def resolve_device(device: str) -> str:
     if device == "auto":

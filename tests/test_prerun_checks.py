@@ -392,3 +392,21 @@ def test_a_missing_plugin_is_an_input_error(tmp_path, monkeypatch, capsys, plugi
     rc = main(["--plugin", plugin, "run", "--results", str(tmp_path / "results")])
     out = capsys.readouterr()
     refused(rc, out.out + out.err, tmp_path, f"--plugin {plugin}", words)
+
+
+def test_api_configs_refuse_what_the_cli_refuses():
+    """RunConfig and DataConfig built in Python refuse a batch size, seed or image count the CLI refuses, naming the
+    flag (a batch size of 0 never finishes a feature-store shard; 0 images is not "all")."""
+    from svgbench.data import DataConfig, DataError
+    from svgbench.errors import UserError
+    from svgbench.runner import RunConfig
+
+    for kw, flag in (({"batch_size": 0}, "--batch-size"), ({"batch_size": -3}, "--batch-size"),
+                     ({"seed": -1}, "--seed"), ({"batch_size": 2.5}, "--batch-size")):
+        with pytest.raises(UserError, match=flag) as e:
+            RunConfig(**kw)
+        assert e.value.input == flag
+    for size in (0, -5):
+        with pytest.raises(DataError, match="--num-images"):
+            DataConfig(size=size)
+    assert DataConfig(size=None).size is None and RunConfig(batch_size=1).batch_size == 1

@@ -58,6 +58,11 @@ class DataConfig:
         why = spec.check_resolution(self.resolution)
         if why:
             raise DataError(why, input="--resolution")
+        # size None: the whole split (folders; the procedural data draws its default 2000); 0 or fewer is refused
+        # rather than read as "all" (a record saying 0 images over a run of thousands)
+        if self.size is not None and (isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1):
+            raise DataError(f"--num-images {self.size!r}: takes a positive number of images (or none for the whole "
+                            "split)", input="--num-images")
 
     def spec(self) -> DatasetSpec:
         """The registered spec of this dataset: what it has (labels, masks, a training split) and how it is read."""

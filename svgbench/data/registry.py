@@ -183,7 +183,7 @@ class DatasetSpec:
 def _build_shapes(cfg):
     from .shapes import ShapesConfig, ShapesDataset
 
-    return ShapesDataset(ShapesConfig(resolution=cfg.resolution, split=cfg.split, size=cfg.size or 2000,
+    return ShapesDataset(ShapesConfig(resolution=cfg.resolution, split=cfg.split, size=2000 if cfg.size is None else cfg.size,
                                       seed=cfg.seed, max_objects=cfg.max_objects))
 
 
