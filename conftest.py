@@ -20,6 +20,11 @@ def pytest_addoption(parser):
     g.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "one_per_family: in the default tasks/ run, one encoder per family; the "
+                            "others with --runslow (tasks/conftest.py)")
+
+
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--runslow"):
         return

@@ -26,9 +26,27 @@ SAMPLER_STEPS = (1, 2, 4, 8, 16, 25, 50)  # the few-step table's step counts
 QUICK_SAMPLER_STEPS = (1, 4)
 
 
+def one_per_family(encoders) -> set[str]:
+    """The first of `encoders` in each encoder family (EncoderSpec.family)."""
+    from svgbench.encoders import encoder_spec
+
+    first: dict[str, str] = {}
+    for name in encoders:
+        first.setdefault(encoder_spec(name).family, name)
+    return set(first.values())
+
+
 def pytest_generate_tests(metafunc):
     if "encoder_name" in metafunc.fixturenames:
-        metafunc.parametrize("encoder_name", selected_encoders(metafunc.config))
+        encoders = selected_encoders(metafunc.config)
+        # a test marked one_per_family runs, in the default quick run, for the first embedded encoder of each
+        # family, and for the others behind --runslow (the expensive diffusion cells: at least one end-to-end case
+        # per task and family stays in the default suite); --benchmark or an --encoders list runs every encoder
+        if (metafunc.definition.get_closest_marker("one_per_family") and not metafunc.config.getoption("--benchmark")
+                and not metafunc.config.getoption("--encoders")):
+            keep = one_per_family(encoders)
+            encoders = [e if e in keep else pytest.param(e, marks=pytest.mark.slow) for e in encoders]
+        metafunc.parametrize("encoder_name", encoders)
     if "sampler_steps" in metafunc.fixturenames:
         full = metafunc.config.getoption("--benchmark")
         metafunc.parametrize("sampler_steps", SAMPLER_STEPS if full else QUICK_SAMPLER_STEPS)

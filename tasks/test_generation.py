@@ -48,6 +48,7 @@ def _run(task, encoder_name, run_options, full, tmp_path, quick):
     return summary.records[0]["metrics"]
 
 
+@pytest.mark.one_per_family
 def test_generation(encoder_name, run_options, full, tmp_path, request):
     _skip_unless(request, "generation", encoder_name)
     m = _run("generation", encoder_name, run_options, full, tmp_path, QUICK_GEN)
@@ -68,6 +69,7 @@ def test_generation(encoder_name, run_options, full, tmp_path, request):
     assert m["samples"]["count"] == min(10, m["num_samples"]) and m["samples"]["png_base64"]
 
 
+@pytest.mark.one_per_family
 def test_sampling(encoder_name, run_options, full, tmp_path, request):
     _skip_unless(request, "sampling", encoder_name)
     m = _run("sampling", encoder_name, run_options, full, tmp_path, QUICK_SAMPLING)
@@ -181,6 +183,7 @@ def shipped_models():
     return {}
 
 
+@pytest.mark.one_per_family
 @pytest.mark.parametrize("method", ["euler", "heun"])
 def test_sampling_speed(benchmark, encoder_name, method, sampler_steps, run_options, full, request, shipped_models,
                         speed_rows):
