@@ -68,11 +68,14 @@ def task_table(records: list[dict], task: str, intervals: bool = True) -> pd.Dat
         return curve_table(records, task)
     extra = spec.extra_columns_fn() if spec is not None else None
     rows = []
-    for r in latest_records(records, task).values():  # sorted by data, then encoder
+    latest = latest_records(records, task)
+    metrics = [m for m in (spec.metrics if spec is not None else ())
+               if not m.optional or any(m.key in r["metrics"] for r in latest.values())]
+    for r in latest.values():  # sorted by data, then encoder
         rspec = r["spec"]
         row = {"encoder": r["encoder"], "data": _data_label(r["data"]),
                "latent": "x".join(str(s) for s in rspec["latent_shape"]), "weights": rspec["weights"]}
-        for m in (spec.metrics if spec is not None else ()):
+        for m in metrics:
             _put_metric(row, metric_title(spec, m, r), m.key, r, intervals)
         if extra is not None:
             row.update(extra(r))

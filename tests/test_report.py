@@ -371,6 +371,20 @@ def test_generation_table_steps_to_fid_levels():
     assert "| 1600 | 2400 | > 2400 |" in md and "| n/a | n/a | n/a |" in md  # tiny-vae: no levels asked
 
 
+def test_adm_only_metrics_are_columns_only_where_a_record_has_them():
+    """sFID and the Inception Score (the ADM evaluator's) are columns of the generation table only when some record
+    computed them or says why not; on the embedded data (judge) they are no column of n/a."""
+    from svgbench.report import task_table
+
+    judge = [_record("generation", "tiny-svg", {"fid": 44.0, "feature_network": JUDGE})]
+    assert not {"Inception-sFID", "Inception Score"} & set(task_table(judge, "generation").columns)
+    adm = _record("generation", "tiny-vae", {"fid": 9.5, "sfid": 6.25, "inception_score": 120.5,
+                                             "feature_network": "Inception (ADM reference batch)"})
+    df = task_table(judge + [adm], "generation").set_index("encoder")
+    assert (df.loc["tiny-vae", "Inception-sFID"], df.loc["tiny-vae", "Inception Score"]) == (6.25, 120.5)
+    assert pd.isna(df.loc["tiny-svg", "Inception-sFID"])
+
+
 def test_sample_strip_round_trips_to_the_samples_plot(tmp_path):
     import base64
     import io

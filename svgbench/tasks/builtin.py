@@ -100,6 +100,10 @@ GENERATION = TaskSpec(
         MetricSpec("kid", "KID", "{:.4f}", False, headline=True, network=True, uncertainty=_HALVES),
         MetricSpec("precision", "precision", "{:.3f}", True, headline=True, network=True, uncertainty=_HALVES),
         MetricSpec("recall", "recall", "{:.3f}", True, headline=True, network=True, uncertainty=_HALVES),
+        # the ADM evaluator's other two numbers (an ADM reference batch only): Inception's spatial features (the
+        # first 7 channels of mixed_6/conv) and the Inception Score of the samples
+        MetricSpec("sfid", "Inception-sFID", "{:.2f}", False, optional=True),
+        MetricSpec("inception_score", "Inception Score", "{:.2f}", True, optional=True),
         MetricSpec("class_accuracy", "judge class accuracy (%)", "{:.2f}", True, headline=True,
                    scorecard_title="judge class acc. of samples (%)",
                    uncertainty="bootstrap over generated samples (judge top-1 vs the conditioning class)"),

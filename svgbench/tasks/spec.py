@@ -25,6 +25,8 @@ class MetricSpec:
     uncertainty: how its interval is computed, in words ("" = none).
     plot: the figure panel group it is drawn in ("understanding", "reconstruction"), or None; label: its
     name in that figure.
+    optional: computed by one protocol only (sFID: the ADM evaluator's): a table column only where some record
+    has it, computed or with its reason.
     """
 
     key: str
@@ -38,6 +40,7 @@ class MetricSpec:
     uncertainty: str = ""
     plot: str | None = None
     label: str = ""
+    optional: bool = False
 
     @property
     def headline_title(self) -> str:
