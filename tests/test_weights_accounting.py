@@ -172,6 +172,13 @@ def _decoder_only_files(tmp_path: Path) -> tuple[Path, Path]:
     return dec, diffusion
 
 
+def safetensors_keys(path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return list(f.keys())
+
+
 def test_decoder_only_svg_from_the_cli(tmp_path, monkeypatch, capsys):
     from svgbench.cli import main
 
@@ -203,6 +210,9 @@ def test_decoder_only_svg_from_the_cli(tmp_path, monkeypatch, capsys):
     (gen,) = recs["generation"]
     assert gen["metrics"]["num_samples"] == 8 and gen["metrics"]["fid"] is not None
     assert gen["metrics"]["diffusion_layout"] == "svgbench"
+    # the diffusion file's account travels into the record: every tensor loaded, nothing beside it unread
+    account = gen["metrics"]["diffusion_weights_account"]
+    assert account["loaded"] == len(safetensors_keys(diffusion)) - 2 and "unused" not in account  # - stats.mean/std
     assert "2 n/a" in out and "1 cells computed" in out
 
 

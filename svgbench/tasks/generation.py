@@ -265,13 +265,13 @@ def checkpoint_model(encoder: LatentEncoder, dataset, cfg, device: str):
     return model.to(device).eval(), stats.to(device), [], {
         "diffusion_weights": f"checkpoint:{Path(cfg.diffusion).name}", "diffusion_layout": info["layout"],
         "diffusion_size": info["architecture"]["size"], "diffusion_stats_source": str(info["stats_source"]),
-        "diffusion_kind": info.get("kind")}
+        "diffusion_kind": info.get("kind"), "diffusion_weights_account": info.get("weights_account")}
 
 
 def recorded_provenance(prov: dict) -> dict:
     """What of diffusion_for's provenance goes into a result record (not the run's paths or config)."""
     return {k: prov[k] for k in ("diffusion_weights", "train_steps", "diffusion_layout", "diffusion_size",
-                                 "diffusion_stats_source", "diffusion_kind") if k in prov}
+                                 "diffusion_stats_source", "diffusion_kind", "diffusion_weights_account") if k in prov}
 
 
 PRECISIONS = ("fp32", "tf32", "bf16", "auto")
