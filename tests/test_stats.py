@@ -122,7 +122,7 @@ def test_paired_resampling_keeps_a_reconstruction_interval_around_its_point():
 
 
 def test_fd_level_is_the_measured_one_outside_93_to_97_percent(monkeypatch):
-    from svgbench.report import _interval_how
+    from svgbench.report.tables import _interval_how
 
     g = np.random.default_rng(8)
     a, b = g.normal(size=(50, 4)), g.normal(size=(50, 4)) + 0.5  # distance about 1
