@@ -103,14 +103,20 @@ class Encoder(nn.Module):
     def forward(self, x):
         h = self.conv_in(x)
         for lvl in self.down:
-            for j, blk in enumerate(lvl.block):
-                h = blk(h)
-                if len(lvl.attn):
-                    h = lvl.attn[j](h)
+            h = _blocks(lvl, h)
             if hasattr(lvl, "downsample"):
                 h = lvl.downsample(h)
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def _blocks(lvl, h):
+    """A level's residual blocks, each followed by its attention where the level has it."""
+    for j, blk in enumerate(lvl.block):
+        h = blk(h)
+        if len(lvl.attn):
+            h = lvl.attn[j](h)
+    return h
 
 
 class Decoder(nn.Module):
@@ -137,10 +143,7 @@ class Decoder(nn.Module):
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z))))
         for i in reversed(range(len(self.up))):
             lvl = self.up[i]
-            for j, blk in enumerate(lvl.block):
-                h = blk(h)
-                if len(lvl.attn):
-                    h = lvl.attn[j](h)
+            h = _blocks(lvl, h)
             if hasattr(lvl, "upsample"):
                 h = lvl.upsample(h)
         return self.conv_out(F.silu(self.norm_out(h)))
