@@ -76,6 +76,8 @@ def cost_lines(records: list[dict]) -> list[str]:
                      f"measured in that run (best of 5 square GEMMs): {rate or 'not measured (no model forward)'}")
     lines += [
         "",
+        "forwards: calls of the diffusion model (on a CPU a sampling batch is evaluated 64 samples a call: "
+        "diffusion.generate.MODEL_CHUNK); "
         "model s / GFLOP: time and FLOPs inside diffusion-model forwards (FLOPs counted by torch's "
         "FlopCounterMode); rate share = achieved / achievable FLOP/s of those forwards; efficiency = model FLOPs "
         "at the achievable rate / cell wall time; outside model = wall - model time (decoding, judge features, "

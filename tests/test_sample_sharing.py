@@ -132,3 +132,25 @@ def test_records_are_the_same_whichever_cell_runs_first(tmp_path, monkeypatch):
     assert b["generation_forwards"] - a["generation_forwards"] == 3
     assert [(r["method"], r["steps"]) for r in b["sampling"]["curve"]] == [("euler", 1), ("euler", 3)]
     assert b["sampling"]["curve"][1]["sample_s_per_image"] > 0  # the cached batch keeps its computation's cost
+
+
+def test_cpu_sampling_evaluates_the_model_in_chunks_on_its_explicit_attention_path(monkeypatch):
+    """On a CPU the model sees MODEL_CHUNK samples a call with timm's unfused attention, restored afterwards;
+    the samples are those of whole-batch fused calls up to float rounding (one level of 255 at most)."""
+    import svgbench.diffusion.generate as gen
+
+    torch.set_num_threads(1)
+    enc, model, stats = _setup()
+    sampler = ODESampler("euler", 2, 0.15)
+    seen = []
+    hook = model.register_forward_hook(lambda m, args, out: seen.append(
+        (len(args[0]), [a.fused_attn for a in m.modules() if hasattr(a, "fused_attn")])))
+    monkeypatch.setattr(gen, "MODEL_CHUNK", 4)
+    chunked, _ = generate(model, stats, enc, range(10), 10, sampler, seed=5, batch_size=10, device="cpu")
+    assert [b for b, _ in seen] == [4, 4, 2] * 2 and all(f and not any(f) for _, f in seen)
+    assert all(a.fused_attn for a in model.modules() if hasattr(a, "fused_attn"))  # restored
+    hook.remove()
+    monkeypatch.setattr(gen, "MODEL_CHUNK", 10**6)
+    monkeypatch.setattr(gen, "_unfused_attention", lambda m: __import__("contextlib").nullcontext())
+    whole, _ = generate(model, stats, enc, range(10), 10, sampler, seed=5, batch_size=10, device="cpu")
+    assert (chunked.int() - whole.int()).abs().max() <= 1
