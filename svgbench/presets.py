@@ -54,8 +54,9 @@ RUN_PRESETS: dict[str, dict] = {
             # (74 after the evaluations its points share; 50 where the generation cell ran first, whose first batch
             # of 256 samples is the Euler 25-step point: tasks.generation.sample_cache): Euler at 1, 2, 4, 8, 16
             # and 25 steps (the paper's default sampler, F5's reference), Heun (2 evaluations a step) to 8 steps;
-            # 200 samples a point (intervals about 1.1x as wide as at 250; every point of a curve has the same n, so its FIDs share
-            # one small-sample bias and compare with each other, not with the generation table's n=512 FID)
+            # 200 samples a point (intervals about 1.1x as wide as at 250; every point of a curve has the same n, so
+            # its FIDs share one small-sample bias and compare with each other, not with the generation table's
+            # n=512 FID)
             # headline: the scorecard's few-step number is Euler at 4 steps, fixed here before any run (not
             # the best of the points); F5 reads FID(1, 2, 4) / FID(25), each from one paired bootstrap
             "sampling": {"headline": ("euler", 4), "ratio_steps": (1, 2, 4), "ratio_reference": 25,

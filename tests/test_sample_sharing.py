@@ -34,7 +34,8 @@ def test_cached_batches_are_bit_identical_and_skip_the_model(tmp_path):
     torch.set_num_threads(1)
     enc, model, stats = _setup()
     euler3 = ODESampler("euler", 3, 0.15)
-    points = {("euler", 1): ODESampler("euler", 1, 0.15), ("euler", 3): euler3, ("heun", 1): ODESampler("heun", 1, 0.15)}
+    points = {("euler", 1): ODESampler("euler", 1, 0.15), ("euler", 3): euler3,
+              ("heun", 1): ODESampler("heun", 1, 0.15)}
 
     def sampling_pass(cache):
         calls = []
