@@ -243,7 +243,8 @@ def test_svg_xl_layout_decoder_only_generation_and_sampling(tmp_path, adm_env, f
     assert m["sample_gflops_per_image"] > 0 and m["sample_mfu"] is None  # no known peak on a CPU
     rows = samp["metrics"]["curve"]
     assert [(r["method"], r["steps"]) for r in rows] == [("euler", 1), ("euler", 2)]
-    assert all(r["fid"] > 0 and r["inception_score"] >= 1 and r["gflops_per_image"] > 0 for r in rows)
+    # the Inception Score is exp(mean KL) >= 1; samples of an untrained model score 1 up to rounding
+    assert all(r["fid"] > 0 and r["inception_score"] >= 1 - 1e-9 and r["gflops_per_image"] > 0 for r in rows)
     # unguided rows cost one forward a step: FLOPs scale with the steps
     assert _close(rows[1]["gflops_per_image"], 2 * rows[0]["gflops_per_image"], 1e-2)
     # the records key on the checkpoint's content: a changed file is a new cell, not a reused one
