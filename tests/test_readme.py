@@ -17,6 +17,13 @@ def test_readme_shows_the_example_file_verbatim_and_short(example):
     assert text.strip() in (ROOT / "README.md").read_text(), f"README's example differs from examples/{example}"
 
 
+def test_readme_dataset_excerpt_is_the_example_files_registration():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Adding a dataset", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "register_dataset(" in block and block.strip() in (ROOT / "examples" / "my_dataset.py").read_text()
+
+
 # training sets far below the preset's (10k probe / kNN images): what is tested is that each table, the scorecard
 # and each plot take the plugin's encoder in, not the values, which tests/test_understanding.py checks
 SMALL = ("--set", "probe.train_size=256", "--set", "probe.epochs=5", "--set", "probe.spread_seeds=1",
