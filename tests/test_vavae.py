@@ -242,3 +242,17 @@ def test_zoo_entry_loads_the_release_file_from_a_path_and_names_the_hub_offline(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(CheckpointError, match=r"hustvl/vavae-imagenet256-f16d32-dinov2.*va-vae-f16d32=PATH"):
         create_encoder("va-vae-f16d32")
+
+
+def test_the_spec_of_an_ldm_name_comes_from_the_tensor_shapes_without_loading(release, monkeypatch):
+    """The pre-run check and `svgbench list` describe an ldm: file from its shapes (memory-mapped, no model built):
+    the same latent, family and convention as the loaded encoder's spec."""
+    import svgbench.encoders.vavae as vavae
+
+    _, path, _ = release
+    loaded = create_encoder(f"ldm:{path}").spec
+    monkeypatch.setattr(vavae, "load_ldm", lambda *a, **k: pytest.fail("the spec loaded the weights"))
+    spec = encoder_spec(f"ldm:{path}")
+    assert spec.latent_shape(64) == loaded.latent_shape(64) == (Z, 16, 16)
+    assert (spec.family, spec.notes) == (loaded.family, loaded.notes)
+    assert spec.extra["ldm_config"] == loaded.extra["ldm_config"]

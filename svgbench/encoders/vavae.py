@@ -228,20 +228,56 @@ def _locate(name: str) -> tuple[Path, Path | None, str]:
     return ckpt, stats, f"hf-hub:{target}"
 
 
+def _ldm_spec(name: str, config: dict, desc: str, stats: Path | None, resolution: int | None, sample: bool):
+    from .diffusers_ae import make_spec
+
+    how = (f"(z - mean) / std with {stats.name}" if stats is not None
+           else f"the raw posterior {'sample' if sample else 'mean'} (no {STATS_FILE} beside the checkpoint)")
+    spec = make_spec(name, "AutoencoderKL", config, desc, resolution, sample)
+    return spec.replace(family="ldm", notes=f"LDM-layout KL autoencoder converted to diffusers AutoencoderKL: "
+                                            f"posterior {'sample' if sample else 'mean'}, {how}",
+                        extra=spec.extra | {"convention": CONVENTION, "ldm_config": {k: v for k, v in config.items()
+                                                           if k not in ("latents_mean", "latents_std")}})
+
+
+def _meta_state(path: Path) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors as shapes only (meta tensors), without reading their data: the safetensors header,
+    or a memory-mapped torch file; a file that cannot be mapped is read by the strict loader, which names it."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            obj = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+            shapes = {k: v.shape for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    except Exception:  # noqa: BLE001 - the strict loader below says what is wrong with the file
+        return load_state_dict(path)
+    return {k: torch.empty(s, device="meta") for k, s in shapes.items()}
+
+
 def create_ldm(name: str, weights: str | None = None, resolution: int | None = None, sample: bool = False,
                **overrides):
     """`ldm:FILE|DIR|ORG/REPO/FILE`; weights: None (that file) or a local file/folder standing in for it."""
-    from .diffusers_ae import DiffusersAutoencoder, make_spec
+    from .diffusers_ae import DiffusersAutoencoder
 
     if overrides:
         raise TypeError(f"encoder {name!r} takes weights=, resolution= and sample=; got {', '.join(overrides)}")
     ckpt, stats, desc = _locate(f"{PREFIX}{weights}" if weights else name)
     vae, config, account = load_ldm(ckpt, stats, source=f"{name} ({ckpt})")
-    how = (f"(z - mean) / std with {stats.name}" if stats is not None
-           else f"the raw posterior {'sample' if sample else 'mean'} (no {STATS_FILE} beside the checkpoint)")
-    spec = make_spec(name, "AutoencoderKL", config, f"{desc} ({file_sha256(ckpt, 8)})", resolution, sample)
-    spec = spec.replace(family="ldm", notes=f"LDM-layout KL autoencoder converted to diffusers AutoencoderKL: "
-                                            f"posterior {'sample' if sample else 'mean'}, {how}",
-                        extra=spec.extra | {"convention": CONVENTION, "ldm_config": {k: v for k, v in config.items()
-                                                           if k not in ("latents_mean", "latents_std")}})
+    spec = _ldm_spec(name, config, f"{desc} ({file_sha256(ckpt, 8)})", stats, resolution, sample)
     return DiffusersAutoencoder(with_load_account(spec, account), vae, "AutoencoderKL", sample)
+
+
+def _spec_for(name: str):
+    """The spec of an `ldm:` name from the checkpoint's tensor shapes, without loading its weights."""
+    ckpt, stats, desc = _locate(name)
+    config = infer_config(_meta_state(ckpt), name)
+    if stats is not None:
+        config["latents_mean"], config["latents_std"] = read_stats(stats, config["latent_channels"])
+    return _ldm_spec(name, config, desc, stats, None, False)
+
+
+create_ldm.spec_for = _spec_for
