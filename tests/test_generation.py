@@ -149,8 +149,14 @@ def test_two_processes_sample_the_same_set(tmp_path):
     out = str(tmp_path / "two.pt")
     mp.spawn(_gen_worker, args=(2, _port(), out), nprocs=2, join=True)
     enc, model, stats = _tiny_setup()
-    # one process, batches [0..4] [5..8]: the same batches as the two ranks' shards -> bit-identical
-    one, _ = generate_all(model, stats, enc, 9, 10, euler(steps=2), seed=5, batch_size=5, device="cpu")
+    # one process, batches [0..4] [5..8]: the same batches as the two ranks' shards -> bit-identical, at the ranks'
+    # thread count (a CPU GEMM's bits can depend on how many threads split it; that is not what is tested here)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one, _ = generate_all(model, stats, enc, 9, 10, euler(steps=2), seed=5, batch_size=5, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
     assert torch.equal(torch.load(out, weights_only=True), one)
 
 
