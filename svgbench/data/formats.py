@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -72,11 +73,20 @@ class _PackedImages(Dataset):
         self._refs = [refs[i] for i in keep]
         self.targets = [int(labels[i]) for i in keep]
         self._handles: dict = {}
+        # one reader at a time: a pyarrow ParquetFile, a TarFile and this class's row-group cache are not safe to
+        # share between threads (concurrent row-group reads of one ParquetFile were seen to deadlock); the image
+        # decoding after a read runs in parallel
+        self._lock = threading.Lock()
 
-    def __getstate__(self):  # open files stay in the process that opened them
+    def __getstate__(self):  # open files (and the lock) stay in the process that made them
         state = dict(self.__dict__)
         state["_handles"] = {}
+        state.pop("_lock", None)
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def _handle(self, key, opener):
         entry = self._handles.get(key)
@@ -99,7 +109,8 @@ class _PackedImages(Dataset):
 
     def _read_name(self, name: str) -> bytes:
         try:
-            return self._read(self._by_name()[name])
+            with self._lock:
+                return self._read(self._by_name()[name])
         except DataError:
             raise
         except (OSError, KeyError, ValueError, tarfile.TarError, zipfile.BadZipFile) as e:
@@ -196,7 +207,9 @@ class ParquetImageDataset(_PackedImages):
         _, fi, g, r = ref
         cached = self._handles.get("group")
         if cached is None or cached[0] != os.getpid() or cached[1][:2] != (fi, g):
-            table = self._handle(fi, lambda: pq.ParquetFile(self.files[fi])).read_row_group(g, columns=["image"])
+            pf = self._handle(fi, lambda: pq.ParquetFile(self.files[fi]))
+            # pyarrow's own thread pool is not used: reads come one at a time (the lock) from svgbench's threads
+            table = pf.read_row_group(g, columns=["image"], use_threads=False)
             self._handles["group"] = cached = (os.getpid(), (fi, g, table.column("image").to_pylist()))
         cell = cached[1][2][r]
         data = cell.get("bytes") if isinstance(cell, dict) else cell
