@@ -183,7 +183,19 @@ def run_matrix(cfg: RunConfig, log=None) -> RunSummary:
     except RunInterrupted:
         raise
     except KeyboardInterrupt:
-        raise RunInterrupted(state["cell"], state["computed"], state["skipped"], cfg.results_dir) from None
+        raise RunInterrupted(_in_flight(state), state["computed"], state["skipped"], cfg.results_dir) from None
+
+
+def _in_flight(state: dict) -> str | None:
+    """The cell an interrupt cut short, or None: a cell whose record was written since it started is finished,
+    even when the interrupt came before the runner moved on (between the write and the next cell)."""
+    path, started = state.get("path"), state.get("started", 0.0)
+    try:
+        if state["cell"] and path is not None and path.stat().st_mtime >= started:
+            return None
+    except OSError:
+        pass
+    return state["cell"]
 
 
 def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
@@ -267,7 +279,7 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
                 continue
             try:
                 try:
-                    state["cell"] = f"{name} / {task.name}"
+                    state["cell"], state["path"], state["started"] = f"{name} / {task.name}", path, time.time()
                     record = _compute(cfg, task, tcfg, encoder, dataset, device, key, kwargs, weights_hash, log)
                     record = dataclasses.replace(record, finished=time.time(), **made_by)
                 except Exception as e:
@@ -278,6 +290,7 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
                     continue
                 if main:
                     write_record(path, record)
+                state["cell"] = None  # on disk: an interrupt from here on loses nothing of this cell
             finally:
                 # released only once the record is on disk (or the cell failed): released before it, another
                 # process could claim the cell, find no record yet and compute it a second time

@@ -202,3 +202,22 @@ def test_corrupt_record_and_cache_entry_are_recomputed(tmp_path, reference, svgb
     assert re.search(r"2 cells computed, 4 reused", rerun.stdout)  # 4: the 3 whole results and the n/a record
     _check_on_disk(root, temp_files_allowed=False)
     assert _tables(root) == ref_tables
+
+
+def test_a_cell_whose_record_was_written_is_not_named_as_in_flight(tmp_path):
+    """An interrupt between a cell's record write and the next cell names no cell as cut short; a record older than
+    the cell's start (a --force rerun) does not count as its finish."""
+    import os
+    import time
+
+    from svgbench.runner import _in_flight
+
+    path = tmp_path / "pixels__abc.json"
+    started = time.time()
+    state = {"cell": "pixels / knn", "path": path, "started": started}
+    assert _in_flight(state) == "pixels / knn"  # no record yet
+    path.write_text("{}")
+    assert _in_flight(state) is None  # written since the cell started
+    os.utime(path, (started - 60, started - 60))
+    assert _in_flight(state) == "pixels / knn"  # an old record of the same cell
+    assert _in_flight({"cell": None}) is None
