@@ -32,7 +32,7 @@ def svgbench_cli():
     Like the subprocesses it replaces, each call starts clean and leaves nothing behind: torch on one thread
     (OMP_NUM_THREADS=1 there), warnings printed to stderr as PYTHONWARNINGS=default prints them, `env` set for
     the call only, environment variables, the SIGINT handler and the unraisable hook the command sets restored,
-    and encoders and tasks a --plugin registered unregistered (a new process would not have them)."""
+    and encoders, tasks and datasets a --plugin registered unregistered (a new process would not have them)."""
     import contextlib
     import io
     import os
@@ -42,6 +42,7 @@ def svgbench_cli():
     import warnings
 
     from svgbench.cli import main
+    from svgbench.data import list_datasets, unregister_dataset
     from svgbench.encoders import list_encoders, unregister_encoder
     from svgbench.tasks import list_tasks, unregister_task
 
@@ -51,7 +52,8 @@ def svgbench_cli():
     def run(*args, cwd=None, env=None):
         argv = [str(a) for a in args]
         out, err = io.StringIO(), io.StringIO()
-        encoders, tasks, saved_env = set(list_encoders()), set(list_tasks()), dict(os.environ)
+        encoders, tasks, datasets = set(list_encoders()), set(list_tasks()), set(list_datasets())
+        saved_env = dict(os.environ)
         threads, on_sigint, unraisable = torch.get_num_threads(), signal.getsignal(signal.SIGINT), sys.unraisablehook
         os.environ.update(env or {})
         torch.set_num_threads(1)
@@ -76,6 +78,8 @@ def svgbench_cli():
                 unregister_encoder(name)
             for name in set(list_tasks()) - tasks:
                 unregister_task(name)
+            for name in set(list_datasets()) - datasets:
+                unregister_dataset(name)
             for key in set(os.environ) - set(saved_env):
                 del os.environ[key]
             os.environ.update(saved_env)

@@ -214,27 +214,13 @@ def _csv_dataset(root: Path) -> Path:
 
 
 @pytest.fixture
-def cli(capsys, monkeypatch):
-    """`svgbench ARGS` in this process -> (exit status, stdout, stderr); torch on one thread as OMP_NUM_THREADS=1
-    gives a subprocess, and the datasets a --plugin registered unregistered afterwards, as a new process would not
-    have them."""
-    import torch
-
-    from svgbench.cli import main
+def cli(svgbench_cli):
+    """`svgbench ARGS` in this process -> (exit status, stdout, stderr), through the suite's svgbench_cli (which
+    unregisters the datasets a --plugin registered, as a new process would not have them)."""
 
     def run(*args, cwd):
-        monkeypatch.chdir(cwd)
-        before, threads = set(list_datasets()), torch.get_num_threads()
-        capsys.readouterr()
-        torch.set_num_threads(1)
-        try:
-            rc = main([str(a) for a in args])
-        finally:
-            torch.set_num_threads(threads)
-            for name in set(list_datasets()) - before:
-                unregister_dataset(name)
-        out = capsys.readouterr()
-        return rc, out.out, out.err
+        done = svgbench_cli(*args, cwd=cwd)
+        return done.returncode, done.stdout, done.stderr
 
     return run
 
