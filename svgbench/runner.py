@@ -290,7 +290,6 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
                     continue
                 if main:
                     write_record(path, record)
-                state["cell"] = None  # on disk: an interrupt from here on loses nothing of this cell
             finally:
                 # released only once the record is on disk (or the cell failed): released before it, another
                 # process could claim the cell, find no record yet and compute it a second time
