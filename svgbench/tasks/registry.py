@@ -9,6 +9,11 @@ how its uncertainty is computed). No other list of task names exists.
 Built-in tasks are lazy "module:attribute" strings (importing svgbench imports no task module); third-party
 tasks arrive through `register_task` in the user's code (a `--plugin` file) or the `svgbench.tasks`
 entry-point group. Duplicate names are errors naming the first registrant, never silent overwrites.
+
+Findings (claims checked on the records of the tasks they read: one row of results/findings.md per dataset) are
+registered the same way, beside the tasks: `register_finding`, the `svgbench.findings` entry-point group (an entry
+point names a `FindingSpec`), a `--plugin` file; the findings table runs them in registration order, the
+built-ins (the SVG paper's claims) first.
 """
 
 from __future__ import annotations
@@ -18,9 +23,12 @@ from typing import Callable
 
 from ..registry import Registry, UnknownNameError, spec_entry_point
 from .builtin import BUILTIN_TASKS
-from .spec import NEEDS, CurveSpec, MetricSpec, TaskSpec  # noqa: F401  (the registry's vocabulary)
+from .builtin_findings import BUILTIN_FINDINGS
+# the registry's vocabulary
+from .spec import NEEDS, ROLES, Coverage, CurveSpec, FindingSpec, MetricSpec, TaskSpec  # noqa: F401
 
 ENTRY_POINT_GROUP = "svgbench.tasks"
+FINDINGS_ENTRY_POINT_GROUP = "svgbench.findings"
 
 
 class UnknownTaskError(UnknownNameError):
@@ -67,3 +75,46 @@ get_task = TASKS.get  # an unknown name: UnknownTaskError listing the registered
 
 def task_specs() -> list[TaskSpec]:
     return [get_task(n) for n in list_tasks()]
+
+
+class UnknownFindingError(UnknownNameError):
+    pass
+
+
+FINDINGS = Registry("finding", FINDINGS_ENTRY_POINT_GROUP, name_re=r"^[A-Za-z][A-Za-z0-9_-]*$",
+                    name_rule="a letter, then letters, digits, '_' and '-' (e.g. F4, X1b)",
+                    builtins=lambda: {spec.id: spec for spec in BUILTIN_FINDINGS},
+                    from_entry_point=spec_entry_point(FindingSpec), unknown_error=UnknownFindingError)
+
+
+def register_finding(id: str, claim: str, function: Callable | str, *, reads, metric: str = "", premise: bool = False,
+                     vae_role: str | None = None, requires_role: str | None = None, coverage: Coverage | None = None,
+                     source: str = "user") -> FindingSpec:
+    """Register a finding; returns its spec. `function(spec, results, data, roles) -> row` (see `FindingSpec`;
+    svgbench.tasks.comparison has the row builder, the verdicts and the paired difference the built-ins use).
+    `reads`: the registered tasks whose records it compares; on a dataset where one of them has no record, its row
+    is inconclusive without calling `function`. `coverage`: the level its interval states, as measured."""
+    FINDINGS.check_free(id)
+    reads = (reads,) if isinstance(reads, str) else tuple(reads)
+    if not reads:
+        raise ValueError(f"finding {id!r}: `reads` names no task; give the tasks whose records it compares")
+    unknown = [t for t in reads if t not in TASKS]
+    if unknown:
+        raise ValueError(f"finding {id!r}: reads unknown task(s) {', '.join(map(repr, unknown))}; registered tasks: "
+                         f"{', '.join(list_tasks())} (register the task first)")
+    for what, role in (("vae_role", vae_role), ("requires_role", requires_role)):
+        if role is not None and role not in ROLES:
+            raise ValueError(f"finding {id!r}: {what} {role!r} is not an encoder role; roles: {', '.join(ROLES)}")
+    if coverage is not None and not (isinstance(coverage, Coverage) and 0 < coverage.level <= 1):
+        raise ValueError(f"finding {id!r}: coverage must be a Coverage(level in (0, 1], basis), got {coverage!r}")
+    return FINDINGS.add(id, FindingSpec(id, claim, reads, function, metric, premise, vae_role, requires_role,
+                                        coverage, source))
+
+
+unregister_finding = FINDINGS.remove
+list_findings = FINDINGS.names  # built-ins in the findings table's order, then the others in registration order
+get_finding = FINDINGS.get  # an unknown id: UnknownFindingError listing the registered ones
+
+
+def finding_specs() -> list[FindingSpec]:
+    return [get_finding(n) for n in list_findings()]

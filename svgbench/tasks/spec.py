@@ -144,3 +144,60 @@ class TaskSpec:
             raise ValueError(f"{where or 'task config'}: task {self.name!r} has no config field "
                              f"{', '.join(map(repr, unknown))}; fields: {', '.join(fields)}")
         return self.config_class()(**overrides)
+
+
+# the encoder roles a finding compares (svgbench.tasks.comparison.encoder_roles reads them from the records'
+# specs): SVG, the SSL encoder it wraps, its decoder without the residual branch, the VAE baseline, and the VAE as
+# wide as SVG's latent
+ROLES = ("svg", "ssl", "dino_only", "vae", "vae_wide")
+
+
+def vae_name(role: str | None) -> str:
+    """The VAE of `role` in a claim's words."""
+    return "same-width VAE" if role == "vae_wide" else "VAE"
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """The level a finding's interval states: one measured in the regime the finding uses it in, and how."""
+
+    level: float
+    basis: str
+
+
+@dataclass
+class FindingSpec:
+    """A registered finding: a claim checked on the records of the tasks it `reads`, one table row per dataset.
+
+    `function(spec, results, data, roles) -> row` is a callable or a lazy "module:attribute" string: `results` the
+    records (svgbench.records.Results), `data` the data key of the row, `roles` role -> encoder name (None where no
+    record has that role); it returns one row of the findings table (svgbench.tasks.comparison.finding_row).
+    `claim`: the claim in words; "{metric}" in it stands for the metric compared (`metric`, or the one the function
+    picked). `premise`: not a claim of the paper but what the comparisons rest on (the baselines' own strength),
+    listed apart. `vae_role`: the VAE role it compares SVG with ("vae", or "vae_wide" for the matched-capacity
+    rows). `requires_role`: a role without which the finding has no row at all (the matched-capacity rows need a
+    VAE as wide as SVG's latent), where a missing role of any other finding is an inconclusive row. `coverage`: the
+    level its interval states, measured (None: the function states its interval's own, nominal, level)."""
+
+    id: str
+    claim: str
+    reads: tuple[str, ...]
+    function: Callable | str
+    metric: str = ""
+    premise: bool = False
+    vae_role: str | None = None
+    requires_role: str | None = None
+    coverage: Coverage | None = None
+    source: str = "builtin"
+
+    @property
+    def name(self) -> str:  # the registry's word for the id
+        return self.id
+
+    def run(self) -> Callable:
+        if isinstance(self.function, str):
+            self.function = resolve(self.function)
+        return self.function
+
+    def claim_text(self, metric: str | None = None) -> str:
+        return self.claim.replace("{metric}", metric or self.metric)
