@@ -32,7 +32,8 @@ def svgbench_cli():
     Like the subprocesses it replaces, each call starts clean and leaves nothing behind: torch on one thread
     (OMP_NUM_THREADS=1 there), warnings printed to stderr as PYTHONWARNINGS=default prints them, `env` set for
     the call only, environment variables, the SIGINT handler and the unraisable hook the command sets restored,
-    and encoders, tasks and datasets a --plugin registered unregistered (a new process would not have them)."""
+    and encoders, tasks, datasets and findings a --plugin registered unregistered (a new process would not have
+    them)."""
     import contextlib
     import io
     import os
@@ -44,7 +45,7 @@ def svgbench_cli():
     from svgbench.cli import main
     from svgbench.data import list_datasets, unregister_dataset
     from svgbench.encoders import list_encoders, unregister_encoder
-    from svgbench.tasks import list_tasks, unregister_task
+    from svgbench.tasks import list_findings, list_tasks, unregister_finding, unregister_task
 
     def show(message, category, filename, lineno, file=None, line=None):
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
@@ -53,6 +54,7 @@ def svgbench_cli():
         argv = [str(a) for a in args]
         out, err = io.StringIO(), io.StringIO()
         encoders, tasks, datasets = set(list_encoders()), set(list_tasks()), set(list_datasets())
+        findings = set(list_findings())
         saved_env = dict(os.environ)
         threads, on_sigint, unraisable = torch.get_num_threads(), signal.getsignal(signal.SIGINT), sys.unraisablehook
         os.environ.update(env or {})
@@ -80,6 +82,8 @@ def svgbench_cli():
                 unregister_task(name)
             for name in set(list_datasets()) - datasets:
                 unregister_dataset(name)
+            for name in set(list_findings()) - findings:
+                unregister_finding(name)
             for key in set(os.environ) - set(saved_env):
                 del os.environ[key]
             os.environ.update(saved_env)

@@ -1,4 +1,5 @@
-"""Findings F0..F6 and paired comparisons on small synthetic records: each verdict is exercised."""
+"""Findings F0..F6 and paired comparisons on small synthetic records: each verdict is exercised; a finding
+registered from outside reaches the table."""
 
 import json
 
@@ -6,8 +7,10 @@ import numpy as np
 import pytest
 
 from svgbench.findings import encoder_roles, findings_table, paired_comparison, write_findings
+from svgbench.records import Record, Results
+from svgbench.tasks import get_finding, list_findings
 
-DATA = {"name": "shapes", "key": "shapes-test"}
+DATA = {"name": "shapes", "key": "shapes-test", "split": "test", "resolution": 64}
 SPECS = {
     "my-svg": {"family": "svg", "extra": {"svg_config": {"residual": True, "dino": "my-ssl"}}},
     "my-svg-dino-only": {"family": "svg", "extra": {"svg_config": {"residual": False, "dino": "my-ssl"}}},
@@ -16,8 +19,9 @@ SPECS = {
 }
 
 
-def rec(task, enc, **metrics):
-    return {"task": task, "encoder": enc, "spec": SPECS[enc], "data": DATA, "metrics": metrics}
+def rec(task, enc, spec=None, data=DATA, **metrics):
+    return Record(key=f"{task}-{enc}", task=task, encoder=enc, metrics=metrics, config={}, data=data,
+                  spec=spec or SPECS[enc])
 
 
 def correct(acc, n, seed):
@@ -65,16 +69,15 @@ WIDE_SPECS = {
 
 def test_matched_capacity_vae_gets_its_own_findings():
     """A VAE as wide as SVG's latent is the matched-capacity baseline (F2w, F4w-F6w), never the VAE of F2-F6."""
-    out = [r for r in records() if r["encoder"] != "my-vae"]
+    out = [r for r in records() if r.encoder != "my-vae"]
     base = np.random.default_rng(0).random(2000)
     for name, acc in (("my-vae", 0.5), ("a-vae-wide", 0.6)):
         v = base < acc
-        out.append({"task": "probe", "encoder": name, "spec": WIDE_SPECS[name], "data": DATA,
-                    "metrics": {"probe_top1": float(100 * v.mean()),
-                                "per_item": {"probe_top1": [100.0 if x else 0.0 for x in v]}}})
+        out.append(rec("probe", name, WIDE_SPECS[name], probe_top1=float(100 * v.mean()),
+                       per_item={"probe_top1": [100.0 if x else 0.0 for x in v]}))
     for r in out:
-        if r["encoder"] == "my-svg":
-            r["spec"] = WIDE_SPECS["my-svg"]
+        if r.encoder == "my-svg":
+            r.spec = WIDE_SPECS["my-svg"]
     roles = encoder_roles(out)
     assert roles["vae"] == "my-vae" and roles["vae_wide"] == "a-vae-wide"
     df = findings_table(out).set_index("finding")
@@ -135,7 +138,7 @@ def test_write_findings(tmp_path):
 
 def test_f4_without_curve_intervals_gives_the_point_ratio_as_inconclusive():
     """A shipped model's curve evaluated without intervals: F4 shows the point speed-up, never a verdict."""
-    out = [r for r in records() if r["task"] != "generation"]
+    out = [r for r in records() if r.task != "generation"]
     out += [rec("generation", "my-svg", fid_curve=[[1000, 40], [2000, 25], [4000, 20]]),
             rec("generation", "my-vae", fid_curve=[[1000, 60, 55, 65], [8000, 30, 27, 33]])]
     f4 = findings_table(out).set_index("finding").loc["F4"]
@@ -197,11 +200,10 @@ def _simulate(fast, slow, trials, seed, sd=2.0):
 def test_f4_two_sided_interval_coverage_and_verdict_on_known_crossings():
     """The two-sided interval covers the true speed-up on the grid; the verdict holds only when even the least
     favourable reading of both curves is above 1: never for equal curves, often for a 5x speed-up."""
-    from svgbench.findings import F4_COVERAGE
-
     cover, holds = _simulate(FAST, SLOW, 400, 0)
     print(f"F4 coverage {cover:.3f} (true speed-up 1.2), holds {holds:.3f}")
-    assert cover >= 0.99 and abs(cover - F4_COVERAGE["level"]) <= 0.01 and holds == 0
+    level = get_finding("F4").coverage.level
+    assert cover >= 0.99 and abs(cover - level) <= 0.01 and holds == 0 and get_finding("F4w").coverage.level == level
     cover_null, holds_null = _simulate(SLOW, SLOW, 400, 1)
     assert cover_null >= 0.99 and holds_null <= 0.025  # equal curves: a false "holds" at most 2.5% of the time
     cover_clear, holds_clear = _simulate(CLEAR_FAST, CLEAR_SLOW, 400, 2)
@@ -221,7 +223,7 @@ def test_f4_counts_both_curves_on_the_shipped_wide_vae_curve():
            [3200, 53.22, 48.66, 56.29], [4000, 41.23, 36.75, 43.29], [4800, 36.84, 32.73, 39.12],
            [5600, 34.84, 30.42, 36.83], [6400, 33.58, 29.35, 36.02], [7200, 32.77, 29.11, 35.54],
            [8000, 32.19, 27.60, 33.63]]
-    out = [r for r in records() if r["task"] != "generation"]
+    out = [r for r in records() if r.task != "generation"]
     out += [rec("generation", "my-svg", fid_curve=svg), rec("generation", "my-vae", fid_curve=wide)]
     f4 = findings_table(out).set_index("finding").loc["F4"]
     assert (f4["value"], f4["ci_low"], f4["ci_high"]) == (1.2, 0.8, 2.5)
@@ -271,11 +273,9 @@ def test_f5_paired_log_ratio_interval_small_case():
 def test_f5_paired_log_ratio_interval_covers_95_percent_in_the_sampling_regime():
     """200 trials at the shipped 200 resamples: 95.0% measured (the nominal 98% basic interval: a nominal 95% one
     covered 90.0%, a percentile one 84.5%); the level F5 states is this one."""
-    from svgbench.findings import F5_COVERAGE
-
     cover, inside = _few_step_coverage(200, 200)
     print(f"F5 paired log-ratio coverage {cover:.3f}")
-    assert inside == 1.0 and 0.93 <= cover <= 0.97 and abs(cover - F5_COVERAGE["level"]) <= 0.02
+    assert inside == 1.0 and 0.93 <= cover <= 0.97 and abs(cover - get_finding("F5").coverage.level) <= 0.02
 
 
 def test_summary_is_generated_from_the_findings_and_scorecard(tmp_path):
@@ -305,17 +305,144 @@ def test_summary_is_generated_from_the_findings_and_scorecard(tmp_path):
 def test_f6_quadrature_interval_covers_a_known_difference():
     """F6 adds two independent BCa half-widths in quadrature: its coverage of a known difference of class
     accuracies at the generation task's n = 512 (accuracies about those measured: 25% and 12.5%)."""
-    from svgbench.findings import F6_COVERAGE, _f6
     from svgbench.metrics.stats import mean_ci
 
+    f6 = get_finding("F6")
     g, hits, trials, n = np.random.default_rng(7), 0, 200, 512
     for t in range(trials):
-        cells = {}
+        out = []
         for enc, p in (("my-svg", 0.25), ("my-vae", 0.125)):
             hit = (g.random(n) < p) * 100.0
             ci = mean_ci(hit, seed=t)
-            cells[("generation", enc, "d")] = {"metrics": {"class_accuracy": ci["value"], "ci": {"class_accuracy": ci}}}
-        f = _f6(cells, "d", {"svg": "my-svg", "vae": "my-vae"})
+            out.append(rec("generation", enc, class_accuracy=ci["value"], ci={"class_accuracy": ci}))
+        f = f6.run()(f6, Results(out), DATA["key"], {"svg": "my-svg", "vae": "my-vae"})
         hits += f["ci_low"] <= 12.5 <= f["ci_high"]
     print(f"F6 coverage {hits / trials:.3f}")
-    assert 0.93 <= hits / trials <= 0.97 and abs(hits / trials - F6_COVERAGE["level"]) <= 0.02
+    assert 0.93 <= hits / trials <= 0.97
+    assert {get_finding(f).coverage.level for f in ("F6", "F6w")} == {f6.coverage.level}
+    assert abs(hits / trials - f6.coverage.level) <= 0.02
+
+
+def test_builtin_findings_are_declared_specs_in_table_order():
+    """The SVG paper's claims are FindingSpecs beside the tasks (read lazily: listing them imports no finding
+    module), each naming the tasks it reads; the premises are the specs that say so."""
+    import subprocess
+    import sys
+
+    from svgbench.findings import premises
+
+    ids = ["F0", "F1", "F1b", "F2", "F3", "F4", "F5", "F6", "F0w", "F2w", "F4w", "F5w", "F6w"]
+    assert list_findings()[:13] == ids and premises()[:2] == ("F0", "F0w")
+    assert [get_finding(f).reads for f in ("F0", "F1b", "F4", "F5")] == [("reconstruction",), ("knn",),
+                                                                          ("generation",), ("sampling",)]
+    assert get_finding("F4w").vae_role == get_finding("F4w").requires_role == "vae_wide"
+    assert get_finding("F6").coverage.level == 0.955 and get_finding("F1").coverage is None
+    code = ("import sys; from svgbench.tasks import finding_specs; finding_specs(); "
+            "print(any(m.startswith(('svgbench.tasks.paper_findings', 'svgbench.findings', 'torch')) "
+            "for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False", "listing findings imported a finding module (or torch)"
+
+
+def _above_chance(spec, results, data, roles):
+    """SVG's kNN top-1 minus 50 points, with the bootstrap interval of its per-item mean."""
+    from svgbench.metrics.stats import mean_ci
+    from svgbench.tasks.comparison import finding_row, sign_verdict
+
+    hits = results.cell("knn", roles["svg"], data).metrics["per_item"]["knn_top1_k20"]
+    ci = mean_ci(np.array(hits, float))
+    low, value, high = ci["ci_low"] - 50, ci["value"] - 50, ci["ci_high"] - 50
+    verdict, reason = sign_verdict(low, high, "above 50%")
+    return finding_row(spec, data, f"{value:+.2f}", value, low, high, verdict, reason, ci["method"],
+                       level=ci["level"])
+
+
+def test_a_finding_registered_from_outside_reaches_the_table_after_the_builtins():
+    """register_finding adds a row per dataset, after the built-ins; on a dataset where the task it reads has no
+    record its row is inconclusive, saying which; unregistered, it is gone."""
+    from svgbench.tasks import Coverage, register_finding, unregister_finding
+
+    other = dict(DATA, key="shapes-other", split="val")
+    out = records() + [rec("probe", "my-svg", data=other, probe_top1=50.0)]
+    spec = register_finding("X1", "SVG's kNN top-1 is above 50%", _above_chance, reads=("knn",), source="this test")
+    try:
+        assert list_findings()[-1] == "X1" and spec.source == "this test"
+        df = findings_table(out)
+        mine = df[df["data"] == DATA["key"]].set_index("finding")
+        assert list(mine.index)[-1] == "X1" and mine.loc["X1", "verdict"] == "holds"
+        assert mine.loc["X1", "value"] == pytest.approx(np.mean(correct(0.64, 400, 2)) - 50)
+        assert mine.loc["X1", "ci_low"] > 0 and mine.loc["X1", "level"] == 0.95
+        theirs = df[df["data"] == "shapes-other"].set_index("finding")
+        assert theirs.loc["X1", "verdict"] == "inconclusive"
+        assert theirs.loc["X1", "reason"] == theirs.loc["F1b", "reason"] == "not measured: no `knn` record on this data"
+        with pytest.raises(ValueError, match=r"finding 'X1' is already registered \(by this test\)"):
+            register_finding("X1", "again", _above_chance, reads=("knn",))
+        with pytest.raises(ValueError, match=r"finding 'F4' is already registered \(by builtin\)"):
+            register_finding("F4", "again", _above_chance, reads=("knn",))
+        with pytest.raises(ValueError, match=r"reads unknown task\(s\) 'knm'; registered tasks: reconstruction"):
+            register_finding("X2", "typo", _above_chance, reads=("knm",))
+        with pytest.raises(ValueError, match=r"vae_role 'wide' is not an encoder role; roles: svg, ssl"):
+            register_finding("X2", "typo", _above_chance, reads=("knn",), vae_role="wide")
+        with pytest.raises(ValueError, match="coverage must be a Coverage"):
+            register_finding("X2", "typo", _above_chance, reads=("knn",), coverage=Coverage(95, "nominal"))
+        with pytest.raises(ValueError, match="invalid finding name"):
+            register_finding("2x", "typo", _above_chance, reads=("knn",))
+    finally:
+        unregister_finding("X1")
+    assert "X1" not in list(findings_table(out)["finding"])
+    with pytest.raises(KeyError, match=r"unknown finding 'X1'; known findings: F0, F1, F1b"):
+        get_finding("X1")
+
+
+def test_example_finding_plugin_reaches_findings_md(tmp_path, svgbench_cli):
+    """examples/my_finding.py through `svgbench --plugin`: its row in results/findings.md and .json, from records
+    on disk; like a new process without the plugin, the next call does not have it."""
+    from pathlib import Path
+
+    from svgbench.records import record_path, write_record
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "my_finding.py"
+    res = tmp_path / "results"
+    vae = correct(0.30, 400, 5)
+    for r in [r for r in records() if r.task == "knn"] + [rec("knn", "my-vae", knn_top1_k20=float(np.mean(vae)),
+                                                              per_item={"knn_top1_k20": vae})]:
+        r.spec = dict(r.spec, latent_shape=[4, 8, 8], weights="random")  # what the kNN table shows of an encoder
+        write_record(record_path(res, r.task, r.encoder, r.key), r)
+    out = svgbench_cli("--plugin", example, "report", "--results", res, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = next(f for f in json.loads((res / "findings.json").read_text())["findings"] if f["finding"] == "X1")
+    assert row["verdict"] == "holds" and row["measured"].startswith("knn_top1_k20(my-ssl) - knn_top1_k20(my-vae) = +")
+    assert row["value"] == pytest.approx(np.mean(correct(0.82, 400, 1)) - np.mean(vae), abs=1e-9)
+    md = (res / "findings.md").read_text()
+    assert "| X1 | the SSL encoder retrieves its class better than the VAE (kNN top-1) |" in md
+    assert "X1" not in list_findings()
+
+
+def test_entry_point_group(tmp_path, monkeypatch):
+    """A third-party package registers a finding through the `svgbench.findings` entry-point group."""
+    import sys
+
+    from svgbench.tasks import registry, unregister_finding
+
+    package = {
+        "thirdparty_finding.py": "from svgbench.tasks import FindingSpec\n"
+                                 "from svgbench.tasks.comparison import finding_row\n"
+                                 "SPEC = FindingSpec('T1', 'a claim', ('probe',), 'thirdparty_finding:check')\n"
+                                 "def check(spec, results, data, roles):\n"
+                                 "    return finding_row(spec, data, reason='read ' + roles['svg'])\n",
+        "thirdparty_finding-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: thirdparty-finding\nVersion: 0.1\n",
+        "thirdparty_finding-0.1.dist-info/entry_points.txt": "[svgbench.findings]\nT1 = thirdparty_finding:SPEC\n",
+    }
+    for rel, text in package.items():
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry.FINDINGS, "entry_points_loaded", False)
+    try:
+        assert list_findings()[-1] == "T1"
+        assert get_finding("T1").source == "entry point thirdparty_finding:SPEC"
+        assert get_finding("T1").reads == ("probe",) and get_finding("T1").function == "thirdparty_finding:check"
+        assert findings_table(records()).set_index("finding").loc["T1", "reason"] == "read my-svg"
+    finally:
+        unregister_finding("T1")
+        sys.modules.pop("thirdparty_finding", None)
