@@ -100,29 +100,30 @@ def records_frame(records: list[dict]):
 
 
 def evaluate(encoder: str | LatentEncoder | nn.Module, tasks=DEFAULT_TASKS, data=None, results: str | Path | None = None,
-             *, name: str | None = None, settings: dict | None = None, device: str = "auto", batch_size: int = 32,
-             seed: int = 0, encoder_kwargs: dict | None = None, log: Callable[[str], None] | None = None):
+             *, name: str | None = None, settings: dict | None = None, preset: str | None = None, device: str = "auto",
+             batch_size: int = 32, seed: int = 0, encoder_kwargs: dict | None = None,
+             log: Callable[[str], None] | None = None):
     """Run `tasks` on `encoder` over `data`; return a pandas DataFrame (see `records_frame`).
 
     encoder: a registered name ("tiny-vae", "diffusers:DIR", "timm:MODEL@FILE"), a LatentEncoder, or an
-    nn.Module with encode (and optionally decode). data: a DataConfig, a dict of its fields, or None (the embedded
-    shapes at 64 px). results: where records are kept (default: `evaluate/` beside the feature cache), so a
-    rerun with the same weights is read back, not recomputed. name: the row name of an object (default: its
-    spec's name, or class name + weights hash). settings: {task: {field: value}} as `svgbench run --set`.
+    nn.Module with encode (and optionally decode). data: a DataConfig, a dataset name, a dict of its fields (over
+    the preset's), or None (the preset's data; without a preset the embedded shapes at 64 px). results: where
+    records are kept (default: `evaluate/` beside the feature cache), so a rerun with the same weights is read
+    back, not recomputed. name: the row name of an object (default: its spec's name, or class name + weights
+    hash). settings: {task: {field: value}} as `svgbench run --set`. preset: a `svgbench run --preset` name
+    ("tiny": the cells, and keys, of `svgbench run`), or None for each task's default settings.
     """
+    import dataclasses
+
     from .cache import default_cache_dir
-    from .data import DataConfig
     from .runner import RunConfig, run_matrix
 
     if isinstance(tasks, str):
         tasks = (tasks,)
-    if data is None:
-        data = DataConfig()
-    elif isinstance(data, dict):
-        data = DataConfig(**data)
-    elif not isinstance(data, DataConfig):
-        raise TypeError(f"data must be a DataConfig or a dict of its fields, got {type(data).__name__}")
     results = Path(results) if results is not None else default_cache_dir().parent / "evaluate"
+    run = RunConfig.from_preset(preset, tasks=tuple(tasks), data=data, settings=settings, device=device,
+                                results_dir=str(results), batch_size=batch_size, seed=seed)
+    data = run.data
     registered = None
     if isinstance(encoder, str):
         enc_name = encoder
@@ -144,9 +145,8 @@ def evaluate(encoder: str | LatentEncoder | nn.Module, tasks=DEFAULT_TASKS, data
     else:
         raise TypeError(f"svgbench.evaluate takes a registered name, a LatentEncoder or an nn.Module with encode; "
                         f"got {type(encoder).__name__}")
-    cfg = RunConfig(encoders=(enc_name,), tasks=tuple(tasks), data=data, device=device, results_dir=str(results),
-                    batch_size=batch_size, encoder_kwargs={enc_name: dict(encoder_kwargs or {})} if encoder_kwargs
-                    else {}, task_overrides={t: dict(v) for t, v in (settings or {}).items()}, seed=seed)
+    cfg = dataclasses.replace(run, encoders=(enc_name,),
+                              encoder_kwargs={enc_name: dict(encoder_kwargs or {})} if encoder_kwargs else {})
     try:
         summary = run_matrix(cfg, log=log or (lambda msg: None))
     finally:

@@ -98,37 +98,11 @@ def _print_rows(head: tuple, rows: list[tuple]) -> None:
 
 
 def parse_task_setting(item: str) -> tuple[str, str, object]:
-    """'TASK.FIELD=VALUE' -> (task, field, value), VALUE read as JSON (lists become tuples) or else as text;
-    the task and its config field must exist and the value must be of the field's type (a UserError otherwise:
-    one line, exit 2, before any work)."""
-    import json
+    """'TASK.FIELD=VALUE' -> (task, field, value): runner.parse_setting, the parser RunConfig.from_preset reads --set
+    items with."""
+    from .runner import parse_setting
 
-    from .errors import UserError
-    from .tasks import get_task, list_tasks
-    from .validate import check_setting
-
-    target, sep, text = item.partition("=")
-    task, dot, field = target.partition(".")
-    if not sep or not dot or not field:
-        raise UserError(f"svgbench run: --set takes TASK.FIELD=VALUE, got {item!r}", input="--set")
-    if task not in list_tasks():
-        raise UserError(f"svgbench run: --set {item!r}: unknown task {task!r}; tasks: {', '.join(list_tasks())}",
-                        input="--set")
-    fields = get_task(task).config_fields()
-    if field not in fields:
-        raise UserError(f"svgbench run: --set {item!r}: {task} has no config field {field!r}; "
-                        f"fields: {', '.join(fields)}", input="--set")
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = text
-    value = tuple(value) if isinstance(value, list) else value
-    problems = check_setting(task, get_task(task).config_class(), field, value)
-    if problems and not isinstance(value, str) and not check_setting(task, get_task(task).config_class(), field, text):
-        value, problems = text, []  # a text field given digits (train_split=2012): the text as typed
-    for problem in problems:
-        raise UserError(str(problem), input=problem.input)
-    return task, field, value
+    return parse_setting(item)
 
 
 def _diffusion_overrides(items) -> dict:
@@ -136,11 +110,11 @@ def _diffusion_overrides(items) -> dict:
     that checkpoint (diffusion, diffusion_stats, diffusion_kind, diffusion_encoder); one checkpoint per run. The
     files are read and the model built by the pre-run checks (validate.check_diffusion), before any cell: format,
     finite values, architecture, statistics, and the kind, which DiT and SiT layouts must declare."""
+    if not items:
+        return {}
     from .diffusion.official import KINDS
     from .errors import UserError
 
-    if not items:
-        return {}
     if len(items) > 1:
         raise UserError("svgbench run: one --diffusion per run (the generation and sampling configs name one "
                         "checkpoint); run once per encoder", input="--diffusion")
@@ -281,6 +255,63 @@ def _write_run_config(results: str, options: dict) -> Path:
     return path
 
 
+def _encoder_weights(items) -> dict:
+    """--weights 'ENCODER=PATH[,dino=PATH]' items -> RunConfig.encoder_kwargs {ENCODER: {weights, dino_weights}}."""
+    from .errors import UserError
+
+    encoder_kwargs = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"svgbench run: --weights takes ENCODER=PATH, got {item!r}", input="--weights")
+        value, *extra = value.split(",")
+        encoder_kwargs.setdefault(name, {})["weights"] = value
+        for opt in extra:  # ENCODER=PATH,dino=PATH: the DINO weights an SVG checkpoint without them needs
+            key, eq, path = opt.partition("=")
+            if key != "dino" or not eq:
+                raise UserError(f"svgbench run: --weights {item!r}: unknown option {opt!r} (dino=PATH)",
+                                input="--weights")
+            encoder_kwargs[name]["dino_weights"] = path
+    return encoder_kwargs
+
+
+def run_config_of(args):
+    """The RunConfig of `svgbench run` ARGS (a --config file's options already under the flags): the flags read
+    into RunConfig.from_preset's arguments, which builds the run (preset < file and flags < --set)."""
+    from .claims import parse_shard
+    from .errors import UserError
+    from .runner import RunConfig
+
+    settings: dict[str, dict] = {}
+    if args.train_diffusion:
+        for task in ("generation", "sampling"):
+            settings.setdefault(task, {})["train"] = True
+    diffusion = _diffusion_overrides(args.diffusion)  # its files are checked with the other inputs (preflight)
+    for task in ("generation", "sampling") if diffusion else ():
+        settings.setdefault(task, {}).update(diffusion)
+    if getattr(args, "reference", None):
+        if not Path(args.reference).is_file():
+            raise UserError(f"svgbench run: --reference {args.reference}: no such file (an ADM reference batch "
+                            ".npz, e.g. VIRTUAL_imagenet256_labeled.npz)", input="--reference")
+        for task in ("generation", "sampling"):
+            settings.setdefault(task, {})["reference_npz"] = args.reference
+    shard = None
+    if args.shard:
+        try:
+            shard = parse_shard(args.shard)
+        except ValueError as e:
+            raise UserError(f"svgbench run: {e}", input="--shard") from None
+    # a flag not given (None; --convert-mode: False) leaves the preset's value
+    data = {"name": args.data, "root": args.data_root, "split": args.split, "resolution": args.resolution,
+            "size": args.num_images, "seed": args.seed, "convert_mode": args.convert_mode or None}
+    data = {k: v for k, v in data.items() if v is not None}
+    return RunConfig.from_preset(args.preset, encoders=args.encoders, tasks=args.tasks, data=data, settings=settings,
+                                 set_items=args.set, device=args.device, results_dir=args.results,
+                                 batch_size=args.batch_size, skip_existing=not args.force,
+                                 encoder_kwargs=_encoder_weights(args.weights), seed=args.seed or 0, shard=shard,
+                                 keep_stale=args.keep_stale, run_options=resolved_run_options(args))
+
+
 def cmd_run(args) -> int:
     """Ctrl-C ends the run with status 130 after saying which cell was in flight (no traceback)."""
     _guard_interrupts()
@@ -332,14 +363,10 @@ def _guard_interrupts() -> None:
 def _cmd_run(args) -> int:
     from . import distributed as dist
     from .cache import default_cache_dir
-    from .claims import parse_shard
-    from .data import DataConfig, dataset_spec
-    from .errors import EXIT_USER_ERROR, UserError
+    from .errors import EXIT_USER_ERROR
     from .validate import check_numbers, errors, preflight
     from .report import task_table, to_markdown, write_reports
-    from .presets import EMBEDDED_ENCODERS, get_preset
-    from .runner import RunConfig, run_matrix
-    from .tasks import list_tasks
+    from .runner import run_matrix
 
     # numbers first, under the flags the user typed: everything below builds from them
     numbers = check_numbers({"--batch-size": args.batch_size, "--num-images": args.num_images,
@@ -348,77 +375,12 @@ def _cmd_run(args) -> int:
         print(p, file=sys.stderr)
     if errors(numbers):
         return EXIT_USER_ERROR
-    try:
-        preset = get_preset(args.preset)
-    except KeyError as e:
-        raise UserError(f"svgbench run: --preset {args.preset}: {e.args[0] if e.args else e}", input="--preset") from None
-    data_kw = dict(preset["data"])
-    if args.data:
-        data_kw["name"] = args.data
-    elif args.data_root and not dataset_spec(data_kw["name"]).needs_root:  # a root for data that reads none
-        from .data.formats import kind_of_root
-
-        data_kw["name"] = kind_of_root(args.data_root)
-    for key, value in (("root", args.data_root), ("split", args.split), ("resolution", args.resolution),
-                       ("size", args.num_images), ("seed", args.seed)):
-        if value is not None:
-            data_kw[key] = value
-    if args.convert_mode:  # True: PIL's conversion; a COMPOSITES name: transparent images over that background
-        from .data.folders import convert_mode_of
-
-        data_kw["convert_mode"] = convert_mode_of(args.convert_mode)  # an unknown way: one line, exit 2
-    try:
-        data = DataConfig(**data_kw)
-    except ValueError as e:
-        raise UserError(f"svgbench run: {e}") from None
-    encoder_kwargs = {}
-    for item in args.weights or []:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"svgbench run: --weights takes ENCODER=PATH, got {item!r}", input="--weights")
-        value, *extra = value.split(",")
-        encoder_kwargs.setdefault(name, {})["weights"] = value
-        for opt in extra:  # ENCODER=PATH,dino=PATH: the DINO weights an SVG checkpoint without them needs
-            key, eq, path = opt.partition("=")
-            if key != "dino" or not eq:
-                raise UserError(f"svgbench run: --weights {item!r}: unknown option {opt!r} (dino=PATH)",
-                                input="--weights")
-            encoder_kwargs[name]["dino_weights"] = path
-    overrides = {task: dict(kw) for task, kw in preset["tasks"].items()}
-    if args.train_diffusion:
-        for task in ("generation", "sampling"):
-            overrides.setdefault(task, {})["train"] = True
-    for item in args.set:
-        task, field, value = parse_task_setting(item)
-        overrides.setdefault(task, {})[field] = value
-    diffusion = _diffusion_overrides(args.diffusion)  # its files are checked with the other inputs (preflight)
-    for task in ("generation", "sampling"):
-        if diffusion:
-            overrides.setdefault(task, {}).update(diffusion)
-    if getattr(args, "reference", None):
-        from .errors import UserError
-
-        if not Path(args.reference).is_file():
-            raise UserError(f"svgbench run: --reference {args.reference}: no such file (an ADM reference batch "
-                            ".npz, e.g. VIRTUAL_imagenet256_labeled.npz)", input="--reference")
-        for task in ("generation", "sampling"):  # an explicit --set TASK.reference_npz keeps its value
-            overrides.setdefault(task, {}).setdefault("reference_npz", args.reference)
-    shard = None
-    if args.shard:
-        try:
-            shard = parse_shard(args.shard)
-        except ValueError as e:
-            raise UserError(f"svgbench run: {e}", input="--shard") from None
+    cfg = run_config_of(args)
     if args.workers is not None:
         os.environ["SVGBENCH_WORKERS"] = str(args.workers)  # DataLoader workers of the feature cache
-    options = resolved_run_options(args)
-    cfg = RunConfig(encoders=args.encoders or EMBEDDED_ENCODERS, tasks=args.tasks or tuple(list_tasks()), data=data,
-                    device=args.device, results_dir=args.results, batch_size=args.batch_size,
-                    skip_existing=not args.force, encoder_kwargs=encoder_kwargs, task_overrides=overrides,
-                    seed=args.seed or 0, shard=shard, keep_stale=args.keep_stale, run_options=options)
-    problems = preflight(data=data, encoders=cfg.encoders, weights={k: v["weights"] for k, v in encoder_kwargs.items()},
-                         results_dir=args.results, cache_dir=default_cache_dir(), tasks=cfg.tasks,
-                         task_settings=overrides)
+    problems = preflight(data=cfg.data, encoders=cfg.encoders,
+                         weights={k: v["weights"] for k, v in cfg.encoder_kwargs.items()}, results_dir=args.results,
+                         cache_dir=default_cache_dir(), tasks=cfg.tasks, task_settings=cfg.task_overrides)
     for p in problems:  # all of them at once, one line each, before any work
         print(p, file=sys.stderr)
     if errors(problems):
@@ -431,7 +393,7 @@ def _cmd_run(args) -> int:
             raise SystemExit(f"svgbench run: {e}")
         if not dist.is_main():
             return 0
-        _write_run_config(args.results, options)  # after the matrix: a run refused inside it leaves nothing
+        _write_run_config(args.results, cfg.run_options)  # after the matrix: a run refused inside it leaves nothing
         write_reports(args.results)
     finally:
         if distributed:

@@ -50,11 +50,10 @@ def train_diffusion_main(argv=None) -> None:
 
     import torch
 
-    from .data import DataConfig, build_dataset
+    from .data import build_dataset
     from .diffusion.store import DiffusionConfig, export_diffusion
     from .encoders import create_encoder
-    from .presets import get_preset
-    from .runner import device_name, resolve_device
+    from .runner import RunConfig, device_name, resolve_device
     from .tasks.generation import GenerationConfig, run_generation
     from .train.cards import write_card
     from .train.common import add_config_args, config_from_args, init_distributed, is_main
@@ -76,13 +75,12 @@ def train_diffusion_main(argv=None) -> None:
                 f"encoder under a plain name, or drop --export")
     if args.threads:
         torch.set_num_threads(args.threads)
-    preset = get_preset(args.preset)
-    base = GenerationConfig(**preset["tasks"].get("generation", {}))
+    run = RunConfig.from_preset(args.preset, tasks=("generation",), data={"root": args.data_root})
+    base = GenerationConfig(**run.task_overrides.get("generation", {}))
     cfg = dataclasses.replace(config_from_args(base, args), train=True, retrain=True)
     _, _, dev = init_distributed()  # under torchrun: this rank's GPU
     device = str(dev) if args.device == "auto" else resolve_device(args.device)
-    data = DataConfig(**(preset["data"] | ({"root": args.data_root} if args.data_root else {})))
-    dataset = build_dataset(data)
+    dataset = build_dataset(run.data)
     encoder = create_encoder(args.encoder, **({"weights": args.weights} if args.weights else {}))
     say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     kept = {}

@@ -41,8 +41,8 @@ from .errors import UserError, debug_enabled
 from .presets import EMBEDDED_ENCODERS
 from .records import Record, load_records, read_record, record_path, stale_reason, write_record
 
-__all__ = ["CellFailure", "RunConfig", "RunInterrupted", "RunSummary", "code_version", "load_records", "read_record",
-           "record_path", "resolve_device", "run_matrix", "write_record"]
+__all__ = ["CellFailure", "RunConfig", "RunInterrupted", "RunSummary", "cell_keys", "code_version", "load_records",
+           "parse_setting", "read_record", "record_path", "resolve_device", "run_matrix", "write_record"]
 
 
 @dataclass
@@ -68,6 +68,105 @@ class RunConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise UserError(f"{flag} {value!r}: takes an integer >= {low}", input=flag)
+
+    @classmethod
+    def from_preset(cls, preset: str | None = "tiny", *, encoders=None, tasks=None, data=None,
+                    settings: dict | None = None, set_items=(), **fields) -> "RunConfig":
+        """The run of `preset` with what was given over it: the one place `svgbench run`, `svgbench train`,
+        `pytest tasks/` and `svgbench.evaluate` turn a preset and options into a run, so the same inputs give
+        the same cells (and keys) whichever way the run starts.
+
+        Settings go preset < `settings` < `set_items`: a --config file and the flags reach here already merged
+        (argparse: the file's values are the flags' defaults), `settings` {task: {field: value}} holds the task
+        settings the flags imply (--train-diffusion, --diffusion, --reference) or the API's, and `set_items`
+        the --set TASK.FIELD=VALUE texts, each parsed and type-checked by `parse_setting`.
+
+        preset: a RUN_PRESETS name, or None for no preset (DataConfig's and each task config's defaults).
+        encoders: default the embedded ones. tasks: default every registered task.
+        data: a DataConfig (taken whole), a dataset name, or a dict of DataConfig fields over the preset's; a root
+        given without a dataset name, over data that reads no files, names its format (`kind_of_root`: .zip, .tar
+        or .parquet shards, else an image folder); convert_mode True or a composite (`convert_mode_of`).
+        fields: the other RunConfig fields (device, results_dir, batch_size, seed, encoder_kwargs, ...).
+        """
+        from .presets import get_preset
+        from .tasks import list_tasks
+
+        if preset is None:
+            preset_data, preset_tasks = {}, {}
+        else:
+            try:
+                chosen = get_preset(preset)
+            except KeyError as e:
+                raise UserError(f"svgbench run: --preset {preset}: {e.args[0] if e.args else e}",
+                                input="--preset") from None
+            preset_data, preset_tasks = chosen["data"], chosen["tasks"]
+        data = _data_config(preset_data, data)
+        overrides = {task: dict(kw) for task, kw in preset_tasks.items()}
+        for task, kw in (settings or {}).items():
+            overrides.setdefault(task, {}).update(kw)
+        for item in set_items:
+            task, name, value = parse_setting(item)
+            overrides.setdefault(task, {})[name] = value
+        return cls(encoders=tuple(encoders) if encoders else EMBEDDED_ENCODERS,
+                   tasks=tuple(tasks) if tasks else tuple(list_tasks()), data=data,
+                   task_overrides=overrides, **fields)
+
+
+def _data_config(preset_data: dict, data) -> DataConfig:
+    """RunConfig.from_preset's data: `data` (a DataConfig, a dataset name or a dict of fields) over the preset's."""
+    if isinstance(data, DataConfig):
+        return data
+    if data is not None and not isinstance(data, (str, dict)):
+        raise TypeError(f"data must be a DataConfig, a dataset name or a dict of its fields, got {type(data).__name__}")
+    given = {"name": data} if isinstance(data, str) else dict(data or {})
+    kw = dict(preset_data)
+    if given.get("root") and "name" not in given:
+        from .data import dataset_spec
+
+        if not dataset_spec(kw.get("name", DataConfig.name)).needs_root:  # a root for data that reads none
+            from .data.formats import kind_of_root
+
+            given["name"] = kind_of_root(given["root"])
+    kw |= given
+    if given.get("convert_mode"):  # True: PIL's conversion; a COMPOSITES name: over it
+        from .data.folders import convert_mode_of
+
+        kw["convert_mode"] = convert_mode_of(given["convert_mode"])  # an unknown way: one line, exit 2
+    try:
+        return DataConfig(**kw)
+    except ValueError as e:  # a DataError too: said as the run's
+        raise UserError(f"svgbench run: {e}", input=getattr(e, "input", None)) from None
+
+
+def parse_setting(item: str) -> tuple[str, str, object]:
+    """'TASK.FIELD=VALUE' -> (task, field, value), VALUE read as JSON (lists become tuples) or else as text;
+    the task and its config field must exist and the value must be of the field's type (a UserError otherwise:
+    one line, exit 2, before any work)."""
+    from .tasks import get_task, list_tasks
+    from .validate import check_setting
+
+    target, sep, text = item.partition("=")
+    task, dot, name = target.partition(".")
+    if not sep or not dot or not name:
+        raise UserError(f"svgbench run: --set takes TASK.FIELD=VALUE, got {item!r}", input="--set")
+    if task not in list_tasks():
+        raise UserError(f"svgbench run: --set {item!r}: unknown task {task!r}; tasks: {', '.join(list_tasks())}",
+                        input="--set")
+    names = get_task(task).config_fields()
+    if name not in names:
+        raise UserError(f"svgbench run: --set {item!r}: {task} has no config field {name!r}; "
+                        f"fields: {', '.join(names)}", input="--set")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    value = tuple(value) if isinstance(value, list) else value
+    problems = check_setting(task, get_task(task).config_class(), name, value)
+    if problems and not isinstance(value, str) and not check_setting(task, get_task(task).config_class(), name, text):
+        value, problems = text, []  # a text field given digits (train_split=2012): the text as typed
+    for problem in problems:
+        raise UserError(str(problem), input=problem.input)
+    return task, name, value
 
 
 def resolve_device(device: str) -> str:
@@ -198,8 +297,52 @@ def _in_flight(state: dict) -> str | None:
     return state["cell"]
 
 
+def _build_encoder(cfg: RunConfig, name: str):
+    """The encoder `name` as the run's cells use it, refused when it cannot take the run's resolution."""
+    from .encoders import create_encoder
+
+    torch.manual_seed(cfg.seed)  # encoders without weights initialise from the run's seed
+    encoder = create_encoder(name, **cfg.encoder_kwargs.get(name, {}))
+    encoder.spec.check_resolution(cfg.data.resolution, cfg.data.resolution)
+    return encoder
+
+
+def _cell_key(cfg: RunConfig, task, tcfg, name: str, encoder, weights_hash: str, device: str) -> tuple[str, str]:
+    """(cell id, key) of `task` on encoder `name` in run `cfg`: the id hashes everything the numbers depend on, the
+    key the id with the task's version (a record is stored under its key)."""
+    tcfg_key = {k: v for k, v in dataclasses.asdict(tcfg).items() if k != "batch_size"}  # batch size: speed only
+    files = {f: _file_hash(getattr(tcfg, f, None)) for f in task.file_fields}
+    files |= {k: _file_hash(v) if Path(v).is_file() else None for k, v in task.key_files_of(encoder).items()}
+    # the device type, not its index: every rank of a distributed run computes the same cell
+    cell = {"task": task.name, "config": tcfg_key, "data": cfg.data.key(), "encoder": name,
+            "kwargs": cfg.encoder_kwargs.get(name, {}), "weights": weights_hash, "seed": cfg.seed,
+            "device": device.split(":")[0]}
+    cell |= {"files": files} if files else {}
+    # the cell without the task's version: what a record of the same cell from another version carries
+    # (a record from before tasks declared versions has it as its key)
+    cell_id = _hash(cell)
+    return cell_id, _hash(cell | {"task_version": task.version})
+
+
+def cell_keys(cfg: RunConfig) -> dict[tuple[str, str], str]:
+    """{(encoder, task): record key} of every cell of `cfg`, computed as `run_matrix` computes them (the encoders
+    are built for their weights' hash; nothing is run or written)."""
+    from .tasks import get_task
+
+    device = resolve_device(cfg.device)
+    tasks = [get_task(t) for t in cfg.tasks]
+    configs = {t.name: task_config(t, cfg) for t in tasks}
+    out = {}
+    for name in cfg.encoders:
+        encoder = _build_encoder(cfg, name)
+        weights_hash = encoder.weights_hash()
+        for task in tasks:
+            out[name, task.name] = _cell_key(cfg, task, configs[task.name], name, encoder, weights_hash, device)[1]
+    return out
+
+
 def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
-    from .encoders import create_encoder, encoder_spec
+    from .encoders import encoder_spec
     from .tasks import get_task
 
     device = str(dist.device()) if cfg.device == "auto" and dist.is_initialized() else resolve_device(cfg.device)
@@ -222,9 +365,7 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
         kwargs = cfg.encoder_kwargs.get(name, {})
         mine = [t for n, t in cells if n == name]
         try:
-            torch.manual_seed(cfg.seed)  # encoders without weights initialise from the run's seed
-            encoder = create_encoder(name, **kwargs)
-            encoder.spec.check_resolution(cfg.data.resolution, cfg.data.resolution)
+            encoder = _build_encoder(cfg, name)
         except Exception as e:
             failures += [CellFailure(t.name, name, f"{type(e).__name__}: {e}") for t in mine]
             log(f"[{name}] cannot be built or used at {cfg.data.resolution}px: {e}")
@@ -233,18 +374,7 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
         for task in mine:
             state["cell"] = None
             tcfg = configs[task.name]
-            tcfg_dict = dataclasses.asdict(tcfg)
-            tcfg_key = {k: v for k, v in tcfg_dict.items() if k != "batch_size"}  # batch size: speed only
-            files = {f: _file_hash(getattr(tcfg, f, None)) for f in task.file_fields}
-            files |= {k: _file_hash(v) if Path(v).is_file() else None for k, v in task.key_files_of(encoder).items()}
-            # the device type, not its index: every rank of a distributed run computes the same cell
-            cell = {"task": task.name, "config": tcfg_key, "data": cfg.data.key(), "encoder": name, "kwargs": kwargs,
-                    "weights": weights_hash, "seed": cfg.seed, "device": device.split(":")[0]}
-            cell |= {"files": files} if files else {}
-            # the cell without the task's version: what a record of the same cell from another version carries
-            # (a record from before tasks declared versions has it as its key)
-            cell_id = _hash(cell)
-            key = _hash(cell | {"task_version": task.version})
+            cell_id, key = _cell_key(cfg, task, tcfg, name, encoder, weights_hash, device)
             path = record_path(cfg.results_dir, task.name, name, key)
             claim_path = path.with_name(f".{path.stem}.claim")
             # rank 0 decides (reuse the record / compute / another process holds the cell); all ranks follow

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from svgbench.data import DataConfig
-from svgbench.presets import get_preset
 from svgbench.presets import EMBEDDED_ENCODERS
+from svgbench.runner import RunConfig
 
 QUICK_IMAGES = 32
 FULL_IMAGES = 512
@@ -57,27 +57,38 @@ def full(request) -> bool:
     return bool(request.config.getoption("--benchmark"))
 
 
-@pytest.fixture(scope="session")
-def data_config(request, full) -> DataConfig:
-    root = request.config.getoption("--data-root")
-    preset = request.config.getoption("--preset")
-    resolution = 256 if preset == "imagenet256" else 64
+def harness_config(preset: str, *, full: bool, data_root: str | None = None, device: str = "auto",
+                   results: str = "results", encoders=None, tasks=None) -> RunConfig:
+    """The run `pytest tasks/` options describe, built by RunConfig.from_preset as `svgbench run` builds its own:
+    the preset's resolution and task settings over FULL_IMAGES images (--benchmark) or QUICK_IMAGES; with a
+    --data-root, its ImageNet-layout folder converted to RGB, else the embedded shapes."""
     size = FULL_IMAGES if full else QUICK_IMAGES
-    if root:
-        return DataConfig(name="imagefolder", root=root, split="val", resolution=resolution, size=size,
-                          convert_mode=True)
-    return DataConfig(resolution=resolution, size=size)
+    data = ({"name": "imagefolder", "root": data_root, "split": "val", "size": size, "convert_mode": True} if data_root
+            else {"name": "shapes", "size": size, "convert_mode": False})  # shapes are RGB: no conversion
+    return RunConfig.from_preset(preset, encoders=encoders, tasks=tasks, data=data, device=device, results_dir=results)
 
 
 @pytest.fixture(scope="session")
-def run_options(request, full, data_config):
+def harness_run(request, full) -> RunConfig:
+    opt = request.config.getoption
+    return harness_config(opt("--preset"), full=full, data_root=opt("--data-root"), device=opt("--device"),
+                          results=opt("--results"))
+
+
+@pytest.fixture(scope="session")
+def data_config(harness_run) -> DataConfig:
+    return harness_run.data
+
+
+@pytest.fixture(scope="session")
+def run_options(full, harness_run):
     return {
-        "data": data_config,
-        "device": request.config.getoption("--device"),
-        "results_dir": request.config.getoption("--results") if full else None,
+        "data": harness_run.data,
+        "device": harness_run.device,
+        "results_dir": harness_run.results_dir if full else None,
         # full size: the preset's task sizes, so `pytest tasks/ --benchmark` and `svgbench run --preset P`
-        # compute (and share) the same cells
-        "tasks": get_preset(request.config.getoption("--preset"))["tasks"] if full else {},
+        # compute (and share) the same cells; quick: each test's own small settings
+        "tasks": harness_run.task_overrides if full else {},
     }
 
 
