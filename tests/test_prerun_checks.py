@@ -7,7 +7,6 @@ one line naming the input and the fix, no traceback, and nothing written: no res
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,20 +63,17 @@ def photos(root: Path) -> Path:
     return root
 
 
-def run_cli(argv, tmp_path, monkeypatch, capsys):
-    """`svgbench run ARGV` in this process -> (exit status, stderr); results go to tmp_path/results."""
-    from svgbench.cli import main
+@pytest.fixture
+def run_cli(svgbench_cli, tmp_path):
+    """`svgbench run ARGV` in this process (tests/conftest.py's svgbench_cli) -> (exit status, stdout + stderr), run
+    in tmp_path with its results in tmp_path/results and its feature cache in tmp_path/cache."""
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SVGBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    try:
-        rc = main(["run", "--results", str(tmp_path / "results"), *argv])
-    except SystemExit as e:
-        rc = e.code if isinstance(e.code, int) else 1
-        print(e.code, file=sys.stderr)
-    out = capsys.readouterr()
-    return rc, out.out + out.err
+    def run(argv):
+        done = svgbench_cli("run", "--results", tmp_path / "results", *argv, cwd=tmp_path,
+                            env={"SVGBENCH_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"})
+        return done.returncode, done.stdout + done.stderr
+
+    return run
 
 
 def refused(rc: int, out: str, tmp_path: Path, *needles: str) -> str:
@@ -96,10 +92,9 @@ def refused(rc: int, out: str, tmp_path: Path, *needles: str) -> str:
 # ---------------------------------------------------------------------------------------------- training split
 
 
-def test_missing_training_split_is_named_with_the_real_fixes(tmp_path, monkeypatch, capsys):
+def test_missing_training_split_is_named_with_the_real_fixes(tmp_path, run_cli):
     root = digits(tmp_path / "digits", splits=("val",))
-    rc, out = run_cli(["--data-root", str(root), "--encoders", "pixels", "--tasks", "reconstruction,probe,knn"],
-                      tmp_path, monkeypatch, capsys)
+    rc, out = run_cli(["--data-root", str(root), "--encoders", "pixels", "--tasks", "reconstruction,probe,knn"])
     line = refused(rc, out, tmp_path, "probe, knn", "split 'train'", f"create it ({root / 'train'}/<class>/",
                    "--set probe.train_split=NAME", "--set knn.train_split=NAME")
     assert "--split" not in line  # the evaluation split's advice does not fit a missing training split
@@ -135,10 +130,9 @@ def test_generation_trained_here_needs_the_training_split(tmp_path):
     assert "--set probe.train_split=NAME" in line and "for generation, give a trained model with --diffusion" in line
 
 
-def test_training_split_images_are_checked_like_the_evaluation_split(tmp_path, monkeypatch, capsys):
+def test_training_split_images_are_checked_like_the_evaluation_split(tmp_path, run_cli):
     root = digits(tmp_path / "digits", mode="L")  # val is RGB, train grayscale
-    rc, out = run_cli(["--data-root", str(root), "--encoders", "pixels", "--tasks", "probe"],
-                      tmp_path, monkeypatch, capsys)
+    rc, out = run_cli(["--data-root", str(root), "--encoders", "pixels", "--tasks", "probe"])
     assert rc == 2 and "Traceback" not in out, out
     lines = out.strip().splitlines()
     assert all(ln.startswith("svgbench: ") for ln in lines), out
@@ -182,9 +176,8 @@ def test_every_encoder_off_its_training_resolution_is_said_once():
     ("reconstruction.rfid=3", "--set reconstruction.rfid=3", "true or false"),
     ("probe.bogus=1", "probe.bogus=1", "fields: batch_size"),
 ])
-def test_set_values_are_type_checked_before_work(tmp_path, monkeypatch, capsys, setting, named, fix):
-    rc, out = run_cli(["--encoders", "pixels", "--tasks", "probe", "--num-images", "8", "--set", setting],
-                      tmp_path, monkeypatch, capsys)
+def test_set_values_are_type_checked_before_work(tmp_path, run_cli, setting, named, fix):
+    rc, out = run_cli(["--encoders", "pixels", "--tasks", "probe", "--num-images", "8", "--set", setting])
     refused(rc, out, tmp_path, named, fix)
 
 
@@ -198,13 +191,13 @@ def test_set_values_of_the_right_type_pass():
     assert errors(preflight(tasks=["probe"], task_settings={"probe": {"epochs": "x"}}))  # the API's check too
 
 
-def test_config_file_values_are_type_checked(tmp_path, monkeypatch, capsys):
+def test_config_file_values_are_type_checked(tmp_path, run_cli):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("encoders: pixels\ntasks: probe\nset:\n  probe:\n    epochs: many\n")
-    rc, out = run_cli(["--config", str(cfg)], tmp_path, monkeypatch, capsys)
+    rc, out = run_cli(["--config", str(cfg)])
     refused(rc, out, tmp_path, "--set probe.epochs=many", "takes an integer")
     cfg.write_text("encoders: pixels\nbatch-size: 0\n")
-    rc, out = run_cli(["--config", str(cfg)], tmp_path, monkeypatch, capsys)
+    rc, out = run_cli(["--config", str(cfg)])
     refused(rc, out, tmp_path, "--batch-size 0", "positive integer")
 
 
@@ -213,10 +206,9 @@ def test_config_file_values_are_type_checked(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("flag,value", [("--batch-size", "0"), ("--batch-size", "-4"), ("--num-images", "0"),
                                         ("--num-images", "-3"), ("--workers", "-1"), ("--seed", "-2")])
-def test_numbers_are_checked_under_the_flag_typed(tmp_path, monkeypatch, capsys, flag, value):
+def test_numbers_are_checked_under_the_flag_typed(tmp_path, run_cli, flag, value):
     root = digits(tmp_path / "digits", mode="RGB")
-    rc, out = run_cli(["--data-root", str(root), "--encoders", "pixels", "--tasks", "reconstruction", flag, value],
-                      tmp_path, monkeypatch, capsys)
+    rc, out = run_cli(["--data-root", str(root), "--encoders", "pixels", "--tasks", "reconstruction", flag, value])
     line = refused(rc, out, tmp_path, f"{flag} {value}", f"e.g. {flag} ")
     assert "size" not in line.replace("--batch-size", "") and "limit" not in line  # not the internal names
 
@@ -231,7 +223,7 @@ def test_check_numbers():
 
 
 @pytest.mark.parametrize("where", ["class-folder", "image-file", "link-to-its-folder"])
-def test_symbolic_link_loop_is_one_line_naming_the_link(tmp_path, monkeypatch, capsys, where):
+def test_symbolic_link_loop_is_one_line_naming_the_link(tmp_path, run_cli, where):
     root = digits(tmp_path / "digits", splits=("val",), mode="RGB")
     if where == "class-folder":
         link = root / "val" / "x1"
@@ -243,8 +235,7 @@ def test_symbolic_link_loop_is_one_line_naming_the_link(tmp_path, monkeypatch, c
     else:
         link = root / "val" / "0" / "loop.png"
         link.symlink_to("loop.png")
-    rc, out = run_cli(["--data-root", str(root), "--encoders", "pixels", "--tasks", "reconstruction"],
-                      tmp_path, monkeypatch, capsys)
+    rc, out = run_cli(["--data-root", str(root), "--encoders", "pixels", "--tasks", "reconstruction"])
     name = str(link) if where == "image-file" else str(root / "val" / "x")  # x1 or x2: whichever is listed first
     refused(rc, out, tmp_path, name, "symbolic-link loop", "remove the link")
 
@@ -272,15 +263,15 @@ def _diffusion_case(case: str, d: Path) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("case", ["missing", "garbage", "not-a-diffusion-model", "nan"])
-def test_diffusion_file_is_validated_before_the_first_cell(tmp_path, monkeypatch, capsys, case):
+def test_diffusion_file_is_validated_before_the_first_cell(tmp_path, run_cli, case):
     path, words = _diffusion_case(case, tmp_path)
     rc, out = run_cli(["--encoders", "pixels", "--tasks", "reconstruction,generation", "--num-images", "8",
-                       "--diffusion", f"pixels={path}"], tmp_path, monkeypatch, capsys)
+                       "--diffusion", f"pixels={path}"])
     refused(rc, out, tmp_path, f"--diffusion pixels={path}", words)
 
 
-def test_diffusion_options_are_input_errors(tmp_path, monkeypatch, capsys):
-    rc, out = run_cli(["--encoders", "pixels", "--diffusion", "pixels"], tmp_path, monkeypatch, capsys)
+def test_diffusion_options_are_input_errors(tmp_path, run_cli):
+    rc, out = run_cli(["--encoders", "pixels", "--diffusion", "pixels"])
     refused(rc, out, tmp_path, "--diffusion takes ENCODER=PATH")
 
 
@@ -328,10 +319,9 @@ def _half_transparent(root: Path) -> Path:
     return root
 
 
-def test_alpha_without_convert_mode_offers_compositing(tmp_path, monkeypatch, capsys):
+def test_alpha_without_convert_mode_offers_compositing(tmp_path, run_cli):
     root = _half_transparent(tmp_path / "d")
-    rc, out = run_cli(["--data-root", str(root), "--encoders", "pixels", "--tasks", "reconstruction"],
-                      tmp_path, monkeypatch, capsys)
+    rc, out = run_cli(["--data-root", str(root), "--encoders", "pixels", "--tasks", "reconstruction"])
     refused(rc, out, tmp_path, "logo.png", "'RGBA'", "alpha channel", "--convert-mode composite-white",
             "drops the alpha channel")
 
@@ -372,26 +362,22 @@ def test_convert_mode_on_the_command_line_and_in_a_config_file(tmp_path):
 
 
 @pytest.mark.parametrize("source", ["flag", "config"])
-def test_an_unknown_way_to_convert_is_one_line(tmp_path, monkeypatch, capsys, source):
+def test_an_unknown_way_to_convert_is_one_line(tmp_path, run_cli, source):
     root = _half_transparent(tmp_path / "d")
     if source == "flag":
         argv = ["--data-root", str(root), "--convert-mode", "grey"]
     else:
         (tmp_path / "run.yaml").write_text(f"data-root: {root}\nconvert-mode: grey\n")
         argv = ["--config", str(tmp_path / "run.yaml")]
-    rc, out = run_cli([*argv, "--encoders", "pixels", "--tasks", "reconstruction"], tmp_path, monkeypatch, capsys)
+    rc, out = run_cli([*argv, "--encoders", "pixels", "--tasks", "reconstruction"])
     refused(rc, out, tmp_path, "--convert-mode grey", "composite-white, composite-black")
 
 
 @pytest.mark.parametrize("plugin,words", [("nope/my_dataset.py", "no such file"),
                                           ("no_such_plugin_module", "no module 'no_such_plugin_module'")])
-def test_a_missing_plugin_is_an_input_error(tmp_path, monkeypatch, capsys, plugin, words):
-    from svgbench.cli import main
-
-    monkeypatch.chdir(tmp_path)
-    rc = main(["--plugin", plugin, "run", "--results", str(tmp_path / "results")])
-    out = capsys.readouterr()
-    refused(rc, out.out + out.err, tmp_path, f"--plugin {plugin}", words)
+def test_a_missing_plugin_is_an_input_error(tmp_path, svgbench_cli, plugin, words):
+    done = svgbench_cli("--plugin", plugin, "run", "--results", tmp_path / "results", cwd=tmp_path)
+    refused(done.returncode, done.stdout + done.stderr, tmp_path, f"--plugin {plugin}", words)
 
 
 def test_api_configs_refuse_what_the_cli_refuses():
