@@ -25,7 +25,8 @@ _API = {
     "DataConfig": "svgbench.data", "RunConfig": "svgbench.runner", "run_matrix": "svgbench.runner",
     "evaluate": "svgbench.api",
     # records and reports
-    "Record": "svgbench.records", "load_records": "svgbench.records", "write_reports": "svgbench.report",
+    "Record": "svgbench.records", "Results": "svgbench.records", "load_records": "svgbench.records",
+    "write_reports": "svgbench.report",
 }
 
 __all__ = ["__version__", *_API]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -18,6 +18,7 @@ from torch import nn
 from .encoders import LatentEncoder
 from .encoders.base import EncoderInputError, EncoderSpec
 from .encoders.registry import _REGISTRY, family_of, list_encoders, register_encoder, unregister_encoder
+from .records import Record
 
 __all__ = ["ModuleEncoder", "evaluate", "records_frame", "state_hash"]
 
@@ -74,23 +75,24 @@ def _default_name(obj: nn.Module) -> str:
     return f"{base}-{state_hash(obj)[:8]}"
 
 
-def records_frame(records: list[dict]):
-    """Records -> one row per (encoder, task, metric): value, its interval (level, method, n) or why it is n/a."""
+def records_frame(records: Iterable[Record]):
+    """Records (e.g. `load_records(...)`, a run's) -> one row per (encoder, task, metric): value, its interval
+    (level, method, n) or why it is n/a."""
     import pandas as pd
 
     rows = []
     for r in records:
-        m = r["metrics"]
+        m = r.metrics
         for key, value in m.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             ci = (m.get("ci") or {}).get(key) or {}
-            rows.append({"encoder": r["encoder"], "task": r["task"], "metric": key, "value": float(value),
+            rows.append({"encoder": r.encoder, "task": r.task, "metric": key, "value": float(value),
                          "ci_low": ci.get("ci_low"), "ci_high": ci.get("ci_high"), "level": ci.get("level"),
                          "method": ci.get("method"), "n": ci.get("n"), "unavailable": None})
         for key, why in (m.get("unavailable") or {}).items():
             if m.get(key) is None:
-                rows.append({"encoder": r["encoder"], "task": r["task"], "metric": key, "value": None,
+                rows.append({"encoder": r.encoder, "task": r.task, "metric": key, "value": None,
                              "ci_low": None, "ci_high": None, "level": None, "method": None, "n": None,
                              "unavailable": why})
     df = pd.DataFrame(rows, columns=["encoder", "task", "metric", "value", "ci_low", "ci_high", "level", "method",

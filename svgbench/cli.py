@@ -366,6 +366,7 @@ def _cmd_run(args) -> int:
     from .errors import EXIT_USER_ERROR
     from .validate import check_numbers, errors, preflight
     from .report import task_table, to_markdown, write_reports
+    from .records import Results
     from .runner import run_matrix
 
     # numbers first, under the flags the user typed: everything below builds from them
@@ -398,8 +399,9 @@ def _cmd_run(args) -> int:
     finally:
         if distributed:
             dist.shutdown()
+    results = Results.of(summary.records)  # each cell's newest record found once for every table below
     for task in cfg.tasks:
-        df = task_table(summary.records, task)
+        df = task_table(results, task)
         if not df.empty:
             print(f"\n## {task}\n")
             print(to_markdown(df, task))
@@ -428,7 +430,7 @@ def _print_cell_costs(summary) -> None:
 
     done = {cell for cell, _ in summary.cell_times}
     rows = {f"{r['encoder']} / {r['task']}": r
-            for r in cell_rows([r for r in summary.records if f"{r['encoder']} / {r['task']}" in done])}
+            for r in cell_rows([r for r in summary.records if f"{r.encoder} / {r.task}" in done])}
     total = sum(t for _, t in summary.cell_times)
     print(f"\ntime per computed cell, slowest first (total {total:.1f} s; cost model in efficiency.md):",
           file=sys.stderr)
@@ -494,7 +496,7 @@ def cmd_compare(args) -> int:
     from .records import load_records
 
     records = load_records(args.results)
-    encoders = {r["encoder"] for r in records}
+    encoders = {r.encoder for r in records}
     missing = [e for e in (args.a, args.b) if e not in encoders]
     if missing:
         print(f"svgbench compare: no records of {', '.join(missing)} under {args.results}/records "

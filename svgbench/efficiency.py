@@ -15,6 +15,10 @@ CPUs differ in whether they multiply bf16 natively.
 
 from __future__ import annotations
 
+from typing import Iterable
+
+from .records import Record, Results
+
 COLUMNS = ("encoder", "task", "wall_s", "forwards", "model_s", "model_gflop", "dtype", "achieved_gflops",
            "achievable_gflops", "rate_share", "efficiency", "outside_model_s", "decode_s", "stats_s")
 
@@ -29,16 +33,16 @@ def _decode_s(m: dict) -> float | None:
     return None
 
 
-def cell_rows(records: list[dict]) -> list[dict]:
-    """One row per computed record (wall time > 0), slowest first; model columns empty where the cell ran no
-    diffusion-model forward."""
+def cell_rows(records: Iterable[Record]) -> list[dict]:
+    """One row per computed record (wall time > 0) of those given, slowest first; model columns empty where the
+    cell ran no diffusion-model forward."""
     rows = []
     for r in records:
-        if not r.get("wall_s"):
+        if not r.wall_s:
             continue
-        cost, m = r.get("cost") or {}, r.get("metrics") or {}
+        cost, m = r.cost or {}, r.metrics or {}
         by, rates = cost.get("by_dtype") or {}, cost.get("achievable_flops") or {}
-        row = {"encoder": r["encoder"], "task": r["task"], "wall_s": r["wall_s"], "forwards": cost.get("forwards", 0),
+        row = {"encoder": r.encoder, "task": r.task, "wall_s": r.wall_s, "forwards": cost.get("forwards", 0),
                "model_s": cost.get("model_s", 0.0), "model_gflop": (cost.get("model_flops") or 0.0) / 1e9,
                "dtype": "+".join(sorted(by)) or None, "achieved_gflops": None, "achievable_gflops": None,
                "rate_share": None, "efficiency": None, "decode_s": _decode_s(m), "stats_s": m.get("stats_s")}
@@ -47,8 +51,8 @@ def cell_rows(records: list[dict]) -> list[dict]:
             row["achieved_gflops"] = row["model_gflop"] / row["model_s"]
             row["achievable_gflops"] = row["model_gflop"] / ideal_s if ideal_s > 0 else None
             row["rate_share"] = ideal_s / row["model_s"]
-            row["efficiency"] = ideal_s / r["wall_s"]
-        row["outside_model_s"] = r["wall_s"] - row["model_s"]
+            row["efficiency"] = ideal_s / r.wall_s
+        row["outside_model_s"] = r.wall_s - row["model_s"]
         rows.append(row)
     return sorted(rows, key=lambda x: -x["wall_s"])
 
@@ -57,15 +61,16 @@ def _fmt(v, spec: str) -> str:
     return "" if v is None else format(v, spec)
 
 
-def cost_lines(records: list[dict]) -> list[str]:
-    """The cost-model section of efficiency.md: one row per computed cell, with the machine and rates of the
-    run that computed it; [] when no record has a cost."""
-    rows = cell_rows([r for r in records if r.get("cost")])
+def cost_lines(records: Results | Iterable[Record]) -> list[str]:
+    """The cost-model section of efficiency.md: one row per computed cell (the newest record of each table row),
+    with the machine and rates of the run that computed it; [] when no record has a cost."""
+    newest = Results.of(records).newest()
+    rows = cell_rows([r for r in newest if r.cost])
     if not rows:
         return []
     machines = {}
-    for r in records:
-        c = r.get("cost") or {}
+    for r in newest:
+        c = r.cost or {}
         if c.get("machine"):
             rate = ", ".join(f"{d} {v / 1e9:.1f}" for d, v in sorted((c.get("achievable_flops") or {}).items()))
             m = c["machine"]

@@ -23,6 +23,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
 
 from .checkpoints import atomic_write_bytes
 
@@ -120,19 +121,19 @@ def write_record(path: Path, record: Record) -> None:
     atomic_write_bytes(path, record.to_json().encode())
 
 
-def read_record(path: Path, key: str | None = None) -> dict:
-    """The record at `path` as a dict; raises ValueError saying what is wrong when it is not a finished record."""
+def read_record(path: Path, key: str | None = None) -> Record:
+    """The record at `path`; raises ValueError saying what is wrong when it is not a finished record."""
     try:
         text = path.read_text()
     except UnicodeDecodeError as e:
         raise ValueError(f"not text ({e.reason})") from None
-    return Record.from_json(text, key).as_dict()
+    return Record.from_json(text, key)
 
 
-def load_records(results_dir: str | Path, task: str | None = None) -> list[dict]:
+def load_records(results_dir: str | Path, task: str | None = None) -> list[Record]:
     """Every readable record (an unreadable file is skipped with a warning naming it, never half-read), the
-    oldest `finished` first, so that readers taking the last record of a cell (`latest_records`) take the
-    newest, not whichever file name sorts last."""
+    oldest `finished` first, so that of several records of one cell the last is the newest, not whichever file
+    name sorts last."""
     root = Path(results_dir) / "records"
     pattern = f"{task}/*.json" if task else "*/*.json"
     out = []
@@ -141,36 +142,37 @@ def load_records(results_dir: str | Path, task: str | None = None) -> list[dict]
             out.append(read_record(p))
         except (ValueError, OSError) as e:
             print(f"warning: skipping record {p}: {e}", file=sys.stderr)
-    return sorted(out, key=lambda r: r.get("finished") or 0.0)  # stable: ties keep the path order
+    return sorted(out, key=lambda r: r.finished or 0.0)  # stable: ties keep the path order
 
 
 # ---------------------------------------------------------------------------------------------
 # what readers of records share
 # ---------------------------------------------------------------------------------------------
 
-def stale_reason(record: dict, version: int) -> str | None:
+def stale_reason(record: Record, version: int) -> str | None:
     """Why `record` is stale against its task at `version` (another task version made it), or None."""
-    made = record.get("task_version")
+    made = record.task_version
     if made == version:
         return None
     by = f"task version {made}" if made is not None else "a task version from before tasks declared versions"
-    return f"made by {by}; `{record['task']}` is now version {version}"
+    return f"made by {by}; `{record.task}` is now version {version}"
 
 
-def mark_stale(records: list[dict], versions: dict[str, int], legacy: bool = True) -> list[dict]:
+def mark_stale(records: Iterable[Record], versions: dict[str, int], legacy: bool = True) -> list[Record]:
     """Set each record's `stale` (its reason, or None) against `versions` (task name -> its registered version,
     e.g. `{t.name: t.version for t in task_specs()}`); a task absent from `versions` is left as it is. With
     `legacy` False, a record without a task version (made before tasks declared them, or written by hand) is
     left as it is too."""
+    records = list(records)
     for r in records:
-        if r["task"] in versions and (legacy or r.get("task_version") is not None):
-            r["stale"] = stale_reason(r, versions[r["task"]])
+        if r.task in versions and (legacy or r.task_version is not None):
+            r.stale = stale_reason(r, versions[r.task])
     return records
 
 
-def stale_label(record: dict) -> str:
+def stale_label(record: Record) -> str:
     """" (stale)" after a row's name when the record is stale, else ""."""
-    return " (stale)" if record.get("stale") else ""
+    return " (stale)" if record.stale else ""
 
 
 def data_label(data: dict) -> str:
@@ -185,33 +187,96 @@ def data_label(data: dict) -> str:
     return f"{data['name']}{where}/{data['split']} {data['resolution']}px"
 
 
-def feature_network_prefix(record: dict) -> str:
+def feature_network_prefix(record: Record) -> str:
     """The name that prefixes a generation metric of `record`: "judge" (svgbench's shapes judge) or "Inception"."""
-    label = str(record.get("metrics", {}).get("feature_network") or "").lower()
+    label = str(record.metrics.get("feature_network") or "").lower()
     if label.startswith("judge"):
         return "judge"
     if label.startswith("inception"):
         return "Inception"
     from .data import find_dataset
 
-    spec = find_dataset(record["data"]["name"])
+    spec = find_dataset(record.data["name"])
     return "judge" if spec is not None and spec.feature_network == "judge" else "Inception"
 
 
-def latest_by(records: list[dict], key) -> dict:
-    """key(record) -> the newest record with that key (the last one given: `load_records` orders them by
-    `finished`)."""
-    return {key(r): r for r in records}
+class Results:
+    """The records of one results folder (or of a run), with each cell's newest record found once.
+
+    `records`: every record, the oldest `finished` first. Two views of the newest records, built in one pass:
+    - `latest(task)`: the rows of `task`'s table, (encoder, data label) -> its newest record, ordered by data
+      label, then encoder. A newest record that is stale (`stale` set: made by another task version) comes as
+      "<encoder> (stale)", so every table built from here labels it, and nothing looking an encoder up by name
+      takes its numbers as current;
+    - `cell(task, encoder, data_key)`: the newest record of one cell, by the data's key (what the findings
+      compare: two datasets with one label, e.g. two sizes, stay apart).
+    `versions` (task -> its registered version) marks stale records first (see `mark_stale`, with `legacy`).
+    """
+
+    def __init__(self, records: Iterable[Record] = (), versions: dict[str, int] | None = None, legacy: bool = True):
+        self.records = sorted(records, key=lambda r: r.finished or 0.0)  # stable: a run's order among ties
+        if versions is not None:
+            mark_stale(self.records, versions, legacy)
+        cells, rows = {}, {}
+        for r in self.records:  # oldest first: the last one of a key is its newest
+            cells[(r.task, r.encoder, data_key(r))] = r
+            rows.setdefault(r.task, {})[(r.encoder, data_label(r.data))] = r
+        self._cells = cells
+        self._rows = {t: dict(sorted(((_row_key(k, r), _row_record(r)) for k, r in by.items()),
+                                     key=lambda kv: (kv[0][1], kv[0][0])))
+                      for t, by in rows.items()}
+
+    @classmethod
+    def load(cls, results_dir: str | Path, versions: dict[str, int] | None = None,
+             legacy: bool = True) -> "Results":
+        return cls(load_records(results_dir), versions, legacy)
+
+    @classmethod
+    def of(cls, records: "Results | Iterable[Record]") -> "Results":
+        """`records` as Results (itself when it is one)."""
+        return records if isinstance(records, Results) else cls(records)
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def tasks(self) -> list[str]:
+        """The tasks with records, sorted."""
+        return sorted(self._rows)
+
+    def latest(self, task: str) -> dict[tuple[str, str], Record]:
+        return self._rows.get(task, {})
+
+    def rows(self) -> Iterator[tuple[str, tuple[str, str], Record]]:
+        """(task, (encoder, data label), its newest record) of every table row, task by task in the order they
+        were first recorded, each task's rows as `latest` orders them."""
+        return ((t, k, r) for t, by in self._rows.items() for k, r in by.items())
+
+    def newest(self) -> list[Record]:
+        """The newest record of every table row, in the order of `rows`."""
+        return [r for _, _, r in self.rows()]
+
+    def cell(self, task: str, encoder: str, data: str) -> Record | None:
+        return self._cells.get((task, encoder, data))
+
+    def data_keys(self) -> list[str]:
+        """The data keys of the records, sorted."""
+        return sorted({d for (_, _, d) in self._cells})
 
 
-def latest_records(records: list[dict], task: str) -> dict[tuple[str, str], dict]:
-    """(encoder, data label) -> the newest record of `task`, ordered by data label, then encoder. A newest record
-    that is stale (its `stale` reason set: made by another task version) comes as "<encoder> (stale)", so every
-    table built from here labels it, and nothing looking an encoder up by name takes its numbers as current."""
-    out = latest_by([r for r in records if r["task"] == task], lambda r: (r["encoder"], data_label(r["data"])))
-    out = {((enc + stale_label(r), data) if r.get("stale") else (enc, data)):
-           (r | {"encoder": enc + stale_label(r)} if r.get("stale") else r) for (enc, data), r in out.items()}
-    return dict(sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][0])))
+def data_key(record: Record) -> str:
+    """The key of the data `record` was measured on (one dataset, split, size and resolution)."""
+    return str(record.data.get("key", ""))
+
+
+def _row_key(key: tuple[str, str], record: Record) -> tuple[str, str]:
+    return (key[0] + stale_label(record), key[1]) if record.stale else key
+
+
+def _row_record(record: Record) -> Record:
+    return dataclasses.replace(record, encoder=record.encoder + stale_label(record)) if record.stale else record
 
 
 def steps_label(n: int) -> str:

@@ -258,7 +258,7 @@ class CellFailure:
 
 @dataclass
 class RunSummary:
-    records: list[dict]
+    records: list[Record]
     failures: list[CellFailure]
     computed: int
     skipped: int
@@ -389,7 +389,7 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
                 continue
             if decision == "stale":  # --keep-stale: another version's record, shown labelled stale
                 old = read_record(Path(reuse))
-                records.append(old | {"stale": stale_reason(old, task.version)})
+                records.append(dataclasses.replace(old, stale=stale_reason(old, task.version)))
                 state["skipped"] += 1
                 continue
             made_by = {"task_version": task.version, "cell": cell_id, **code_version()}
@@ -403,7 +403,7 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
                     finally:  # the claim goes only once the record is on disk
                         if decision == "claimed":
                             release(claim_path)
-                records.append(record.as_dict())
+                records.append(record)
                 state["na"] += 1
                 log(f"[{name}] {task.name}: n/a ({why})")
                 continue
@@ -426,7 +426,7 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
                 if main and decision == "claimed":
                     release(claim_path)
             dist.barrier()
-            records.append(record.as_dict())
+            records.append(record)
             why = all_na_reason(task, record.metrics)
             if why:  # ran, but measured nothing: counted and shown as n/a, not as a computed cell
                 state["na"] += 1
@@ -440,7 +440,7 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
                       state["na"], state["stale"], state["kept"])
 
 
-def _stale_records(path: Path, cell_id: str) -> list[tuple[Path, dict]]:
+def _stale_records(path: Path, cell_id: str) -> list[tuple[Path, Record]]:
     """Readable records of the cell `cell_id` made by another task version (other keys than `path`'s), oldest
     first. Only the encoder's records of the task are read (its `<encoder>__*.json`), a handful of files."""
     out = []
@@ -452,9 +452,9 @@ def _stale_records(path: Path, cell_id: str) -> list[tuple[Path, dict]]:
             rec = read_record(p)
         except (ValueError, OSError):
             continue
-        if rec.get("cell") == cell_id or (rec.get("task_version") is None and rec["key"] == cell_id):
+        if rec.cell == cell_id or (rec.task_version is None and rec.key == cell_id):
             out.append((p, rec))
-    return sorted(out, key=lambda pr: pr[1].get("finished") or 0.0)
+    return sorted(out, key=lambda pr: pr[1].finished or 0.0)
 
 
 def _decide(cfg: RunConfig, path: Path, key: str, claim_path: Path, name: str, task, cell_id: str, log,
@@ -472,7 +472,7 @@ def _decide(cfg: RunConfig, path: Path, key: str, claim_path: Path, name: str, t
         except (ValueError, OSError) as e:
             log(f"[{name}] {task}: record {path} is unusable ({e}); recomputing the cell")
             return False
-        pending = old["metrics"].get("pending") or {}
+        pending = old.metrics.get("pending") or {}
         if pending:  # n/a that depended on this machine (e.g. missing feature-network weights): try again
             log(f"[{name}] {task}: record {path.name} has pending metrics "
                 f"({'; '.join(f'{k}: {v}' for k, v in sorted(pending.items()))}); recomputing the cell")
@@ -483,7 +483,7 @@ def _decide(cfg: RunConfig, path: Path, key: str, claim_path: Path, name: str, t
         log(f"[{name}] {task}: cached ({path.name})")
         return "reuse", None
     stale = _stale_records(path, cell_id) if cfg.skip_existing else []
-    stale = [(p, r) for p, r in stale if not r["metrics"].get("pending")]
+    stale = [(p, r) for p, r in stale if not r.metrics.get("pending")]
     if stale:
         state["stale"] += 1
         old_path, old = stale[-1]

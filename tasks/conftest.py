@@ -146,13 +146,13 @@ def pytest_sessionfinish(session, exitstatus):
 # a cell that should compute never passes as n/a
 # ---------------------------------------------------------------------------------------------
 
-def measured(record: dict) -> bool:
+def measured(record) -> bool:
     """Whether `record` holds at least one measured value: a metric with a direction (not a count, not a timing)
     or a point of its curve."""
     from svgbench.records import finite_number
     from svgbench.tasks import get_task
 
-    task, m = get_task(record["task"]), record["metrics"]
+    task, m = get_task(record.task), record.metrics
     keys = [s.key for s in task.metrics if not s.timing and s.higher_is_better is not None]
     if any(finite_number(m.get(k)) is not None for k in keys):
         return True
@@ -160,18 +160,18 @@ def measured(record: dict) -> bool:
     return curve is not None and any(finite_number(p.get(curve.value)) is not None for p in m.get(curve.key) or [])
 
 
-def na_problem(record: dict, full: bool) -> str | None:
+def na_problem(record, full: bool) -> str | None:
     """Why `record` fails a tasks/ test, or None. A cell the runner judged inapplicable (its `not_applicable`
     reason: the task's needs against the encoder and data, e.g. no decoder) must hold no value; any other cell
     must hold at least one measured value. Under --benchmark only, a cell whose every n/a reason is pending (what
     this machine lacks, e.g. no shipped diffusion model for the encoder) passes, with a warning."""
-    cell = f"{record['encoder']} / {record['task']}"
-    if record.get("not_applicable"):
-        return f"{cell}: judged n/a ({record['not_applicable']}) yet holds values" if measured(record) else None
+    cell = f"{record.encoder} / {record.task}"
+    if record.not_applicable:
+        return f"{cell}: judged n/a ({record.not_applicable}) yet holds values" if measured(record) else None
     if measured(record):
         return None
-    why = record["metrics"].get("unavailable") or {}
-    pending = record["metrics"].get("pending") or {}
+    why = record.metrics.get("unavailable") or {}
+    pending = record.metrics.get("pending") or {}
     if full and why and set(why) <= set(pending):
         import warnings
 
@@ -182,7 +182,7 @@ def na_problem(record: dict, full: bool) -> str | None:
 
 
 @pytest.fixture(autouse=True)
-def cells_run(request, monkeypatch) -> list[dict]:
+def cells_run(request, monkeypatch) -> list:
     """Every record of every `run_matrix` call the test makes (through `svgbench.runner.run_matrix` or the name its
     module imported); `pytest_runtest_call` below fails the test when one of them is an n/a that should not be."""
     from svgbench import runner

@@ -47,7 +47,7 @@ def _run(task, encoder_name, run_options, full, tmp_path, quick):
                     results_dir=run_options["results_dir"] or str(tmp_path), task_overrides=overrides)
     summary = run_matrix(cfg, log=lambda m: None)
     assert not summary.failures, summary.failures
-    return summary.records[0]["metrics"]
+    return summary.records[0].metrics
 
 
 @pytest.mark.one_per_family

@@ -287,7 +287,7 @@ def _value(encoder, dataset, cfg, device="cpu", progress=None) -> dict:
 def test_a_cell_that_should_compute_fails_when_it_comes_out_na(tmp_path, monkeypatch, cells_run):
     """What every tasks/ test gets from conftest's check, on real runs: a cell that came out n/a fails it unless
     the runner judged the cell inapplicable (here: a task that needs a decoder, for tiny-ssl, which has none)."""
-    from dataclasses import dataclass
+    from dataclasses import dataclass, replace
 
     from svgbench import runner
     from svgbench.tasks import MetricSpec, register_task, unregister_task
@@ -304,22 +304,21 @@ def test_a_cell_that_should_compute_fails_when_it_comes_out_na(tmp_path, monkeyp
             cfg = RunConfig(encoders=("pixels", "tiny-ssl"), tasks=("harness-value",), data=DataConfig(size=4),
                             results_dir=str(tmp_path / str(broken)),
                             task_overrides={"harness-value": {"broken": broken}})
-            return {r["encoder"]: r for r in runner.run_matrix(cfg, log=lambda m: None).records}
+            return {r.encoder: r for r in runner.run_matrix(cfg, log=lambda m: None).records}
 
         good, broken = run(False), run(True)
-        assert good["pixels"]["metrics"]["value"] == 4.0 and na_problem(good["pixels"], full=False) is None
+        assert good["pixels"].metrics["value"] == 4.0 and na_problem(good["pixels"], full=False) is None
         for recs in (good, broken):  # inapplicable: n/a is the right answer, and passes
-            assert "no pixel decoder" in recs["tiny-ssl"]["not_applicable"]
+            assert "no pixel decoder" in recs["tiny-ssl"].not_applicable
             assert na_problem(recs["tiny-ssl"], full=False) is None
         assert "should compute but came out n/a (value: broken on purpose)" in na_problem(broken["pixels"], full=False)
         assert na_problem(broken["pixels"], full=True)  # not pending: fails under --benchmark too
-        pending = dict(broken["pixels"])
-        pending["metrics"] = pending["metrics"] | {"pending": {"value": "no weights here"}}
+        pending = replace(broken["pixels"], metrics=broken["pixels"].metrics | {"pending": {"value": "no weights here"}})
         assert na_problem(pending, full=False)
         with pytest.warns(UserWarning, match="no weights here"):
             assert na_problem(pending, full=True) is None  # --benchmark: what this machine lacks, with a warning
-        assert na_problem(good["tiny-ssl"] | {"metrics": {"value": 1.0}}, full=False)  # judged n/a yet has a value
-        seen = {(r["encoder"], r["task"]) for r in cells_run}
+        assert na_problem(replace(good["tiny-ssl"], metrics={"value": 1.0}), full=False)  # judged n/a yet has a value
+        seen = {(r.encoder, r.task) for r in cells_run}
         assert seen == {("pixels", "harness-value"), ("tiny-ssl", "harness-value")} and len(cells_run) == 4
     finally:
         cells_run.clear()  # the broken cells were made on purpose

@@ -22,7 +22,7 @@ def test_knn(encoder_name, run_options, full, feature_cache, tmp_path, request):
                     device=run_options["device"], results_dir=results, task_overrides={"knn": overrides})
     summary = run_matrix(cfg, log=lambda m: None)
     assert not summary.failures, summary.failures
-    m = summary.records[0]["metrics"]
+    m = summary.records[0].metrics
     assert m["num_train"] == overrides.get("train_size", KnnConfig().train_size)
     for key in ("knn_top1_k10", "knn_top1_k20", "silhouette", "variance_ratio"):
         assert (m[key] is None) == (key in m["unavailable"]), (key, m)

@@ -22,7 +22,7 @@ def test_probe(encoder_name, run_options, full, feature_cache, tmp_path, request
                     task_overrides={"probe": run_options["tasks"].get("probe", {}) if full else QUICK})
     summary = run_matrix(cfg, log=lambda m: None)
     assert not summary.failures, summary.failures
-    m = summary.records[0]["metrics"]
+    m = summary.records[0].metrics
     sizes = run_options["tasks"].get("probe", {}) if full else QUICK
     assert m["num_train"] == sizes.get("train_size", ProbeConfig().train_size)
     for key in ("probe_top1", "probe_top5", "probe_top1_sklearn"):

@@ -19,7 +19,7 @@ def test_reconstruction(encoder_name, run_options, tmp_path, request):
                     device=run_options["device"], results_dir=run_options["results_dir"] or str(tmp_path))
     summary = run_matrix(cfg, log=lambda m: None)
     assert not summary.failures, summary.failures
-    m = summary.records[0]["metrics"]
+    m = summary.records[0].metrics
     assert m["num_images"] == run_options["data"].size
     assert math.isfinite(m["psnr"]) and 3.0 < m["psnr"] < 60.0
     assert 0.0 < m["ssim"] <= 1.0

@@ -29,7 +29,7 @@ def test_seg(encoder_name, run_options, full, tmp_path, request, monkeypatch):
                     else {"seg": dict(QUICK_OVERRIDES)})
     summary = run_matrix(cfg, log=lambda m: None)
     assert not summary.failures, summary.failures
-    m = summary.records[0]["metrics"]
+    m = summary.records[0].metrics
     assert m["num_images"] == data.size
     for metric in ("miou", "macc", "aacc"):
         if m[metric] is None:

@@ -61,9 +61,9 @@ def test_tables_show_intervals_and_say_how(tmp_path):
     _records(tmp_path)
     write_reports(tmp_path, plots=False)
     md = (tmp_path / "probe.md").read_text()
-    rec = {r["encoder"]: r for r in load_records(tmp_path)}
-    ci = rec["enc-a"]["metrics"]["ci"]["probe_top1"]
-    assert f"{rec['enc-a']['metrics']['probe_top1']:.2f} [{ci['ci_low']:.2f}, {ci['ci_high']:.2f}]" in md
+    rec = {r.encoder: r for r in load_records(tmp_path)}
+    ci = rec["enc-a"].metrics["ci"]["probe_top1"]
+    assert f"{rec['enc-a'].metrics['probe_top1']:.2f} [{ci['ci_low']:.2f}, {ci['ci_high']:.2f}]" in md
     assert "95% interval" in md and "bootstrap" in md
     csv = (tmp_path / "probe.csv").read_text().splitlines()[0]
     assert "linear top-1 (%) ci_low" in csv and "linear top-1 (%) n" in csv

@@ -119,7 +119,7 @@ def test_same_records_in_every_format(packed, tmp_path, monkeypatch):
         summary = run_matrix(cfg)
         assert not summary.failures, summary.failures
         (rec,) = summary.records
-        m = dict(rec["metrics"])
+        m = dict(rec.metrics)
         m.pop("extract_s", None)
         metrics[kind] = json.dumps({k: v for k, v in m.items() if not k.endswith("_s")}, sort_keys=True)
     assert len(set(metrics.values())) == 1, metrics

@@ -9,6 +9,7 @@ import torch
 from svgbench.diffusion.flops import ForwardClock, count_flops, gemm_rate
 from svgbench.diffusion.models import DiffusionTransformer
 from svgbench.efficiency import cell_rows, cost_lines
+from svgbench.records import Record
 
 
 def _model():
@@ -52,10 +53,14 @@ def test_cell_rows_and_cost_lines():
     cost = {"model_s": 4.0, "model_flops": 200e9, "forwards": 20, "achievable_flops": {"fp32": 100e9},
             "by_dtype": {"fp32": {"s": 4.0, "flops": 200e9, "forwards": 20}},
             "machine": {"cpu": "X", "threads": 2, "arithmetic": "fp32"}}
+    def record(task, wall_s, metrics, cost=None):
+        return Record(key=task, task=task, encoder="a", metrics=metrics, config={}, spec={}, wall_s=wall_s,
+                      data={"name": "shapes", "split": "val", "resolution": 64}, cost=cost or {})
+
     records = [
-        {"encoder": "a", "task": "sampling", "wall_s": 10.0, "metrics": {"stats_s": 1.0}, "cost": cost},
-        {"encoder": "a", "task": "probe", "wall_s": 5.0, "metrics": {}, "cost": {"model_s": 0.0, "forwards": 0}},
-        {"encoder": "a", "task": "knn", "wall_s": 0.0, "metrics": {}},  # n/a: not a computed cell
+        record("sampling", 10.0, {"stats_s": 1.0}, cost),
+        record("probe", 5.0, {}, {"model_s": 0.0, "forwards": 0}),
+        record("knn", 0.0, {}),  # n/a: not a computed cell
     ]
     rows = cell_rows(records)
     assert [r["task"] for r in rows] == ["sampling", "probe"]
@@ -81,8 +86,8 @@ def test_a_runner_cell_records_its_cost_model(tmp_path):
     cfg = RunConfig(encoders=("tiny-vae",), tasks=("generation",), data=DataConfig(size=16), results_dir=str(tmp_path),
                     task_overrides={"generation": {"eval_samples": 16, "sample_steps": 2, "fid_targets": ()}})
     rec = run_matrix(cfg, log=lambda m: None).records[0]
-    cost = rec["cost"]
-    assert cost["forwards"] > 0 and cost["model_flops"] > 0 and 0 < cost["model_s"] < rec["wall_s"]
+    cost = rec.cost
+    assert cost["forwards"] > 0 and cost["model_flops"] > 0 and 0 < cost["model_s"] < rec.wall_s
     assert set(cost["achievable_flops"]) == set(cost["by_dtype"])
     write_reports(tmp_path, plots=False)
     assert "| tiny-vae | generation |" in (tmp_path / "efficiency.md").read_text()

@@ -289,11 +289,11 @@ def test_a_cell_whose_every_metric_is_na_is_counted_and_printed_as_na(tmp_path):
     summary = run_matrix(cfg, log=logs.append)
     assert (summary.computed, summary.not_applicable) == (0, 1), logs
     line = next(m for m in logs if "generation" in m and "n/a" in m)
-    reasons = summary.records[0]["metrics"]["unavailable"]
+    reasons = summary.records[0].metrics["unavailable"]
     assert f"n/a ({reasons['fid']})" in line and "done in" not in " ".join(logs)
     # the judge's metric on data it was not trained for says so, whatever keeps the others from being measured
     assert "judge knows shapes only" in reasons["class_accuracy"] and reasons["class_accuracy"] != reasons["fid"]
-    assert "class_accuracy" not in summary.records[0]["metrics"].get("pending", {})
+    assert "class_accuracy" not in summary.records[0].metrics.get("pending", {})
     gen = get_task("generation")
     assert all_na_reason(gen, {"fid": 3.0, "unavailable": {"kid": "x"}}) is None
     assert all_na_reason(get_task("sampling"), {"curve": [{"fid": None}], "unavailable": {"fid": "why"}}) == "why"

@@ -66,9 +66,9 @@ def test_user_encoder_runs_through_task_and_table(tmp_path):
         rec = summary.records[0]
         from svgbench.data import build_dataset
 
-        assert math.isclose(rec["metrics"]["psnr"], expected_psnr(build_dataset(data), 4, 24), rel_tol=1e-6)
-        assert rec["metrics"]["lpips"] is None and "lpips" in rec["metrics"]["unavailable"]
-        m = rec["metrics"]
+        assert math.isclose(rec.metrics["psnr"], expected_psnr(build_dataset(data), 4, 24), rel_tol=1e-6)
+        assert rec.metrics["lpips"] is None and "lpips" in rec.metrics["unavailable"]
+        m = rec.metrics
         for key in ("psnr", "ssim"):  # per-image values reproduce the headline; the interval brackets it
             items = m["per_item"][key]
             assert len(items) == 24 and all(v is not None for v in items)

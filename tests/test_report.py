@@ -43,12 +43,12 @@ ENCODERS = {  # name -> (has decoder, quality in [0, 1])
 }
 
 
-def _record(task, encoder, metrics, config=None):
+def _record(task, encoder, metrics, config=None) -> Record:
     has_decoder, _ = ENCODERS[encoder]
-    return {"record_version": RECORD_VERSION, "key": f"{task[:3]}{encoder}"[:12], "task": task, "encoder": encoder,
+    return Record.from_dict({"record_version": RECORD_VERSION, "key": f"{task[:3]}{encoder}"[:12], "task": task, "encoder": encoder,
             "encoder_kwargs": {}, "weights_hash": f"hash-{encoder}", "data": dict(DATA), "config": config or {},
             "seed": 0, "metrics": metrics, "device": "cpu", "device_name": "cpu (test)", "wall_s": 1.5,
-            "spec": {"name": encoder, "weights": "random", "latent_shape": [8, 8, 8], "has_decoder": has_decoder}}
+            "spec": {"name": encoder, "weights": "random", "latent_shape": [8, 8, 8], "has_decoder": has_decoder}})
 
 
 def _pca(q, n=60):
@@ -60,7 +60,7 @@ def _pca(q, n=60):
             "explained_variance": round(0.3 + 0.2 * q, 6)}
 
 
-def synthetic_records() -> list[dict]:
+def synthetic_records() -> list[Record]:
     recs = []
     for enc, (has_decoder, q) in ENCODERS.items():
         if has_decoder:
@@ -99,7 +99,7 @@ def synthetic_records() -> list[dict]:
 def write_synthetic_results(results: Path, records=None) -> Path:
     """results/records/<task>/*.json from `synthetic_records()`, as the runner lays them out."""
     for r in records or synthetic_records():
-        write_record(results / "records" / r["task"] / f"{r['encoder']}__{r['key']}.json", Record.from_dict(r))
+        write_record(results / "records" / r.task / f"{r.encoder}__{r.key}.json", r)
     return results
 
 
@@ -225,8 +225,8 @@ def test_sampling_points_carry_their_intervals(tmp_path):
     csv, "value [low, high]" in sampling.md with a legend line naming the method, and the scorecard's few-step
     FID carries the interval of the point it shows. A point without an interval shows its value alone."""
     recs = synthetic_records()
-    samp = next(r for r in recs if r["task"] == "sampling" and r["encoder"] == "tiny-svg")
-    for p in samp["metrics"]["curve"]:
+    samp = next(r for r in recs if r.task == "sampling" and r.encoder == "tiny-svg")
+    for p in samp.metrics["curve"]:
         if (p["method"], p["steps"]) != ("euler", 50):
             p |= {"ci_low": p["fid"] - 3.0, "ci_high": p["fid"] + 1.0, "n": 250, "level": 0.95,
                   "method_ci": "bootstrap-basic x200"}
@@ -257,13 +257,13 @@ def test_few_step_headline_without_a_fixed_point_is_na_with_the_fix():
     """A sampling record that names no headline point (made before records did) gives no few-step value: never
     the minimum over its points."""
     recs = synthetic_records()
-    samp = next(r for r in recs if r["task"] == "sampling" and r["encoder"] == "tiny-svg")
-    del samp["metrics"]["headline"]
+    samp = next(r for r in recs if r.task == "sampling" and r.encoder == "tiny-svg")
+    del samp.metrics["headline"]
     svg = scorecard_table(recs).set_index("encoder").loc["tiny-svg"]
     assert pd.isna(svg["few-step judge-FID (<=4 steps)"])
     reasons = {(u["row"], u["column"]): u["reason"] for u in scorecard_unavailable(recs)}
     assert "--force" in reasons[("tiny-svg", "few-step judge-FID (<=4 steps)")]
-    samp["metrics"]["headline"] = {"method": "euler", "steps": 8}  # beyond the column's 4 steps
+    samp.metrics["headline"] = {"method": "euler", "steps": 8}  # beyond the column's 4 steps
     reasons = {(u["row"], u["column"]): u["reason"] for u in scorecard_unavailable(recs)}
     assert reasons[("tiny-svg", "few-step judge-FID (<=4 steps)")].endswith("beyond 4 steps")
 
@@ -273,13 +273,13 @@ def test_efficiency_states_the_statistics_share(tmp_path):
     statistics' extra cost), summed from the records independently here."""
     recs = synthetic_records()
     for i, r in enumerate(recs):
-        r["wall_s"] = 10.0 + i
-        if r["task"] in ("probe", "reconstruction"):
-            r["metrics"]["stats_s"] = 0.5 * (i % 3)
+        r.wall_s = 10.0 + i
+        if r.task in ("probe", "reconstruction"):
+            r.metrics["stats_s"] = 0.5 * (i % 3)
     results = write_synthetic_results(tmp_path / "results", recs)
     write_reports(results, plots=False)
-    total = sum(r["wall_s"] for r in recs)
-    spent = sum(r["metrics"].get("stats_s", 0.0) for r in recs)
+    total = sum(r.wall_s for r in recs)
+    spent = sum(r.metrics.get("stats_s", 0.0) for r in recs)
     assert spent > 0
     line = (results / "efficiency.md").read_text().rstrip().splitlines()[-1]
     assert line == (f"Statistics (intervals, the probe's extra head seeds): {spent:.1f} s of {total:.1f} s of cell "
@@ -309,9 +309,9 @@ def test_frames_hold_the_plot_data():
 
 def test_plots_with_missing_data_do_not_crash(tmp_path):
     # only understanding records, older knn records without pca_points, and empty frames
-    recs = [r for r in synthetic_records() if r["task"] in ("probe", "knn")]
+    recs = [r for r in synthetic_records() if r.task in ("probe", "knn")]
     for r in recs:
-        r["metrics"].pop("pca_points", None)
+        r.metrics.pop("pca_points", None)
     write_synthetic_results(tmp_path, recs)
     write_reports(tmp_path)
     for name in PLOT_FILES:
@@ -345,9 +345,9 @@ def test_knn_record_carries_pca_points_to_the_plot(tmp_path, monkeypatch):
                     task_overrides={"knn": {"train_size": 60, "pca_record_points": 30}})
     summary = run_matrix(cfg, log=lambda m: None)
     assert not summary.failures, summary.failures
-    pts = summary.records[0]["metrics"]["pca_points"]
+    pts = summary.records[0].metrics["pca_points"]
     assert len(pts["xy"]) == len(pts["labels"]) == 30 and pts["classes"]
-    assert summary.records[0]["metrics"]["pca_figure"] is None  # no figure_dir: points only
+    assert summary.records[0].metrics["pca_figure"] is None  # no figure_dir: points only
     on_disk = json.loads(next((tmp_path / "results" / "records" / "knn").glob("*.json")).read_text())
     assert on_disk["metrics"]["pca_points"] == pts
     table = frames(summary.records)["pca_points"]

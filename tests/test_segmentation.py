@@ -285,8 +285,8 @@ def test_ade20k_layout_folder_through_runner_and_report(tmp_path):
         unregister_encoder("test-seg-mean-colour")
     assert not summary.failures, summary.failures
     record = summary.records[0]
-    m = record["metrics"]
-    assert record["config"] == dataclasses.asdict(SegConfig(batch_size=8, train_size=16, epochs=15,
+    m = record.metrics
+    assert record.config == dataclasses.asdict(SegConfig(batch_size=8, train_size=16, epochs=15,
                                                              train_batch_size=4, lr=3e-2))
     assert m["num_images"] == 6 and m["train_images"] == 16 and m["num_classes"] == 150
     # three colour-coded classes; the other 147 ADE20K ids never occur and are excluded (NaN), not counted as 0

@@ -333,12 +333,12 @@ def test_degenerate_encoders_report_na_through_the_runner(tmp_path, monkeypatch,
     assert not summary.failures, summary.failures
     assert len(summary.records) == 4
     for r in summary.records:
-        m = r["metrics"]
-        why = "constant" if r["encoder"] == "test-constant" else "NaN/inf"
-        metrics = ["probe_top1", "probe_top1_sklearn"] if r["task"] == "probe" else ["knn_top1_k10", "silhouette",
+        m = r.metrics
+        why = "constant" if r.encoder == "test-constant" else "NaN/inf"
+        metrics = ["probe_top1", "probe_top1_sklearn"] if r.task == "probe" else ["knn_top1_k10", "silhouette",
                                                                                        "variance_ratio"]
         for key in metrics:
-            assert m[key] is None and why in m["unavailable"][key], (r["encoder"], key, m)
+            assert m[key] is None and why in m["unavailable"][key], (r.encoder, key, m)
 
 
 def test_tasks_run_and_refuse_train_split_as_eval(tmp_path, monkeypatch):
@@ -351,7 +351,7 @@ def test_tasks_run_and_refuse_train_split_as_eval(tmp_path, monkeypatch):
                                         "knn": {"train_size": 100, "figure_dir": str(tmp_path / "fig")}})
         summary = run_matrix(cfg, log=lambda m: None)
         assert not summary.failures, summary.failures
-        probe, knn = (next(r["metrics"] for r in summary.records if r["task"] == t) for t in ("probe", "knn"))
+        probe, knn = (next(r.metrics for r in summary.records if r.task == t) for t in ("probe", "knn"))
         assert 0.0 <= probe["probe_top1"] <= 100.0 and probe["probe_top1_sklearn"] is not None
         assert probe["num_train"] == 100 and probe["num_test"] == 40 and probe["probe_fit_s"] > 0
         assert knn["features_cached"]  # the knn task reused the probe task's features

@@ -174,7 +174,7 @@ def run_cells(name, tmp_path, monkeypatch):
                     batch_size=8, task_overrides=TINY_TASKS)
     summary = run_matrix(cfg, log=lambda m: None)
     assert not summary.failures, summary.failures
-    return {r["task"]: r["metrics"] for r in summary.records}
+    return {r.task: r.metrics for r in summary.records}
 
 
 def check_cells(m):
@@ -194,7 +194,7 @@ def test_a_diffusers_folder_runs_every_task_through_the_runner(tmp_path, monkeyp
     name = f"diffusers:{tmp_path / 'ae'}"
     check_cells(run_cells(name, tmp_path, monkeypatch))
     # a name holding a path is one record file per cell, which the reports find
-    assert sorted(r["task"] for r in load_records(tmp_path / "res") if r["encoder"] == name) == sorted(ALL_TASKS)
+    assert sorted(r.task for r in load_records(tmp_path / "res") if r.encoder == name) == sorted(ALL_TASKS)
 
 
 @pytest.mark.parametrize("cls", [c for c in CONFIGS if c != "AutoencoderKL"])
@@ -290,7 +290,7 @@ def test_evaluate_on_a_module_gives_the_numbers_of_the_same_model_registered_by_
     try:
         cfg = RunConfig(encoders=("zoo-tiny-ae",), tasks=tasks, data=DataConfig(size=16), batch_size=8,
                         results_dir=str(tmp_path / "b"), task_overrides=settings)
-        by_name = {r["task"]: r["metrics"] for r in run_matrix(cfg, log=lambda m: None).records}
+        by_name = {r.task: r.metrics for r in run_matrix(cfg, log=lambda m: None).records}
     finally:
         unregister_encoder("zoo-tiny-ae")
     values = {(t, k): v for t, k, v in zip(df["task"], df["metric"], df["value"]) if v == v}  # NaN: n/a
@@ -391,7 +391,7 @@ def test_readme_quotes_the_zoo_part_of_svgbench_list(capsys):
 
 
 def test_patch_size_follows_the_latent_grid():
-    from svgbench.tasks.generation import patch_for_grid
+    from svgbench.diffusion.store import patch_for_grid
 
     # SD-VAE / FLUX at 256 px (32 cells): patch 2 as SiT-XL/2; SVG, VA-VAE, RAE (16), DC-AE (8), 64 px tiny (8): 1
     assert [patch_for_grid(s) for s in (32, 16, 8, 64, 24)] == [2, 1, 1, 4, 2]

@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from ..records import feature_network_prefix, finite_number as _num
+from ..records import Record, feature_network_prefix, finite_number as _num
 from ..tasks import get_task
 
 
@@ -20,7 +20,7 @@ def spec_of(task: str):
         return None
 
 
-def metric_title(spec, metric, record: dict | None) -> str:
+def metric_title(spec, metric, record: Record | None) -> str:
     """A metric's column title; network metrics are titled after the record's feature network."""
     if metric.network and record is not None:
         return f"{feature_network_prefix(record)}-{metric.title}"
@@ -41,10 +41,10 @@ def fmt_value(value, fmt: str) -> str:
 CI_PARTS = ("ci_low", "ci_high", "n")  # the interval columns that follow a metric with one: "<title> ci_low", ...
 
 
-def put_metric(row: dict, title: str, key: str, record: dict, intervals: bool) -> None:
+def put_metric(row: dict, title: str, key: str, record: Record, intervals: bool) -> None:
     """row[title] = the record's value of `key`; with `intervals`, its interval columns after it."""
-    row[title] = record["metrics"].get(key)
-    ci = (record["metrics"].get("ci") or {}).get(key)
+    row[title] = record.metrics.get(key)
+    ci = (record.metrics.get("ci") or {}).get(key)
     if intervals and ci and row[title] is not None:
         for part in CI_PARTS:
             row[f"{title} {part}"] = ci.get(part)

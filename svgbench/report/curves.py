@@ -4,20 +4,21 @@ timings, the FID-vs-training-steps curve, the kNN PCA points and the sample stri
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import pandas as pd
 
-from ..records import feature_network_prefix, finite_number as _num, latest_records, steps_label
+from ..records import Record, Results, feature_network_prefix, finite_number as _num, steps_label
 from ..tasks import get_task
 from .common import intervals_next_to_values, point_ci, row_names
 
 
-def sampling_curve_table(records: list[dict], task: str = "sampling") -> pd.DataFrame:
+def sampling_curve_table(records: Results | Iterable[Record], task: str = "sampling") -> pd.DataFrame:
     """Long form of every sampling curve: encoder, data, metric, method, steps, nfe, fid, sample/decode s per image."""
     rows = []
-    for (enc, data), r in latest_records(records, task).items():
+    for (enc, data), r in Results.of(records).latest(task).items():
         metric = f"{feature_network_prefix(r)}-FID"
-        for c in r["metrics"].get("curve") or []:
+        for c in r.metrics.get("curve") or []:
             rows.append({"encoder": enc, "data": data, "metric": metric, "method": c.get("method"),
                          "steps": c.get("steps"), "nfe": c.get("nfe"), "fid": _num(c.get("fid")),
                          "ci_low": _num(c.get("ci_low")), "ci_high": _num(c.get("ci_high")),
@@ -29,26 +30,26 @@ def sampling_curve_table(records: list[dict], task: str = "sampling") -> pd.Data
     return pd.DataFrame(rows, columns=cols)
 
 
-def curve_frame(records: list[dict], task: str,
+def curve_frame(records: Results | Iterable[Record], task: str,
                 intervals: bool = True) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
     """The pivot of a curve task: rows (encoder, data, series value), one column per x value, each followed by
     its interval columns where the points carry one; n/a items."""
     spec = get_task(task)
     c = spec.curve
     why_missing = spec.missing_reason_fn()
-    latest = latest_records(records, task)
+    latest = Results.of(records).latest(task)
     keys = list(latest)
     names = row_names(keys)
     xs_all = set()
     for r in latest.values():
-        xs_all |= set((r.get("config") or {}).get(c.x) or [])
-        xs_all |= {p[c.x] for p in r["metrics"].get(c.key) or [] if _num(p.get(c.x)) is not None}
+        xs_all |= set((r.config or {}).get(c.x) or [])
+        xs_all |= {p[c.x] for p in r.metrics.get(c.key) or [] if _num(p.get(c.x)) is not None}
     xs_all = sorted(xs_all)
     count_metrics = [m for m in spec.table_metrics()]
     rows, missing = [], {}
     for k in keys:
         r = latest[k]
-        cfg, m = r.get("config") or {}, r["metrics"]
+        cfg, m = r.config or {}, r.metrics
         points = m.get(c.key) or []
         series = list(cfg.get(f"{c.series}s") or []) or sorted({p[c.series] for p in points})
         by = {(p.get(c.series), p.get(c.x)): p for p in points}
@@ -81,17 +82,17 @@ def curve_frame(records: list[dict], task: str,
     return intervals_next_to_values(pd.DataFrame(rows)), na
 
 
-def curve_table(records: list[dict], task: str = "sampling") -> pd.DataFrame:
+def curve_table(records: Results | Iterable[Record], task: str = "sampling") -> pd.DataFrame:
     """Rows (encoder, data, series), one column per x value (sampling: FID under the row's `metric` per sampler
     step count; judge-FID on shapes). Timings are not here: they go to efficiency."""
     return curve_frame(records, task)[0]
 
 
-def sampling_table(records: list[dict]) -> pd.DataFrame:
+def sampling_table(records: Results | Iterable[Record]) -> pd.DataFrame:
     return curve_table(records, "sampling")
 
 
-def curve_timings(records: list[dict], task: str = "sampling") -> pd.DataFrame:
+def curve_timings(records: Results | Iterable[Record], task: str = "sampling") -> pd.DataFrame:
     """task, encoder, data, measure, value rows: seconds per image of each (method, steps) sampling run."""
     curve = sampling_curve_table(records, task)
     rows = []
@@ -105,21 +106,19 @@ def curve_timings(records: list[dict], task: str = "sampling") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", "encoder", "data", "measure", "value"])
 
 
-def statistics_timings(records: list[dict]) -> pd.DataFrame:
+def statistics_timings(records: Results | Iterable[Record]) -> pd.DataFrame:
     """task, encoder, data, measure, value rows: the seconds each cell spent on its intervals (`stats_s`)."""
     rows = []
-    for task in dict.fromkeys(r["task"] for r in records):
-        for (enc, data), r in latest_records(records, task).items():
-            if _num(r["metrics"].get("stats_s")) is not None:
-                rows.append({"task": task, "encoder": enc, "data": data, "measure": "statistics (intervals) s",
-                             "value": r["metrics"]["stats_s"]})
+    for task, (enc, data), r in Results.of(records).rows():
+        if _num(r.metrics.get("stats_s")) is not None:
+            rows.append({"task": task, "encoder": enc, "data": data, "measure": "statistics (intervals) s",
+                         "value": r.metrics["stats_s"]})
     return pd.DataFrame(rows, columns=["task", "encoder", "data", "measure", "value"])
 
 
-def statistics_share(records: list[dict], stats: pd.DataFrame) -> list[str]:
+def statistics_share(records: Results | Iterable[Record], stats: pd.DataFrame) -> list[str]:
     """One line: the seconds all cells spent on intervals against their total wall time."""
-    walls = [r.get("wall_s") for recs in (latest_records(records, t) for t in dict.fromkeys(r["task"] for r in records))
-             for r in recs.values() if _num(r.get("wall_s")) is not None]
+    walls = [r.wall_s for r in Results.of(records).newest() if _num(r.wall_s) is not None]
     total, spent = float(sum(walls)), float(stats["value"].sum()) if not stats.empty else 0.0
     if total <= 0:
         return []
@@ -128,13 +127,13 @@ def statistics_share(records: list[dict], stats: pd.DataFrame) -> list[str]:
                 f"(+{100 * spent / max(total - spent, 1e-9):.1f}% with them)."]
 
 
-def fid_curve_table(records: list[dict]) -> pd.DataFrame:
+def fid_curve_table(records: Results | Iterable[Record]) -> pd.DataFrame:
     """encoder, data, metric, step, fid, ci_low, ci_high: each generation record's FID along diffusion training
     (curve points are [step, fid] or [step, fid, ci_low, ci_high])."""
     rows = []
-    for (enc, data), r in latest_records(records, "generation").items():
+    for (enc, data), r in Results.of(records).latest("generation").items():
         metric = f"{feature_network_prefix(r)}-FID"
-        for point in r["metrics"].get("fid_curve") or []:
+        for point in r.metrics.get("fid_curve") or []:
             if len(point) >= 2 and _num(point[1]) is not None:
                 lo, hi = (point[2], point[3]) if len(point) >= 4 else (None, None)
                 rows.append({"encoder": enc, "data": data, "metric": metric, "step": point[0], "fid": point[1],
@@ -142,11 +141,11 @@ def fid_curve_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["encoder", "data", "metric", "step", "fid", "ci_low", "ci_high"])
 
 
-def pca_points_table(records: list[dict]) -> pd.DataFrame:
+def pca_points_table(records: Results | Iterable[Record]) -> pd.DataFrame:
     """encoder, data, x, y, label, class, explained_variance: the knn task's 2-D PCA points of each encoder."""
     rows = []
-    for (enc, data), r in latest_records(records, "knn").items():
-        pts = r["metrics"].get("pca_points") or {}
+    for (enc, data), r in Results.of(records).latest("knn").items():
+        pts = r.metrics.get("pca_points") or {}
         xy, labels = pts.get("xy") or [], pts.get("labels")
         classes = pts.get("classes") or []
         for i, p in enumerate(xy):
@@ -157,13 +156,13 @@ def pca_points_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["encoder", "data", "x", "y", "label", "class", "explained_variance"])
 
 
-def samples_table(records: list[dict]) -> pd.DataFrame:
+def samples_table(records: Results | Iterable[Record]) -> pd.DataFrame:
     """encoder, data, metric, fid, png_base64, classes: each generation record's strip of scored samples."""
     rows = []
-    for (enc, data), r in latest_records(records, "generation").items():
-        strip = r["metrics"].get("samples") or {}
+    for (enc, data), r in Results.of(records).latest("generation").items():
+        strip = r.metrics.get("samples") or {}
         if strip.get("png_base64"):
             rows.append({"encoder": enc, "data": data, "metric": f"{feature_network_prefix(r)}-FID",
-                         "fid": r["metrics"].get("fid"), "png_base64": strip["png_base64"],
+                         "fid": r.metrics.get("fid"), "png_base64": strip["png_base64"],
                          "classes": list(strip.get("classes") or [])})
     return pd.DataFrame(rows, columns=["encoder", "data", "metric", "fid", "png_base64", "classes"])

@@ -4,12 +4,13 @@ model, the scorecard, the findings and summary, and the plots."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
 
 from ..checkpoints import atomic_write_bytes
 from ..efficiency import cost_lines
-from ..records import latest_records, load_records, mark_stale
+from ..records import Record, Results
 from ..tasks import get_task, list_tasks
 from .common import NOTE, dumps_json, fmt_value, json_rows, reason_lines, spec_of
 from .curves import (curve_frame, curve_timings, fid_curve_table, pca_points_table, samples_table,
@@ -18,15 +19,16 @@ from .scorecard import published_table, scorecard_table, write_scorecard
 from .tables import interval_notes, task_table, timing_titles, to_markdown, unavailable_lines
 
 
-def frames(records: list[dict]) -> dict[str, pd.DataFrame]:
-    """Every frame the plots and the notebook use, from the records."""
-    return {"scorecard": scorecard_table(records), "published": published_table(),
-            "sampling": sampling_table(records), "sampling_curve": sampling_curve_table(records),
-            "fid_curve": fid_curve_table(records), "pca_points": pca_points_table(records),
-            "samples": samples_table(records)}
+def frames(records: Results | Iterable[Record]) -> dict[str, pd.DataFrame]:
+    """Every frame the plots and the notebook use, from the records (e.g. `load_records(...)`, or a `Results`)."""
+    results = Results.of(records)
+    return {"scorecard": scorecard_table(results), "published": published_table(),
+            "sampling": sampling_table(results), "sampling_curve": sampling_curve_table(results),
+            "fid_curve": fid_curve_table(results), "pca_points": pca_points_table(results),
+            "samples": samples_table(results)}
 
 
-def write_reports(results_dir: str | Path = "results", records: list[dict] | None = None,
+def write_reports(results_dir: str | Path = "results", records: Results | Iterable[Record] | None = None,
                   plots: bool = True, intervals: bool = True) -> dict[str, Path]:
     """Rebuild every task table, the scorecard and (with `plots`) the figures from the records; returns
     name -> markdown path (tasks, "scorecard").
@@ -38,23 +40,25 @@ def write_reports(results_dir: str | Path = "results", records: list[dict] | Non
     written once under the table; results/findings.md checks the paper's claims from the same records.
     """
     results_dir = Path(results_dir)
-    records = load_records(results_dir) if records is None else records
-    # a record of another task version than this code's is labelled "(stale)" in every table (records.latest_records)
-    mark_stale(records, {t: get_task(t).version for t in list_tasks()}, legacy=False)
+    # one Results for every part below: each cell's newest record is found once. A record of another task version
+    # than this code's is labelled "(stale)" in every table (records.Results.latest)
+    versions = {t: get_task(t).version for t in list_tasks()}
+    results = (Results.load(results_dir, versions, legacy=False) if records is None
+               else Results(records, versions, legacy=False))
     out, timing_frames = {}, []
-    for task in sorted({r["task"] for r in records}):
+    for task in results.tasks():
         spec = spec_of(task)
         note = [spec.note, ""] if spec is not None and spec.note else []
         if spec is not None and spec.curve is not None:
-            df, na = curve_frame(records, task, intervals)
-            t = curve_timings(records, task)
+            df, na = curve_frame(results, task, intervals)
+            t = curve_timings(results, task)
             if not t.empty:
                 timing_frames.append(t)
             md = [f"# {task}", "", NOTE, "", *note, to_markdown(df, task), ""]
-            md += interval_notes(records, task) if intervals else []
+            md += interval_notes(results, task) if intervals else []
             md += reason_lines(na)
         else:
-            full = task_table(records, task, intervals=intervals)
+            full = task_table(results, task, intervals=intervals)
             timing = [c for c in full.columns if c in timing_titles(task)]
             df = full.drop(columns=timing)
             if timing:
@@ -62,37 +66,36 @@ def write_reports(results_dir: str | Path = "results", records: list[dict] | Non
                 t.insert(0, "task", task)
                 timing_frames.append(t)
             md = [f"# {task}", "", NOTE, "", *note, to_markdown(df, task), ""]
-            md += interval_notes(records, task) if intervals else []
-            md += unavailable_lines(records, task)
+            md += interval_notes(results, task) if intervals else []
+            md += unavailable_lines(results, task)
         md_path = results_dir / f"{task}.md"
         atomic_write_bytes(md_path, ("\n".join(md).rstrip() + "\n").encode())
         atomic_write_bytes(results_dir / f"{task}.csv", df.to_csv(index=False).encode())
         atomic_write_bytes(results_dir / f"{task}.json", dumps_json(json_rows(df)))
         out[task] = md_path
-    stats = statistics_timings(records)
+    stats = statistics_timings(results)
     if not stats.empty:
         timing_frames.append(stats)
     if timing_frames:
         eff = pd.concat(timing_frames, ignore_index=True)
-        devices = sorted({r.get("device_name", r.get("device", "?")) for r in records})
+        devices = sorted({r.device_name for r in results})
         lines = ["# efficiency", "", f"Wall-clock measures, on: {'; '.join(devices)}. They vary from run to run.", "",
                  "| task | encoder | data | measure | value |", "|---|---|---|---|---|"]
         lines += [f"| {r.task} | {r.encoder} | {r.data} | {r.measure} | {fmt_value(r.value, '{:.4g}')} |"
                   for r in eff.itertuples()]
-        lines += statistics_share(records, stats)
-        newest = [r for t in dict.fromkeys(r["task"] for r in records) for r in latest_records(records, t).values()]
-        lines += cost_lines(newest)  # each cell's cost model (svgbench.efficiency)
+        lines += statistics_share(results, stats)
+        lines += cost_lines(results)  # each cell's cost model (svgbench.efficiency), of each row's newest record
         atomic_write_bytes(results_dir / "efficiency.md", ("\n".join(lines) + "\n").encode())
         atomic_write_bytes(results_dir / "efficiency.csv", eff.to_csv(index=False).encode())
-    if records:
-        out["scorecard"] = write_scorecard(results_dir, records, intervals=intervals)
+    if results:
+        out["scorecard"] = write_scorecard(results_dir, results, intervals=intervals)
         if intervals:
             from ..findings import write_findings, write_summary
 
-            out["findings"] = write_findings(results_dir, records)
-            out["summary"] = write_summary(results_dir, records, scorecard_table(records))
+            out["findings"] = write_findings(results_dir, results)
+            out["summary"] = write_summary(results_dir, results, scorecard_table(results))
         if plots:
             from ..plots import write_plots
 
-            write_plots(results_dir, frames(records))
+            write_plots(results_dir, frames(results))
     return out

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
 
 from ..checkpoints import atomic_write_bytes
-from ..records import feature_network_prefix, finite_number as _num, latest_records
+from ..records import Record, Results, feature_network_prefix, finite_number as _num
 from ..tasks import get_task, list_tasks
 from .common import (CI_PARTS, ID_COLUMNS, curve_headline_title, dumps_json, intervals_next_to_values, json_rows,
                      point_ci, reason_lines, row_names, spec_of)
@@ -48,11 +49,12 @@ def _missing_reason(task: str, spec: dict | None) -> str:
     return f"no `{task}` record"
 
 
-def scorecard_frame(records: list[dict],
+def scorecard_frame(records: Results | Iterable[Record],
                     intervals: bool = True) -> tuple[pd.DataFrame, list[tuple[str, str, str]], list[str]]:
     """-> (measured rows, n/a items (row name, column, reason), notes on mixed weights)."""
+    results = Results.of(records)
     specs = _scorecard_tasks()
-    tasks = {t.name: latest_records(records, t.name) for t in specs}
+    tasks = {t.name: results.latest(t.name) for t in specs}
     keys = sorted({k for per in tasks.values() for k in per}, key=lambda k: (k[1], k[0]))
     names = row_names(keys)
     network_tasks = [t.name for t in specs if any(m.network for m in t.metrics) or t.curve is not None]
@@ -65,17 +67,17 @@ def scorecard_frame(records: list[dict],
     rows, na, mixed = [], [], []
     for k in keys:
         recs = [per[k] for per in tasks.values() if k in per]
-        spec = recs[0]["spec"]
+        spec = recs[0].spec
         row = {"kind": "measured", "encoder": k[0], "data": k[1], "weights": spec.get("weights")}
-        hashes = sorted({r.get("weights_hash") for r in recs if r.get("weights_hash")})
+        hashes = sorted({r.weights_hash for r in recs if r.weights_hash})
         if len(hashes) > 1:
             mixed.append(f"- {names[k]}: its task records come from {len(hashes)} weight versions "
                          f"({', '.join(hashes)})")
 
         def put(task, key, title, rec, row=row, spec=spec, name=names[k]):
-            value = None if rec is None else _num(rec["metrics"].get(key))
+            value = None if rec is None else _num(rec.metrics.get(key))
             row[title] = value
-            ci = None if rec is None or value is None else (rec["metrics"].get("ci") or {}).get(key)
+            ci = None if rec is None or value is None else (rec.metrics.get("ci") or {}).get(key)
             if intervals and ci:
                 for part in CI_PARTS:
                     row[f"{title} {part}"] = ci.get(part)
@@ -83,7 +85,7 @@ def scorecard_frame(records: list[dict],
                 if rec is None:
                     why = _missing_reason(task, spec)
                 else:
-                    why = (rec["metrics"].get("unavailable") or {}).get(key) or f"`{task}` reported no {key}"
+                    why = (rec.metrics.get("unavailable") or {}).get(key) or f"`{task}` reported no {key}"
                 na.append((name, title, why))
 
         for t in specs:  # plain headline metrics first, in registry order
@@ -129,7 +131,7 @@ def _curve_headline(t, rec, nets, prefix, row, na, name, spec, intervals: bool =
             continue
         # the point the task's config fixed before the run (sampling: `headline`), never the best of the
         # points: a minimum over points would flatter the winner
-        m = rec["metrics"]
+        m = rec.metrics
         head = m.get("headline") if isinstance(m.get("headline"), dict) else {}
         if head.get(c.series) is None or head.get(c.x) is None:
             na.append((name, col, (m.get("unavailable") or {}).get(c.value) or head.get("missing")
@@ -149,13 +151,13 @@ def _curve_headline(t, rec, nets, prefix, row, na, name, spec, intervals: bool =
         row[at] = f"{point[c.series]}, {c.x_title(point[c.x])} (fixed in advance)"
 
 
-def scorecard_table(records: list[dict]) -> pd.DataFrame:
+def scorecard_table(records: Results | Iterable[Record]) -> pd.DataFrame:
     """Measured rows (kind="measured"): one per (encoder, dataset), the headline metric of each task, as numbers
     (None where n/a; `scorecard_unavailable` says why)."""
     return scorecard_frame(records)[0]
 
 
-def scorecard_unavailable(records: list[dict]) -> list[dict]:
+def scorecard_unavailable(records: Results | Iterable[Record]) -> list[dict]:
     """Every n/a cell of `scorecard_table`: {"row", "column", "reason"}."""
     return [{"row": r, "column": c, "reason": why} for r, c, why in scorecard_frame(records)[1]]
 
@@ -209,11 +211,11 @@ def _published_markdown(pub: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
-def write_scorecard(results_dir: str | Path, records: list[dict], published: pd.DataFrame | None = None,
+def write_scorecard(results_dir: str | Path, records: Results | Iterable[Record], published: pd.DataFrame | None = None,
                     intervals: bool = True) -> Path:
     """results/scorecard.{md,csv,json}: measured rows, their n/a reasons, and the published figures apart."""
-    results_dir = Path(results_dir)
-    df, na, mixed = scorecard_frame(records, intervals)
+    results_dir, results = Path(results_dir), Results.of(records)
+    df, na, mixed = scorecard_frame(results, intervals)
     pub = published_table() if published is None else published
     fmts = scorecard_formats()
     md = ["# scorecard", "", SCORECARD_NOTE, "", "## Measured (kind=measured)", ""]
@@ -223,7 +225,7 @@ def write_scorecard(results_dir: str | Path, records: list[dict], published: pd.
         md += [to_markdown(df.drop(columns=["kind"]), "scorecard", formats=fmts), ""]
         heads = {(t.name, m.key) for t in _scorecard_tasks() for m in t.headline_metrics()}
         heads |= {(t.name, t.curve.value) for t in _scorecard_tasks() if t.curve is not None}
-        md += interval_notes(records, keys=heads) if intervals else []
+        md += interval_notes(results, keys=heads) if intervals else []
         md += reason_lines(na) + mixed
         md += [""]
     md += _published_markdown(pub)

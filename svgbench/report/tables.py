@@ -3,36 +3,39 @@ markdown form, the interval notes (method and measured level, once under a table
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import pandas as pd
 
-from ..records import data_label as _data_label, feature_network_prefix, finite_number as _num, latest_records
+from ..records import Record, Results, data_label as _data_label, feature_network_prefix, finite_number as _num
 from .common import (ID_COLUMNS, curve_headline_title, fmt_value, intervals_next_to_values, metric_title, point_ci,
                      put_metric, reason_lines, row_names, spec_of)
 from .curves import curve_table
 
 
-def task_table(records: list[dict], task: str, intervals: bool = True) -> pd.DataFrame:
+def task_table(records: Results | Iterable[Record], task: str, intervals: bool = True) -> pd.DataFrame:
     """One row per (encoder, dataset) from the newest record of each; values as numbers, with `intervals` each
     metric that has one followed by "<title> ci_low", "<title> ci_high", "<title> n". For a task with a curve
     (`sampling`): the pivot of `curve_table`."""
+    results = Results.of(records)
     spec = spec_of(task)
     if spec is not None and spec.curve is not None:
-        return curve_table(records, task)
+        return curve_table(results, task)
     extra = spec.extra_columns_fn() if spec is not None else None
     rows = []
-    latest = latest_records(records, task)
+    latest = results.latest(task)
     metrics = [m for m in (spec.metrics if spec is not None else ())
-               if not m.optional or any(m.key in r["metrics"] for r in latest.values())]
+               if not m.optional or any(m.key in r.metrics for r in latest.values())]
     for r in latest.values():  # sorted by data, then encoder
-        rspec = r["spec"]
-        row = {"encoder": r["encoder"], "data": _data_label(r["data"]),
+        rspec = r.spec
+        row = {"encoder": r.encoder, "data": _data_label(r.data),
                "latent": "x".join(str(s) for s in rspec["latent_shape"]), "weights": rspec["weights"]}
         for m in metrics:
             put_metric(row, metric_title(spec, m, r), m.key, r, intervals)
         if extra is not None:
             row.update(extra(r))
         if spec is None or not spec.metrics:
-            row.update({k: v for k, v in r["metrics"].items() if isinstance(v, (int, float))})
+            row.update({k: v for k, v in r.metrics.items() if isinstance(v, (int, float))})
         rows.append(row)
     return intervals_next_to_values(pd.DataFrame(rows))
 
@@ -104,31 +107,32 @@ def _interval_how(level, method) -> str:
     return f"{round(100 * float(0.95 if level is None else level))}% interval, {method or '?'}"
 
 
-def interval_notes(records: list[dict], task: str | None = None, keys: set[str] | None = None) -> list[str]:
+def interval_notes(records: Results | Iterable[Record], task: str | None = None,
+                   keys: set[str] | None = None) -> list[str]:
     """One line per (metric, method, level) of the intervals in the records of `task` (all tasks: None), the
     points of a curve task included. keys: only these (task, metric key); a curve's key is its value's."""
     seen = {}
 
-    def add(how: str, what: str, r: dict) -> None:
-        seen.setdefault(how, set()).add(what if task is not None else f"{r['task']} {what}")
+    def add(how: str, what: str, r: Record) -> None:
+        seen.setdefault(how, set()).add(what if task is not None else f"{r.task} {what}")
 
-    for r in records:
-        if task is not None and r["task"] != task:
+    for r in records:  # every record, not only the newest: an interval method any of them used is named
+        if task is not None and r.task != task:
             continue
-        spec = spec_of(r["task"])
-        for key, ci in (r["metrics"].get("ci") or {}).items():
-            if keys is not None and (r["task"], key) not in keys:
+        spec = spec_of(r.task)
+        for key, ci in (r.metrics.get("ci") or {}).items():
+            if keys is not None and (r.task, key) not in keys:
                 continue
             m = spec.metric(key) if spec is not None else None
             how = _interval_how(ci.get("level"), ci.get("method"))
             add(how + (f" ({m.uncertainty})" if m is not None and m.uncertainty else ""),
                 m.title if m is not None else key, r)
         c = spec.curve if spec is not None else None
-        if c is None or (keys is not None and (r["task"], c.value) not in keys):
+        if c is None or (keys is not None and (r.task, c.value) not in keys):
             continue
         what = (f"{c.value_title} at each {c.x_unit} count" if task is not None
                 else curve_headline_title(c, feature_network_prefix(r)))
-        for point in r["metrics"].get(c.key) or []:
+        for point in r.metrics.get(c.key) or []:
             if point_ci(point, ""):
                 how = _interval_how(point.get("level"), point.get("method_ci"))
                 add(how + (f" ({c.uncertainty})" if c.uncertainty else ""), what, r)
@@ -136,14 +140,14 @@ def interval_notes(records: list[dict], task: str | None = None, keys: set[str] 
             sorted(seen.items())]
 
 
-def unavailable_lines(records: list[dict], task: str) -> list[str]:
+def unavailable_lines(records: Results | Iterable[Record], task: str) -> list[str]:
     """The n/a reasons of `task`'s table, one line per reason naming the rows and metrics it applies to."""
-    latest = latest_records(records, task)
+    latest = Results.of(records).latest(task)
     names = row_names(latest)
     spec = spec_of(task)
     items = []
     for k, r in latest.items():
-        for metric, why in (r["metrics"].get("unavailable") or {}).items():
+        for metric, why in (r.metrics.get("unavailable") or {}).items():
             m = spec.metric(metric) if spec is not None else None
             items.append((names[k], m.title if m is not None else metric, why))
     return reason_lines(items)

@@ -456,21 +456,22 @@ def sampling_efficiency(model, sampler, batch: int, sample_s_per_image: float, d
 # sampling and scoring
 # ---------------------------------------------------------------------------------------------
 
-def steps_to_fid_columns(record: dict) -> dict:
+def steps_to_fid_columns(record) -> dict:
     """The generation table's training-efficiency columns: steps to reach each FID level ("> N": not within the
     N-step curve)."""
     from ..records import feature_network_prefix
 
-    m = record["metrics"]
+    m = record.metrics
     curve = m.get("fid_curve") or []
     return {f"steps to {feature_network_prefix(record)}-FID <= {target}": (
         step if step is not None else (f"> {curve[-1][0]}" if curve else None))
         for target, step in (m.get("steps_to_fid") or {}).items()}
 
 
-def sampling_missing_reason(record: dict, method: str, steps: int) -> str | None:
-    """Why the sampling table has no value for (method, steps) of `record`, where the task knows."""
-    heun_max = (record.get("config") or {}).get("heun_max_steps")
+def sampling_missing_reason(record, method: str, steps: int) -> str | None:
+    """Why the sampling table has no value for (method, steps) of `record` (a `records.Record`), where the task
+    knows."""
+    heun_max = (record.config or {}).get("heun_max_steps")
     if method == "heun" and heun_max is not None and steps > heun_max:
         return f"Heun (2 model evaluations a step) runs up to {heun_max} steps"
     return None
