@@ -214,6 +214,11 @@ class Results:
     """
 
     def __init__(self, records: Iterable[Record] = (), versions: dict[str, int] | None = None, legacy: bool = True):
+        records = list(records)
+        wrong = next((r for r in records if not isinstance(r, Record)), None)
+        if wrong is not None:  # e.g. a dict from before records were typed: say the fix, not an AttributeError later
+            raise TypeError(f"Results takes Record objects (load_records and read_record give them), not "
+                            f"{type(wrong).__name__}: Record.from_dict(d) makes one from a record's dict")
         self.records = sorted(records, key=lambda r: r.finished or 0.0)  # stable: a run's order among ties
         if versions is not None:
             mark_stale(self.records, versions, legacy)

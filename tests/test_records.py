@@ -261,6 +261,8 @@ def test_results_take_the_newest_record_of_a_cell_whatever_the_file_names(tmp_pa
         assert data_key(results.cell("probe", "tiny-ssl", "d")) == "d"
     same = Results.load(tmp_path)
     assert Results.of(same) is same
+    with pytest.raises(TypeError, match=r"not dict: Record.from_dict\(d\) makes one"):
+        Results.of([recs[0].as_dict()])
 
 
 def test_results_name_and_flag_stale_rows():
