@@ -15,8 +15,8 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def load_plugin(spec: str) -> None:
-    """Import a user file or module that registers encoders, tasks or datasets (register_encoder / register_task /
-    register_dataset calls at import)."""
+    """Import a user file or module that registers encoders, tasks, datasets or findings (register_encoder /
+    register_task / register_dataset / register_finding calls at import)."""
     from .errors import UserError
 
     path = Path(spec)
@@ -581,7 +581,7 @@ def build_parser(run_defaults: dict | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="svgbench", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show the traceback of input errors too (or SVGBENCH_DEBUG=1)")
     p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
-                   help="import a file/module that registers encoders, tasks or datasets (repeatable)")
+                   help="import a file/module that registers encoders, tasks, datasets or findings (repeatable)")
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="list registered encoders and tasks")
