@@ -19,6 +19,8 @@ _API = {
     # tasks
     "register_task": "svgbench.tasks", "MetricSpec": "svgbench.tasks", "CurveSpec": "svgbench.tasks",
     "TaskSpec": "svgbench.tasks", "list_tasks": "svgbench.tasks",
+    # findings: claims checked on the tasks' records
+    "register_finding": "svgbench.tasks", "FindingSpec": "svgbench.tasks", "list_findings": "svgbench.tasks",
     # datasets
     "register_dataset": "svgbench.data", "DatasetSpec": "svgbench.data", "list_datasets": "svgbench.data",
     # running a matrix

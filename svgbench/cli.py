@@ -88,6 +88,12 @@ def cmd_list(args) -> int:
     _print_rows(("dataset", "splits (train)", "labels", "masks", "resolution", "FID network", "source", "what"),
                 [(d.name, f"{', '.join(d.splits) or 'any'} ({d.train_split or '-'})", yn[d.labels], yn[d.masks],
                   d.resolution_policy, d.feature_network, d.source, d.description) for d in dataset_specs()])
+    from .tasks import finding_specs
+
+    print()
+    _print_rows(("finding", "reads", "kind", "source", "claim"),
+                [(f.id, ", ".join(f.reads), "premise" if f.premise else "claim", f.source, f.claim_text())
+                 for f in finding_specs()])
     return 0
 
 
@@ -584,7 +590,7 @@ def build_parser(run_defaults: dict | None = None) -> argparse.ArgumentParser:
                    help="import a file/module that registers encoders, tasks, datasets or findings (repeatable)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("list", help="list registered encoders and tasks")
+    sub.add_parser("list", help="list registered encoders, tasks, datasets and findings")
 
     r = sub.add_parser("run", help="run the encoder x task matrix and write tables under results/")
     _add_run_options(r)

@@ -416,6 +416,11 @@ def test_example_finding_plugin_reaches_findings_md(tmp_path, svgbench_cli):
     md = (res / "findings.md").read_text()
     assert "| X1 | the SSL encoder retrieves its class better than the VAE (kNN top-1) |" in md
     assert "X1" not in list_findings()
+    listed = svgbench_cli("--plugin", example, "list", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    rows = [line.split() for line in listed.stdout.splitlines() if line.split()[:1] in (["F5"], ["X1"])]
+    assert [r[:3] for r in rows] == [["F5", "sampling", "claim"], ["X1", "knn", "claim"]]
+    assert "X1" not in list_findings()
 
 
 def test_entry_point_group(tmp_path, monkeypatch):
