@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "my_encoder.py"
 
 
-@pytest.mark.parametrize("example", ["my_encoder.py", "my_task.py"])
+@pytest.mark.parametrize("example", ["my_encoder.py", "my_task.py", "my_finding.py"])
 def test_readme_shows_the_example_file_verbatim_and_short(example):
     text = (ROOT / "examples" / example).read_text()
     assert len(text.splitlines()) < 70
