@@ -16,7 +16,7 @@
     median time, and cold/bare is the median over rounds of bare time / cold time of a bare pass and
     the cold call right after it. Goal: cold >= 0.9x bare.
 (b) FID scoring on the same uint8 images (real: shapes/val, fake: shapes/test) with the shapes judge
-    as feature network: svgbench's `tasks.generation.score` (through `metrics.fidelity`) against
+    as feature network: svgbench's `metrics.generative.score` (through `metrics.fidelity`) against
     `torch_fidelity.calculate_metrics` called directly with the same settings (batch size 64,
     save_cpu_ram, KID subset size); both build the judge extractor on each call. The two alternate;
     the ratio is the median of paired ratios, as in (a). Goal: svgbench <= 1.1x direct, and
@@ -208,7 +208,7 @@ def test_fid_scoring_overhead(benchmark, metrics, device, full, harness_rows):
     import torch_fidelity
 
     from svgbench.metrics.judge import judge_available, register_judge
-    from svgbench.tasks.generation import real_images, score
+    from svgbench.metrics.generative import real_images, score
 
     # the judge ships with svgbench: without it this install is broken, and the benchmark must not pass skipped
     assert judge_available(), "the shapes judge's weights (svgbench/weights/shapes-judge.safetensors) are missing"
@@ -362,7 +362,7 @@ def write_harness_tables(results_dir: Path, rows: list[dict]) -> None:
                 f"| {_num(r['warm_img_per_s'], '{:.0f}')} | {_num(r['warm_over_bare'], '{:.1f}')} |") for r in enc]
         md.append("")
     if fid:
-        what = ("svgbench: `svgbench.tasks.generation.score` (through `metrics.fidelity`); direct: "
+        what = ("svgbench: `svgbench.metrics.generative.score` (through `metrics.fidelity`); direct: "
                 "`torch_fidelity.calculate_metrics` on the same uint8 images with the same extractor (the shapes "
                 "judge) and settings. images: per side (real: shapes/val, fake: shapes/test). "
                 f"Goal: svgbench/direct <= {FID_GOAL}.")

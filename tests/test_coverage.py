@@ -133,8 +133,8 @@ def judge_population() -> Populations:
     import torch
 
     from svgbench.data import DataConfig, build_dataset
+    from svgbench.metrics.generative import real_batches
     from svgbench.metrics.judge import judge_available, load_judge
-    from svgbench.tasks.generation import real_batches
 
     if not judge_available():
         pytest.skip("the shapes judge's weights are not present")

@@ -243,7 +243,7 @@ def test_diffusion_from_store_equals_in_memory(tmp_path):
 
 def test_streamed_reference_features_equal_stacked(judge_file):
     """The reference images stream in batches into the judge: the same features, hence the same FID."""
-    from svgbench.tasks.generation import Scorer, feature_network, real_batches, real_images
+    from svgbench.metrics.generative import Scorer, feature_network, real_batches, real_images
 
     torch.set_num_threads(1)
     ds = build_dataset(DataConfig(size=70))
