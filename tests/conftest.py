@@ -22,6 +22,22 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture
+def fake_distribution(tmp_path, monkeypatch):
+    """install(module, source, group, name, target): an installed package as importlib.metadata finds it (a module
+    and a dist-info whose entry_points.txt puts `name = target` in `group`), on sys.path for the test only."""
+
+    def install(module: str, source: str, group: str, name: str, target: str) -> None:
+        info = tmp_path / f"{module}-0.1.dist-info"
+        info.mkdir()
+        (tmp_path / f"{module}.py").write_text(source)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(f"[{group}]\n{name} = {target}\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+
+    return install
+
+
 @pytest.fixture(scope="session")
 def svgbench_cli():
     """`svgbench ARGS` run in this process: a CompletedProcess with the exit status and the text a shell would

@@ -150,19 +150,11 @@ def test_a_task_gets_na_with_the_reason_where_the_data_lacks_what_it_needs():
     assert _not_applicable_reason(get_task("seg"), enc, RunConfig()) is None
 
 
-def test_entry_point_group(tmp_path, monkeypatch):
+def test_entry_point_group(fake_distribution, monkeypatch):
     """A third-party package registers a dataset through the `svgbench.datasets` entry-point group."""
-    package = {
-        "thirdparty_data.py": "from svgbench.data import DatasetSpec\n"
-                              "SPEC = DatasetSpec('thirdparty-data', lambda cfg: [0, 1, 2], needs_root=False, "
-                              "labels=False)\n",
-        "thirdparty_data-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: thirdparty-data\nVersion: 0.1\n",
-        "thirdparty_data-0.1.dist-info/entry_points.txt": "[svgbench.datasets]\nthirdparty-data = thirdparty_data:SPEC\n",
-    }
-    for rel, text in package.items():
-        (tmp_path / rel).parent.mkdir(exist_ok=True)
-        (tmp_path / rel).write_text(text)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    fake_distribution("thirdparty_data", "from svgbench.data import DatasetSpec\n"
+                      "SPEC = DatasetSpec('thirdparty-data', lambda cfg: [0, 1, 2], needs_root=False, labels=False)\n",
+                      "svgbench.datasets", "thirdparty-data", "thirdparty_data:SPEC")
     monkeypatch.setattr(data_registry.DATASETS, "entry_points_loaded", False)
     try:
         spec = dataset_spec("thirdparty-data")

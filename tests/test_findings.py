@@ -423,25 +423,18 @@ def test_example_finding_plugin_reaches_findings_md(tmp_path, svgbench_cli):
     assert "X1" not in list_findings()
 
 
-def test_entry_point_group(tmp_path, monkeypatch):
+def test_entry_point_group(fake_distribution, monkeypatch):
     """A third-party package registers a finding through the `svgbench.findings` entry-point group."""
     import sys
 
     from svgbench.tasks import registry, unregister_finding
 
-    package = {
-        "thirdparty_finding.py": "from svgbench.tasks import FindingSpec\n"
-                                 "from svgbench.tasks.comparison import finding_row\n"
-                                 "SPEC = FindingSpec('T1', 'a claim', ('probe',), 'thirdparty_finding:check')\n"
-                                 "def check(spec, results, data, roles):\n"
-                                 "    return finding_row(spec, data, reason='read ' + roles['svg'])\n",
-        "thirdparty_finding-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: thirdparty-finding\nVersion: 0.1\n",
-        "thirdparty_finding-0.1.dist-info/entry_points.txt": "[svgbench.findings]\nT1 = thirdparty_finding:SPEC\n",
-    }
-    for rel, text in package.items():
-        (tmp_path / rel).parent.mkdir(exist_ok=True)
-        (tmp_path / rel).write_text(text)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    fake_distribution("thirdparty_finding", "from svgbench.tasks import FindingSpec\n"
+                      "from svgbench.tasks.comparison import finding_row\n"
+                      "SPEC = FindingSpec('T1', 'a claim', ('probe',), 'thirdparty_finding:check')\n"
+                      "def check(spec, results, data, roles):\n"
+                      "    return finding_row(spec, data, reason='read ' + roles['svg'])\n",
+                      "svgbench.findings", "T1", "thirdparty_finding:SPEC")
     monkeypatch.setattr(registry.FINDINGS, "entry_points_loaded", False)
     try:
         assert list_findings()[-1] == "T1"
