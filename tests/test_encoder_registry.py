@@ -105,9 +105,9 @@ def test_factory_must_return_latent_encoder():
         unregister_encoder("test-wrong-type")
 
 
-def test_entry_point_group(tmp_path, monkeypatch):
+def test_entry_point_group(fake_distribution, monkeypatch):
     """A third-party package registers through the `svgbench.encoders` entry-point group."""
-    (tmp_path / "thirdparty_enc.py").write_text(textwrap.dedent("""
+    fake_distribution("thirdparty_enc", textwrap.dedent("""
         from svgbench.encoders import EncoderSpec, LatentEncoder
 
         class Halver(LatentEncoder):
@@ -119,12 +119,7 @@ def test_entry_point_group(tmp_path, monkeypatch):
 
         def make():
             return Halver()
-    """))
-    dist = tmp_path / "thirdparty_enc-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-enc\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[svgbench.encoders]\nthirdparty-halver = thirdparty_enc:make\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    """), "svgbench.encoders", "thirdparty-halver", "thirdparty_enc:make")
     monkeypatch.setattr(registry.ENCODERS, "entry_points_loaded", False)
     try:
         assert "thirdparty-halver" in list_encoders()
