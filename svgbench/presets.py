@@ -52,7 +52,7 @@ RUN_PRESETS: dict[str, dict] = {
             "generation": {"fid_targets": (60, 50, 40), "bf16": _TINY_BF16},
             # the few-step curve where it matters, at 86 of the full grid's 318 model evaluations per sample
             # (74 after the evaluations its points share; 50 where the generation cell ran first, whose first batch
-            # of 256 samples is the Euler 25-step point: tasks.generation.sample_cache): Euler at 1, 2, 4, 8, 16
+            # of 256 samples is the Euler 25-step point: diffusion.generate.sample_cache): Euler at 1, 2, 4, 8, 16
             # and 25 steps (the paper's default sampler, F5's reference), Heun (2 evaluations a step) to 8 steps;
             # 200 samples a point (intervals about 1.1x as wide as at 250; every point of a curve has the same n, so
             # its FIDs share one small-sample bias and compare with each other, not with the generation table's

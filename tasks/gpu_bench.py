@@ -5,7 +5,7 @@ Measures, for SVG-XL's shape (depth 28, width 1152, 16 heads, patch 1, 392 x 16 
 GFLOPs a forward, the same as SiT-XL/2 on SD-VAE latents):
   1. model forwards at batch 64 and 256 in bf16 autocast, TF32 and strict fp32, eager and (bf16, TF32)
      torch.compile'd: seconds, images/s, TFLOP/s, MFU against the device's dense peak for that arithmetic;
-  2. guided sampling through the task path (`svgbench.tasks.generation.make_sampler`: protocol svg-paper-cfg,
+  2. guided sampling through the task path (`svgbench.diffusion.task_sampler.make_sampler`: protocol svg-paper-cfg,
      scale 1.25, the imagenet256 preset's precision `auto` = bf16 autocast + TF32 with an fp32 ODE state),
      eager and compiled, a few Euler steps timed and the rate per step scaled to the protocol's 25 steps;
   3. the FID-50K sampling wall time each sampling row implies (sampling only: decoding and Inception are
@@ -32,7 +32,8 @@ import torch
 from svgbench.diffusion.flops import count_flops, mfu
 from svgbench.diffusion.models import build_model
 from svgbench.diffusion.samplers import noise_for_indices
-from svgbench.tasks.generation import GenerationConfig, make_sampler, tf32_matmuls
+from svgbench.diffusion.task_sampler import make_sampler, tf32_matmuls
+from svgbench.tasks.generation import GenerationConfig
 
 FID_SAMPLES, PROTOCOL, PROTOCOL_STEPS = 50_000, "svg-paper-cfg", 25
 # the arithmetic of each forward row: (autocast dtype, TF32 matmuls)

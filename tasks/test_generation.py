@@ -195,7 +195,10 @@ def test_sampling_speed(benchmark, encoder_name, method, sampler_steps, run_opti
     from svgbench.diffusion.samplers import ODESampler, noise_for_indices
     from svgbench.encoders import create_encoder
     from svgbench.runner import device_name
-    from svgbench.tasks.generation import GenerationConfig, NoDiffusionModel, diffusion_for, num_classes_of
+    from svgbench.data import num_classes_of
+    from svgbench.diffusion.store import NoDiffusionModel
+    from svgbench.tasks.generation import GenerationConfig
+    from svgbench.train.diffusion import diffusion_for
 
     _skip_unless(request, "sampling", encoder_name)
     device = resolve_device(run_options["device"])

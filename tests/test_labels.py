@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from svgbench.diffusion.generate import sample_batches, sample_labels
-from svgbench.tasks.generation import GenerationConfig, make_sampler, precision_fields
+from svgbench.diffusion.task_sampler import make_sampler, precision_fields
+from svgbench.tasks.generation import GenerationConfig
 
 
 def test_balanced_and_random_labels():

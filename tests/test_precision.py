@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from svgbench.tasks.generation import (GenerationConfig, SamplingConfig, make_sampler, precision_fields,
-                                       precision_plan, tf32_matmuls)
+from svgbench.diffusion.task_sampler import make_sampler, precision_fields, precision_plan, tf32_matmuls
+from svgbench.tasks.generation import GenerationConfig, SamplingConfig
 
 
 def test_precision_plans():
@@ -82,7 +82,7 @@ def test_sampler_runs_its_plan_and_the_record_says_so(monkeypatch):
     assert precision_fields(GenerationConfig(compile=True), comp)["compiled"] is True
     assert list(model.state_dict()) == ["lin.weight", "lin.bias", "emb.weight"]
     # the FLOP count runs the eager forward (a compiled one would recompile for the counting batch)
-    from svgbench.tasks.generation import forward_flops
+    from svgbench.diffusion.flops import forward_flops
 
     n = len(compiled_calls)
     assert forward_flops(model, 2, "cpu") > 0 and len(compiled_calls) == n

@@ -87,3 +87,16 @@ def build_dataset(cfg: DataConfig):
     ds = cfg.spec().build(cfg)
     ds.data_config = cfg
     return ds
+
+
+def class_names(dataset) -> list[str]:
+    """The class names of a built dataset, in label order (the procedural shapes' where it names none)."""
+    if getattr(dataset, "classes", None):
+        return [str(c) for c in dataset.classes]
+    from .shapes import SHAPE_CLASSES
+
+    return list(SHAPE_CLASSES)
+
+
+def num_classes_of(dataset) -> int:
+    return len(class_names(dataset))

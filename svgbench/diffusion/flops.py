@@ -2,7 +2,8 @@
 
 FLOPs are what the traced matmuls, convolutions and attention kernels do (2 per multiply-add), not a
 formula: a change to the model changes the count. MFU = achieved FLOP/s / the device's dense peak for the
-arithmetic used (bf16 tensor cores, TF32, or plain fp32).
+arithmetic used (bf16 tensor cores, TF32, or plain fp32). A sampler's cost per image is one forward's FLOPs at
+the sampling batch size times the forwards it runs per batch (`sampling_efficiency`).
 """
 
 from __future__ import annotations
@@ -255,3 +256,42 @@ def processor_name(device: str = "cpu") -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def forward_batches(sampler) -> float:
+    """Model forwards per sampled batch, in units of one forward at the batch size: a guided evaluation runs
+    the 2B batch [cond, uncond], a zero-init step none (the sampler counts them: its guidance schedule)."""
+    return sampler.forward_batches()
+
+
+def forward_flops(model, batch: int, device: str) -> float:
+    """FLOPs of one model forward per image at batch size `batch` (torch's FlopCounterMode): the same for
+    every sampler of the model, so a cell counts it once."""
+    c, h = model.in_channels, model.input_size
+    x = torch.zeros(batch, c, h, h, device=device)
+    t, y = torch.full((batch,), 0.5, device=device), torch.zeros(batch, dtype=torch.long, device=device)
+    eager = getattr(model, "_svgbench_eager_forward", None)
+    compiled = model.forward
+    if eager is not None:  # a compiled forward would recompile for this batch size just to be counted
+        model.forward = eager
+    try:
+        with torch.no_grad():
+            return count_flops(model, x, t, y) / batch
+    finally:
+        if eager is not None:
+            model.forward = compiled
+
+
+def sampling_efficiency(model, sampler, batch: int, sample_s_per_image: float, device: str,
+                        per_forward: float | None = None) -> dict:
+    """{"gflops_per_image", "mfu"}: FLOPs of one model forward at the sampling batch size (`per_forward`, else
+    counted here by `forward_flops`) x forwards per batch, per image; MFU against the device's dense peak for
+    the arithmetic used (None where the peak is unknown, e.g. on a CPU)."""
+    if per_forward is None:
+        per_forward = forward_flops(model, batch, device)
+    per_image = per_forward * forward_batches(sampler)
+    # a TaskSampler switches TF32 on only inside its calls: its own word says whether the run used it
+    prec = "tf32" if getattr(sampler, "tf32", False) and sampler.autocast is None else \
+        precision_of(sampler.autocast, device)
+    util = mfu(per_image, sample_s_per_image, device, prec)
+    return {"gflops_per_image": round(per_image / 1e9, 4), "mfu": None if util is None else round(util, 5)}

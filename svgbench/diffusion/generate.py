@@ -322,6 +322,15 @@ class SampleCache:
                                    "layout": "channels_last" if _channels_last(images) else "contiguous"})
 
 
+def sample_cache():
+    """The decoded-sample cache the generation and sampling cells share (`diffusion.generate.SampleCache`),
+    beside the feature cache: with the embedded preset the sampling cell's Euler 25-step point is the
+    generation cell's first batch, which costs 25 model evaluations a sample."""
+    from ..cache import default_cache_dir
+
+    return SampleCache(default_cache_dir() / "samples")
+
+
 def _channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 

@@ -3,7 +3,8 @@
 A shipped model is one safetensors file under svgbench/weights/diffusion/<encoder>.safetensors: EMA weights
 (fp16), the latent statistics (`stats.mean`, `stats.std`, fp32) and metadata naming the encoder weights it was
 trained on (their hash), its config, latent shape, training step and FID curve. It is used only while that
-hash matches the encoder's weights.
+hash matches the encoder's weights. A task config may instead name a checkpoint file (`checkpoint_model`:
+official SVG-XL, SiT/DiT-XL/2 or an svgbench export); `recorded_provenance` is what a record says of either.
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ class DiffusionConfig:
     threads: int | None = None
 
 
+MAX_TOKEN_GRID = 16  # SiT/DiT's token grid at 256 px: SD-VAE's 32 x 32 latent at patch 2, SVG's 16 x 16 at patch 1
+
+
+def patch_for_grid(side: int) -> int:
+    """The diffusion model's patch size for a latent `side` cells wide: the smallest divisor of `side` that leaves at
+    most MAX_TOKEN_GRID tokens a side, so that any latent costs about the tokens of SiT-XL/2 on SD-VAE."""
+    return next(p for p in range(1, side + 1) if side % p == 0 and side // p <= MAX_TOKEN_GRID)
+
+
 def build_diffusion_model(cfg: DiffusionConfig, latent_shape: tuple[int, int, int], num_classes: int):
     from .models import build_model
 
@@ -47,7 +57,6 @@ def build_diffusion_model(cfg: DiffusionConfig, latent_shape: tuple[int, int, in
         raise ValueError(f"diffusion needs square latent grids, got {h}x{w}")
     return build_model(cfg.size, input_size=h, patch_size=cfg.patch_size, in_channels=c, num_classes=num_classes,
                        class_dropout_prob=cfg.class_dropout, qk_norm=cfg.qk_norm)
-
 
 
 class NoDiffusionModel(LookupError):
@@ -97,3 +106,33 @@ def export_diffusion(model, stats, encoder, latent_shape, dcfg, curve: list[dict
         "latent_shape": json.dumps(list(latent_shape)), "diffusion_config": json.dumps(asdict(dcfg)),
         "curve": json.dumps(curve), "step": str(step)})
     return dest
+
+
+def shipped_model_files(encoder) -> dict:
+    """The shipped diffusion model file of `encoder` (whether or not it exists): part of a generation or
+    sampling cell's key, so a retrained and re-exported model recomputes the cells that scored the old one."""
+    return {"shipped_diffusion": str(SHIPPED / f"{encoder.spec.name}.safetensors")}
+
+
+def checkpoint_model(encoder, dataset, cfg, device: str):
+    """The model of cfg.diffusion for this encoder -> (model, stats, [], provenance), or None when the config
+    names no checkpoint or names one for another encoder (`diffusion_encoder`). The load is strict: a latent
+    shape that differs from the encoder's raises CheckpointError naming both."""
+    from .official import load_diffusion_checkpoint
+
+    if not cfg.diffusion or (cfg.diffusion_encoder and cfg.diffusion_encoder != encoder.spec.name):
+        return None
+    res = dataset.data_config.resolution
+    model, stats, info = load_diffusion_checkpoint(cfg.diffusion, cfg.diffusion_stats,
+                                                   latent_shape=encoder.spec.latent_shape(res),
+                                                   kind=getattr(cfg, "diffusion_kind", None))
+    return model.to(device).eval(), stats.to(device), [], {
+        "diffusion_weights": f"checkpoint:{Path(cfg.diffusion).name}", "diffusion_layout": info["layout"],
+        "diffusion_size": info["architecture"]["size"], "diffusion_stats_source": str(info["stats_source"]),
+        "diffusion_kind": info.get("kind"), "diffusion_weights_account": info.get("weights_account")}
+
+
+def recorded_provenance(prov: dict) -> dict:
+    """What of diffusion_for's provenance goes into a result record (not the run's paths or config)."""
+    return {k: prov[k] for k in ("diffusion_weights", "train_steps", "diffusion_layout", "diffusion_size",
+                                 "diffusion_stats_source", "diffusion_kind", "diffusion_weights_account") if k in prov}

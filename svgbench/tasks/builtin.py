@@ -10,7 +10,9 @@ _IMAGES = "bootstrap over evaluation images"
 # number in the same commit as any change that can move one of its numbers: its module under svgbench/tasks/,
 # a metric it calls, a default of its config, a shipped model or file it loads. The next `svgbench run` then
 # reports that task's old records as stale and recomputes its cells, and only those. generation and sampling
-# share svgbench/tasks/generation.py (training, scoring): a change to the shared code bumps both.
+# share svgbench/tasks/generation.py and the code it calls (metrics/generative.py: scoring; diffusion/store.py,
+# task_sampler.py, generate.py, flops.py: the model and its sampling; train/diffusion.py: training): a change
+# to the shared code bumps both.
 VERSIONS = {"reconstruction": 2, "probe": 1, "knn": 1, "seg": 1, "generation": 3, "sampling": 3}
 
 
@@ -117,7 +119,7 @@ GENERATION = TaskSpec(
     needs=frozenset({"decoder", "diffusion", "labels", "train"}),
     extra_columns="svgbench.tasks.generation:steps_to_fid_columns", extra_columns_fmt="{:d}",
     file_fields=("diffusion", "diffusion_stats", "reference_npz"),
-    key_files="svgbench.tasks.generation:shipped_model_files",
+    key_files="svgbench.diffusion.store:shipped_model_files",
     description="flow-matching diffusion on the latents: FID/KID/precision/recall, FID vs training steps",
     version=VERSIONS["generation"])
 
@@ -129,7 +131,7 @@ SAMPLING = TaskSpec(
                     uncertainty=_SAMPLES),
     missing_reason="svgbench.tasks.generation:sampling_missing_reason",
     file_fields=("diffusion", "diffusion_stats", "reference_npz"),
-    key_files="svgbench.tasks.generation:shipped_model_files",
+    key_files="svgbench.diffusion.store:shipped_model_files",
     note=("Rows: (encoder, sampler); columns: sampler steps; cells: FID of the encoder's diffusion model "
           "under the feature network named in `metric` (judge-FID: svgbench's shapes judge, not Inception). "
           "Time per image is in efficiency.md."),

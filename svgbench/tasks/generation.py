@@ -27,16 +27,20 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 
-from ..diffusion.generate import generate_all, sample_labels, sample_strip, save_adm_npz
-from ..diffusion.store import DiffusionConfig, NoDiffusionModel, load_shipped
+from ..data import class_names, num_classes_of
+from ..diffusion.flops import forward_flops, sampling_efficiency
+from ..diffusion.generate import generate_all, sample_cache, sample_labels, sample_strip, save_adm_npz
+from ..diffusion.samplers import model_kind
+from ..diffusion.store import NoDiffusionModel, recorded_provenance
+from ..diffusion.task_sampler import make_sampler, precision_fields, sampler_protocol
 from ..encoders.base import LatentEncoder
 from ..metrics.generative import (FEATURE_BATCH, NO_JUDGE, Scorer, adm_reference_fields, adm_scorer,
                                   feature_network, real_batches, streamed_features)
+from ..train.diffusion import diffusion_for
 
 
 @dataclass(frozen=True)
@@ -114,302 +118,6 @@ class SamplingConfig:
     # same generated samples (every point shares its noise) and the same reference samples
     ratio_steps: tuple[int, ...] = (1, 2, 4)
     ratio_reference: int = 25
-
-
-# ---------------------------------------------------------------------------------------------
-# feature network
-# ---------------------------------------------------------------------------------------------
-
-
-def class_names(dataset) -> list[str]:
-    if getattr(dataset, "classes", None):
-        return [str(c) for c in dataset.classes]
-    from ..data.shapes import SHAPE_CLASSES
-
-    return list(SHAPE_CLASSES)
-
-
-def num_classes_of(dataset) -> int:
-    return len(class_names(dataset))
-
-
-# ---------------------------------------------------------------------------------------------
-# the diffusion model of an encoder: shipped, or trained here
-# ---------------------------------------------------------------------------------------------
-
-def _latents(encoder, dataset, cfg, device, progress=None):
-    """-> (ShardedStore of the training split's latents, int64 labels): streamed by the training, never loaded whole."""
-    from ..cache import cached_features
-    from ..data import build_dataset
-
-    data = dataset.data_config  # the dataset's own training split (its spec's: "train" for the built-ins)
-    train = build_dataset(data.replace(split=data.spec().train_split, size=cfg.train_size))
-    got = cached_features(encoder, train, kind="latent", batch_size=cfg.batch_size, device=device,
-                          progress=progress)
-    if got.labels is None:
-        raise ValueError(f"generation needs class labels in the training split of {train.data_config.key()}")
-    return got.store, got.labels
-
-
-MAX_TOKEN_GRID = 16  # SiT/DiT's token grid at 256 px: SD-VAE's 32 x 32 latent at patch 2, SVG's 16 x 16 at patch 1
-
-
-def patch_for_grid(side: int) -> int:
-    """The diffusion model's patch size for a latent `side` cells wide: the smallest divisor of `side` that leaves at
-    most MAX_TOKEN_GRID tokens a side, so that any latent costs about the tokens of SiT-XL/2 on SD-VAE."""
-    return next(p for p in range(1, side + 1) if side % p == 0 and side // p <= MAX_TOKEN_GRID)
-
-
-def diffusion_for(encoder: LatentEncoder, dataset, cfg: GenerationConfig, device: str, evaluate=None, log=None):
-    """-> (EMA model, latent stats, curve rows, provenance dict)."""
-    from ..train.diffusion import train_diffusion
-
-    name, whash = encoder.spec.name, encoder.weights_hash()
-    got = checkpoint_model(encoder, dataset, cfg, device)
-    if got is not None:
-        return got
-    ncls = num_classes_of(dataset)
-    if not cfg.retrain:
-        shipped = load_shipped(encoder, dataset.data_config.name, ncls, device)
-        if shipped is not None:
-            return shipped
-    if not (cfg.train or cfg.retrain):
-        raise NoDiffusionModel(
-            f"no shipped diffusion model matches encoder {name!r} (weights {whash}) on "
-            f"{dataset.data_config.name}; run with --train-diffusion to train one (CPU: hours, GPU: minutes)")
-    latents, labels = _latents(encoder, dataset, cfg, device)
-    dcfg = DiffusionConfig(size=cfg.size, patch_size=patch_for_grid(latents.row_shape[-1]), steps=cfg.train_steps,
-                           batch_size=cfg.train_batch, lr=cfg.lr, eval_every=cfg.eval_every, seed=cfg.seed)
-    run_dir = Path(cfg.runs_dir) / f"{name}-{whash[:8]}-{dataset.data_config.key()}-{_training_key(dcfg, cfg)}"
-    dcfg = dataclasses.replace(dcfg, out=str(run_dir))
-    result = train_diffusion(latents, labels, dcfg, num_classes=ncls, evaluate=evaluate,
-                             log=log or (lambda s: None))
-    from ..train.common import RunDir
-
-    curve = [r for r in RunDir(run_dir).curve() if "fid" in r]
-    return result.model.eval(), result.extra["stats"], curve, {"diffusion_weights": f"trained:{run_dir}",
-                                                               "train_steps": cfg.train_steps, "run_dir": str(run_dir),
-                                                               "diffusion_config": asdict(dcfg)}
-
-
-def shipped_model_files(encoder: LatentEncoder) -> dict:
-    """The shipped diffusion model file of `encoder` (whether or not it exists): part of a generation or
-    sampling cell's key, so a retrained and re-exported model recomputes the cells that scored the old one."""
-    from ..diffusion.store import SHIPPED
-
-    return {"shipped_diffusion": str(SHIPPED / f"{encoder.spec.name}.safetensors")}
-
-
-def _training_key(dcfg: DiffusionConfig, cfg) -> str:
-    """8 hex digits naming a training run's settings: runs with other settings never resume this one."""
-    import hashlib
-    import json
-
-    d = asdict(dcfg) | {"train_size": cfg.train_size}
-    d.pop("out")
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
-
-
-def checkpoint_model(encoder: LatentEncoder, dataset, cfg, device: str):
-    """The model of cfg.diffusion for this encoder -> (model, stats, [], provenance), or None when the config
-    names no checkpoint or names one for another encoder (`diffusion_encoder`). The load is strict: a latent
-    shape that differs from the encoder's raises CheckpointError naming both."""
-    from ..diffusion.official import load_diffusion_checkpoint
-
-    if not cfg.diffusion or (cfg.diffusion_encoder and cfg.diffusion_encoder != encoder.spec.name):
-        return None
-    res = dataset.data_config.resolution
-    model, stats, info = load_diffusion_checkpoint(cfg.diffusion, cfg.diffusion_stats,
-                                                   latent_shape=encoder.spec.latent_shape(res),
-                                                   kind=getattr(cfg, "diffusion_kind", None))
-    return model.to(device).eval(), stats.to(device), [], {
-        "diffusion_weights": f"checkpoint:{Path(cfg.diffusion).name}", "diffusion_layout": info["layout"],
-        "diffusion_size": info["architecture"]["size"], "diffusion_stats_source": str(info["stats_source"]),
-        "diffusion_kind": info.get("kind"), "diffusion_weights_account": info.get("weights_account")}
-
-
-def recorded_provenance(prov: dict) -> dict:
-    """What of diffusion_for's provenance goes into a result record (not the run's paths or config)."""
-    return {k: prov[k] for k in ("diffusion_weights", "train_steps", "diffusion_layout", "diffusion_size",
-                                 "diffusion_stats_source", "diffusion_kind", "diffusion_weights_account") if k in prov}
-
-
-PRECISIONS = ("fp32", "tf32", "bf16", "auto")
-
-
-def precision_plan(cfg, device_type: str) -> tuple[torch.dtype | None, bool]:
-    """-> (autocast dtype of the model's forward, TF32 matmuls) of a config's `precision` (and legacy `bf16`) on
-    a device type. The ODE / DDPM state stays float32 in every plan: the samplers integrate in float32."""
-    precision = getattr(cfg, "precision", "fp32")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: one of {', '.join(PRECISIONS)} (auto: bf16 autocast + TF32 "
-                         "on CUDA, fp32 elsewhere)")
-    cuda = device_type == "cuda"
-    bf16 = cfg.bf16 or precision == "bf16" or (precision == "auto" and cuda)
-    return (torch.bfloat16 if bf16 else None), cuda and precision in ("tf32", "auto")
-
-
-def precision_label(autocast, tf32: bool) -> str:
-    """The record's `numeric_precision`: fp32, tf32, bf16-autocast or bf16-autocast+tf32 (fp32 ops under
-    autocast)."""
-    return "+".join((["bf16-autocast"] if autocast == torch.bfloat16 else []) + (["tf32"] if tf32 else [])) or "fp32"
-
-
-class TaskSampler:
-    """A sampler as the tasks run it: the precision plan is chosen by the device of the noise at each call
-    (`precision_plan`; one inner sampler per plan), TF32 is switched on for the call only (other cells of the
-    run keep full fp32 matmuls), and with `compile` the model's forward is torch.compile'd once per model.
-    Every other attribute is the inner sampler's (method, steps, nfe, guidance, ...)."""
-
-    def __init__(self, build, cfg):
-        self._build, self._cfg, self._inner = build, cfg, {}
-        self.compiled = bool(getattr(cfg, "compile", False))
-        self.labels = getattr(cfg, "labels", "balanced")  # read by diffusion.generate when it draws the labels
-        self.tf32 = False
-        self._active = self._sampler(precision_plan(cfg, "cpu")[0])
-
-    def _sampler(self, autocast):
-        if autocast not in self._inner:
-            self._inner[autocast] = self._build(autocast)
-        return self._inner[autocast]
-
-    def __getattr__(self, name):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._active, name)
-
-    @property
-    def precision(self) -> str:
-        return precision_label(self._active.autocast, self.tf32)
-
-    def __call__(self, model, noise: torch.Tensor, labels: torch.Tensor, **kw):
-        autocast, self.tf32 = precision_plan(self._cfg, noise.device.type)
-        self._active = self._sampler(autocast)
-        if self.compiled:
-            compile_forward(model)
-        with tf32_matmuls(self.tf32):
-            return self._active(model, noise, labels, **kw)
-
-
-def compile_forward(model) -> None:
-    """torch.compile the forward of the nn.Module under `model` (which may be a counting wrapper with `.model`),
-    once: the module keeps its attributes and state-dict names, and FLOP counting still sees its operations."""
-    m = model
-    while not isinstance(m, torch.nn.Module) and hasattr(m, "model"):
-        m = m.model
-    if isinstance(m, torch.nn.Module) and not getattr(m, "_svgbench_compiled", False):
-        m._svgbench_eager_forward = m.forward  # FLOP counting runs it: no recompile for another batch size
-        m.forward = torch.compile(m.forward)
-        m._svgbench_compiled = True
-
-
-class tf32_matmuls:
-    """CUDA matmuls and convolutions with TF32 inside the block (as SiT's and DiT's sample_ddp.py allow), the
-    previous setting restored after it; off inside the block when `on` is False."""
-
-    def __init__(self, on: bool):
-        self.on = on
-
-    def __enter__(self):
-        self.old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.on
-
-    def __exit__(self, *exc):
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.old
-
-
-def make_sampler(cfg, method: str | None = None, steps: int | None = None, kind: str | None = None):
-    """The sampler of a generation or sampling config: its protocol (with method / steps / guidance
-    overrides) or its own sampler fields, run as a TaskSampler (cfg.precision's plan on the device it runs on,
-    bf16 autocast when cfg.bf16, torch.compile when cfg.compile). kind: the model's declared kind
-    (`samplers.model_kind`): a DiT checkpoint is sampled by its DDPM protocol (dit-paper unless the config
-    names another DiT one); a flow protocol for it, or DiT's for a flow model, is refused."""
-    from ..diffusion.generate import LABEL_POLICIES
-
-    precision_plan(cfg, "cpu")  # an unknown precision fails before any work
-    if getattr(cfg, "labels", "balanced") not in LABEL_POLICIES:
-        raise ValueError(f"labels {cfg.labels!r}: one of {', '.join(LABEL_POLICIES)}")
-    return TaskSampler(lambda autocast: _make_sampler(cfg, method, steps, kind, autocast), cfg)
-
-
-def _make_sampler(cfg, method, steps, kind, autocast):
-    from ..diffusion.protocols import DEFAULT_PROTOCOL, build_sampler, check_kind
-    from ..diffusion.samplers import Guidance, ODESampler
-
-    if kind == "dit":
-        if method not in (None, "ddpm"):
-            raise ValueError(f"a kind=dit checkpoint is sampled by DiT's DDPM, not {method!r}: set "
-                             'sampling.methods=["ddpm"] (its steps respace DiT\'s 1000)')
-        cfg = cfg if cfg.protocol else dataclasses.replace(cfg, protocol=DEFAULT_PROTOCOL["dit"])
-    if cfg.protocol:
-        check_kind(cfg.protocol, kind)
-        over = {"autocast": autocast}
-        if not isinstance(cfg, GenerationConfig):
-            over |= {"steps": steps} if kind == "dit" else {"method": method, "steps": steps}
-        elif cfg.protocol_steps:
-            over["steps"] = cfg.protocol_steps
-        if cfg.guidance != 1.0:
-            over["scale"] = cfg.guidance
-        return build_sampler(cfg.protocol, **over)
-    method = method or getattr(cfg, "sampler", "euler")
-    steps = steps or getattr(cfg, "sample_steps", 25)
-    mode = getattr(cfg, "guidance_mode", "constant")
-    guidance = Guidance(scale=cfg.guidance, mode=mode, interval=getattr(cfg, "guidance_interval", None))
-    return ODESampler(method, steps, cfg.shift, guidance, autocast=autocast)
-
-
-def model_kind(model) -> str | None:
-    from ..diffusion.samplers import model_kind as kind_of
-
-    return kind_of(model)
-
-
-def sampler_protocol(cfg, sampler) -> str | None:
-    """The protocol a sampler ran: the config's, or DiT's own where a kind=dit checkpoint named none."""
-    return cfg.protocol or ("dit-paper" if sampler.method == "ddpm" else None)
-
-
-def forward_batches(sampler) -> float:
-    """Model forwards per sampled batch, in units of one forward at the batch size: a guided evaluation runs
-    the 2B batch [cond, uncond], a zero-init step none (the sampler counts them: its guidance schedule)."""
-    return sampler.forward_batches()
-
-
-def forward_flops(model, batch: int, device: str) -> float:
-    """FLOPs of one model forward per image at batch size `batch` (torch's FlopCounterMode): the same for
-    every sampler of the model, so a cell counts it once."""
-    from ..diffusion.flops import count_flops
-
-    c, h = model.in_channels, model.input_size
-    x = torch.zeros(batch, c, h, h, device=device)
-    t, y = torch.full((batch,), 0.5, device=device), torch.zeros(batch, dtype=torch.long, device=device)
-    eager = getattr(model, "_svgbench_eager_forward", None)
-    compiled = model.forward
-    if eager is not None:  # a compiled forward would recompile for this batch size just to be counted
-        model.forward = eager
-    try:
-        with torch.no_grad():
-            return count_flops(model, x, t, y) / batch
-    finally:
-        if eager is not None:
-            model.forward = compiled
-
-
-def sampling_efficiency(model, sampler, batch: int, sample_s_per_image: float, device: str,
-                        per_forward: float | None = None) -> dict:
-    """{"gflops_per_image", "mfu"}: FLOPs of one model forward at the sampling batch size (`per_forward`, else
-    counted here by `forward_flops`) x forwards per batch, per image; MFU against the device's dense peak for
-    the arithmetic used (None where the peak is unknown, e.g. on a CPU)."""
-    from ..diffusion.flops import mfu, precision_of
-
-    if per_forward is None:
-        per_forward = forward_flops(model, batch, device)
-    per_image = per_forward * forward_batches(sampler)
-    # a TaskSampler switches TF32 on only inside its calls: its own word says whether the run used it
-    prec = "tf32" if getattr(sampler, "tf32", False) and sampler.autocast is None else \
-        precision_of(sampler.autocast, device)
-    util = mfu(per_image, sample_s_per_image, device, prec)
-    return {"gflops_per_image": round(per_image / 1e9, 4), "mfu": None if util is None else round(util, 5)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -623,16 +331,6 @@ def _protocol_fields(cfg, sampler) -> dict:
         | precision_fields(cfg, sampler)
 
 
-def precision_fields(cfg, sampler) -> dict:
-    """What a record says about the arithmetic and compilation its samples came from (the config's precision and
-    compile are in its cell key too; the device type as well, which `auto` depends on)."""
-    autocast = getattr(sampler, "autocast", None) if sampler is not None else (torch.bfloat16 if cfg.bf16 else None)
-    return {"autocast": "bf16" if autocast == torch.bfloat16 else None,
-            # not "precision": that key is the precision of precision / recall
-            "numeric_precision": getattr(sampler, "precision", None) or precision_label(autocast, False),
-            "compiled": bool(getattr(cfg, "compile", False)), "labels": getattr(cfg, "labels", "balanced")}
-
-
 def _run_generation_adm(encoder, dataset, cfg, device, progress, log, on_model) -> dict:
     from ..metrics.fidelity import AdmNpzWriter
 
@@ -741,16 +439,6 @@ def run_sampling(encoder: LatentEncoder, dataset, cfg: SamplingConfig = Sampling
             "protocol": sampler_protocol(cfg, samplers[points[0]]) if points else cfg.protocol,
             **precision_fields(cfg, samplers[points[0]] if points else None),
             **(adm_reference_fields(cfg.reference_npz, ref) if scorer is None else {}), **extra, **stats_s, **prov}
-
-
-def sample_cache():
-    """The decoded-sample cache the generation and sampling cells share (`diffusion.generate.SampleCache`),
-    beside the feature cache: with the embedded preset the sampling cell's Euler 25-step point is the
-    generation cell's first batch, which costs 25 model evaluations a sample."""
-    from ..cache import default_cache_dir
-    from ..diffusion.generate import SampleCache
-
-    return SampleCache(default_cache_dir() / "samples")
 
 
 def _generation_blocks(cfg: SamplingConfig, points, device: str) -> dict:

@@ -11,17 +11,26 @@ statistics bit for bit and the same batches (epochs of DistributedSampler, each 
 An optional `evaluate(ema_model, stats, step)` callback adds rows (e.g. judge-FID) to the curve along
 the way; the result's `extra["stats"]` holds the latent statistics. Under torchrun each rank draws its
 own batch (DDP).
+
+`diffusion_for` gives the tasks an encoder's model: a checkpoint the config names, the shipped one, or one trained
+here on the encoder's cached latents, in a run folder named by a hash of its settings (runs with other settings
+never resume it).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
+from dataclasses import asdict
+from pathlib import Path
 
 import torch
 
-from ..diffusion.store import DiffusionConfig, build_diffusion_model
-from .common import TrainResult, is_main, resume, rng_state, start_run, step_generator
+from ..data import num_classes_of
+from ..diffusion.store import (DiffusionConfig, NoDiffusionModel, build_diffusion_model, checkpoint_model,
+                               load_shipped, patch_for_grid)
+from .common import RunDir, TrainResult, is_main, resume, rng_state, start_run, step_generator
 
 
 ON_DEVICE_BYTES = 8 << 30  # latent sets up to this size are moved to the GPU once instead of per batch
@@ -152,3 +161,57 @@ def train_diffusion(latents, labels: torch.Tensor | None, cfg: DiffusionConfig, 
         if on_step is not None:
             on_step(done)
     return TrainResult(last, ema, {"stats": stats})
+
+
+def diffusion_for(encoder, dataset, cfg, device: str, evaluate=None, log=None):
+    """The diffusion model of `encoder` for a generation config (its `diffusion*`, `train`, `retrain` and training
+    fields) -> (EMA model, latent stats, curve rows, provenance dict): the config's checkpoint, else the shipped
+    model, else one trained here; NoDiffusionModel when none is shipped and training was not asked for."""
+    name, whash = encoder.spec.name, encoder.weights_hash()
+    got = checkpoint_model(encoder, dataset, cfg, device)
+    if got is not None:
+        return got
+    ncls = num_classes_of(dataset)
+    if not cfg.retrain:
+        shipped = load_shipped(encoder, dataset.data_config.name, ncls, device)
+        if shipped is not None:
+            return shipped
+    if not (cfg.train or cfg.retrain):
+        raise NoDiffusionModel(
+            f"no shipped diffusion model matches encoder {name!r} (weights {whash}) on "
+            f"{dataset.data_config.name}; run with --train-diffusion to train one (CPU: hours, GPU: minutes)")
+    latents, labels = _latents(encoder, dataset, cfg, device)
+    dcfg = DiffusionConfig(size=cfg.size, patch_size=patch_for_grid(latents.row_shape[-1]), steps=cfg.train_steps,
+                           batch_size=cfg.train_batch, lr=cfg.lr, eval_every=cfg.eval_every, seed=cfg.seed)
+    run_dir = Path(cfg.runs_dir) / f"{name}-{whash[:8]}-{dataset.data_config.key()}-{_training_key(dcfg, cfg)}"
+    dcfg = dataclasses.replace(dcfg, out=str(run_dir))
+    result = train_diffusion(latents, labels, dcfg, num_classes=ncls, evaluate=evaluate,
+                             log=log or (lambda s: None))
+    curve = [r for r in RunDir(run_dir).curve() if "fid" in r]
+    return result.model.eval(), result.extra["stats"], curve, {"diffusion_weights": f"trained:{run_dir}",
+                                                               "train_steps": cfg.train_steps, "run_dir": str(run_dir),
+                                                               "diffusion_config": asdict(dcfg)}
+
+
+def _latents(encoder, dataset, cfg, device, progress=None):
+    """-> (ShardedStore of the training split's latents, int64 labels): streamed by the training, never loaded whole."""
+    from ..cache import cached_features
+    from ..data import build_dataset
+
+    data = dataset.data_config  # the dataset's own training split (its spec's: "train" for the built-ins)
+    train = build_dataset(data.replace(split=data.spec().train_split, size=cfg.train_size))
+    got = cached_features(encoder, train, kind="latent", batch_size=cfg.batch_size, device=device,
+                          progress=progress)
+    if got.labels is None:
+        raise ValueError(f"generation needs class labels in the training split of {train.data_config.key()}")
+    return got.store, got.labels
+
+
+def _training_key(dcfg: DiffusionConfig, cfg) -> str:
+    """8 hex digits naming a training run's settings: runs with other settings never resume this one."""
+    import hashlib
+    import json
+
+    d = asdict(dcfg) | {"train_size": cfg.train_size}
+    d.pop("out")
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
