@@ -137,8 +137,9 @@ DEFAULT_RUN_KEYS = {
 
 
 def test_default_run_keys_are_the_published_records():
-    """`svgbench run` (the embedded default) computes the keys of the published run's records, so a user's default
-    run reuses them instead of recomputing a cell. --device cpu: those records are of a CPU run."""
+    """`svgbench run` (the embedded default) computes the keys of the published run's records: a change that moves
+    no number moves no key, so the records a user holds stay current instead of being recomputed or called stale.
+    --device cpu: those records are of a CPU run."""
     from svgbench.presets import EMBEDDED_ENCODERS, preset_bf16
 
     argv = ["--device", "cpu"]
@@ -146,4 +147,5 @@ def test_default_run_keys_are_the_published_records():
         argv += ["--set", "generation.bf16=true", "--set", "sampling.bf16=true"]
     expected = {(enc, task): key for task, keys in DEFAULT_RUN_KEYS.items()
                 for enc, key in zip(EMBEDDED_ENCODERS, keys)}
-    assert cell_keys(cli_config(*argv)) == expected
+    assert cell_keys(cli_config(*argv)) == expected, ("a cell key moved: if on purpose (a task version, shipped "
+                                                       "weights, a preset setting), update DEFAULT_RUN_KEYS with it")
