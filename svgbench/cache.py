@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ import torch
 from . import distributed as dist
 from .checkpoints import nearest_existing
 from .errors import UserError
+from .registry import file_name
 from .store import (FP16_MAX, FP16_MAX_REL_ERROR, Fp16Check, ShardedStore, StoreError, check_shard,  # noqa: F401
                     npy_header, read_index, shard_path, shard_rows, write_index, write_shard)
 
@@ -145,8 +145,7 @@ def key_parts(encoder, dataset, kind: str, weights_hash: str | None = None, batc
 
 def entry_path(cache_dir: Path, parts: dict) -> Path:
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-    folder = re.sub(r"[^A-Za-z0-9._+-]", "_", parts["encoder"]) or "_"  # any spec name, safe as a folder
-    return Path(cache_dir) / folder / parts["data"] / f"{parts['kind']}-{digest}.npy"
+    return Path(cache_dir) / file_name(parts["encoder"]) / parts["data"] / f"{parts['kind']}-{digest}.npy"
 
 
 def storage_dtype(x: np.ndarray) -> np.dtype:

@@ -19,13 +19,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from .checkpoints import atomic_write_bytes
+from .registry import file_name
 
 SCHEMA_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)  # older schemas this version reads as they are (see the module docstring)
@@ -111,10 +111,8 @@ class Record:
 
 
 def record_path(results_dir: str | Path, task: str, encoder: str, key: str) -> Path:
-    # family names carry paths and hub ids (diffusers:/data/vae, timm:m@/w.safetensors): one file name, never folders;
-    # the key hashes the full name, so two names that read the same here still get two files
-    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", encoder) or "_"
-    return Path(results_dir) / "records" / task / f"{safe}__{key}.json"
+    # the key hashes the full name, so two names that read the same as a file name still get two files
+    return Path(results_dir) / "records" / task / f"{file_name(encoder)}__{key}.json"
 
 
 def write_record(path: Path, record: Record) -> None:

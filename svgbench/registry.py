@@ -28,6 +28,13 @@ def resolve(target: Any) -> Any:
     return obj
 
 
+def file_name(name: str) -> str:
+    """A registered or family name as one file or folder name: family names carry paths and hub ids
+    (diffusers:/data/vae, timm:m@/w.safetensors), which must never become folders. Names of letters, digits and
+    ._+- stay as they are; two names that read the same here are told apart by the key or hash beside them."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", name) or "_"
+
+
 def is_reference(value: Any) -> bool:
     """A lazy "module:attribute" string (the form `resolve` takes)."""
     return isinstance(value, str) and ":" in value

@@ -415,6 +415,7 @@ def test_train_diffusion_runs_on_a_diffusers_folder(tmp_path, monkeypatch, capsy
     said = capsys.readouterr().err
     assert "trained model:" in said and math.isfinite(json.loads(said.split("trained model: ")[1].splitlines()[0])["fid"])
     (last,) = (tmp_path / "runs").rglob("last.pt")
+    assert last.parent.parent == tmp_path / "runs"  # one run folder, not the folders of the name's path
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["ema"]["x_embedder.proj.weight"].shape[1:] == (16, 2, 2)  # 16 channels, 2 x 2 cells a token
     stats = ckpt["stats"]

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from ..data import num_classes_of
+from ..registry import file_name
 from ..diffusion.store import (DiffusionConfig, NoDiffusionModel, build_diffusion_model, checkpoint_model,
                                load_shipped, patch_for_grid)
 from .common import RunDir, TrainResult, is_main, resume, rng_state, start_run, step_generator
@@ -183,7 +184,8 @@ def diffusion_for(encoder, dataset, cfg, device: str, evaluate=None, log=None):
     latents, labels = _latents(encoder, dataset, cfg, device)
     dcfg = DiffusionConfig(size=cfg.size, patch_size=patch_for_grid(latents.row_shape[-1]), steps=cfg.train_steps,
                            batch_size=cfg.train_batch, lr=cfg.lr, eval_every=cfg.eval_every, seed=cfg.seed)
-    run_dir = Path(cfg.runs_dir) / f"{name}-{whash[:8]}-{dataset.data_config.key()}-{_training_key(dcfg, cfg)}"
+    run = f"{file_name(name)}-{whash[:8]}-{dataset.data_config.key()}-{_training_key(dcfg, cfg)}"
+    run_dir = Path(cfg.runs_dir) / run  # one folder, whatever the name holds (a family name's path or hub id)
     dcfg = dataclasses.replace(dcfg, out=str(run_dir))
     result = train_diffusion(latents, labels, dcfg, num_classes=ncls, evaluate=evaluate,
                              log=log or (lambda s: None))
