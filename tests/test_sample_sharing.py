@@ -85,6 +85,31 @@ def test_cache_key_moves_with_what_moves_the_samples(tmp_path):
     assert cache.key(model, stats, enc, AdaptiveODESampler(), noise, labels, "cpu") is None  # its steps vary
 
 
+def test_cache_keeps_the_recently_used_entries_within_its_bound(tmp_path):
+    """Writing past `max_bytes` removes the least recently used entries (a hit renews one), never the one just
+    written; what stays reads back bit for bit."""
+    import os
+
+    images = {k: torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(i))
+              for i, k in enumerate("abcd")}
+    probe = SampleCache(tmp_path / "size")
+    probe.put("x", images["a"], 1.0, 0.5)
+    entry = (tmp_path / "size" / "x.safetensors").stat().st_size
+    cache = SampleCache(tmp_path / "c", max_bytes=3 * entry)  # room for three entries
+    for t, k in enumerate("abc"):
+        cache.put(k, images[k], 1.0, 0.5)
+        os.utime(tmp_path / "c" / f"{k}.safetensors", (1000 + t, 1000 + t))  # a, b, c: oldest use first
+    assert cache.get("a") is not None  # used now: b is the least recently used
+    cache.put("d", images["d"], 2.0, 0.25)
+    assert sorted(p.stem for p in (tmp_path / "c").glob("*.safetensors")) == ["a", "c", "d"]
+    got, sample_s, decode_s = cache.get("d")
+    assert torch.equal(got, images["d"]) and (sample_s, decode_s) == (2.0, 0.25)
+    tiny = SampleCache(tmp_path / "t", max_bytes=1)  # smaller than one entry: the newest still stays
+    tiny.put("a", images["a"], 1.0, 0.5)
+    tiny.put("b", images["b"], 1.0, 0.5)
+    assert [p.stem for p in (tmp_path / "t").glob("*.safetensors")] == ["b"]
+
+
 def _untimed(x):
     """A record without its wall-clock measures (seconds, MFU), which vary from run to run."""
     if isinstance(x, dict):

@@ -7,6 +7,7 @@ or processes gives the same images.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -246,12 +247,18 @@ class SampleCache:
     (the generation task's first batch and the sampling task's Euler point at the generation's steps) compute it
     once; a hit is bit-identical to recomputing. Only deterministic fixed-step ODE samplers on a CPU are cached:
     CUDA kernels need not repeat their bits, and adaptive or stochastic samplers are not keyed by their
-    settings alone. The entry keeps its computation's seconds, which stay the batch's cost."""
+    settings alone. The entry keeps its computation's seconds, which stay the batch's cost.
+
+    The cache is bounded: after each write, the least recently used entries (a hit renews an entry's time) go
+    until the folder holds at most `max_bytes`, so it does not grow with every model, sampler and seed ever run.
+    An entry serves within a run (generation, then sampling) or on recomputing a cell, never as a result."""
 
     VERSION = "samples-v1"
+    MAX_BYTES = 512 * 2**20  # the embedded default writes about 120 MB a run; 256-px batches are 48x larger
 
-    def __init__(self, root):
+    def __init__(self, root, max_bytes: int | None = None):
         self.root = Path(root)
+        self.max_bytes = self.MAX_BYTES if max_bytes is None else int(max_bytes)
         self._digests: dict[int, tuple] = {}  # id(module) -> (module, digest): a cell hashes each module once
 
     def _digest(self, module) -> str:
@@ -310,9 +317,12 @@ class SampleCache:
             # the decoder's memory layout restored: the feature network rounds differently on channels-last input
             if meta.get("layout") == "channels_last":
                 images = images.contiguous(memory_format=torch.channels_last)
-            return images, float(meta["sample_s"]), float(meta["decode_s"])
+            got = images, float(meta["sample_s"]), float(meta["decode_s"])
         except (OSError, KeyError, ValueError, SafetensorError):  # a damaged entry is recomputed (and replaced)
             return None
+        with contextlib.suppress(OSError):  # used now: the last to go (another process may have pruned it)
+            os.utime(path)
+        return got
 
     def put(self, key: str, images: torch.Tensor, sample_s: float, decode_s: float) -> None:
         from ..checkpoints import save_safetensors
@@ -320,6 +330,28 @@ class SampleCache:
         save_safetensors({"images": images}, self.root / f"{key}.safetensors",
                          metadata={"sample_s": repr(float(sample_s)), "decode_s": repr(float(decode_s)),
                                    "layout": "channels_last" if _channels_last(images) else "contiguous"})
+        self.prune(keep=key)
+
+    def prune(self, keep: str | None = None) -> int:
+        """Remove the least recently used entries until the cache holds at most `max_bytes` (never `keep`, the
+        entry just written); -> the number removed. Entries another process removes meanwhile are skipped."""
+        entries = []
+        for p in self.root.glob("*.safetensors"):
+            with contextlib.suppress(OSError):
+                st = p.stat()
+                entries.append((st.st_mtime, p.name, st.st_size, p))
+        total = sum(e[2] for e in entries)
+        removed = 0
+        for _, name, size, p in sorted(entries):  # oldest use first
+            if total <= self.max_bytes:
+                break
+            if name == f"{keep}.safetensors":
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed += 1
+            total -= size
+        return removed
 
 
 def sample_cache():
