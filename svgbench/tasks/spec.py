@@ -73,9 +73,9 @@ class CurveSpec:
 @dataclass
 class TaskSpec:
     """A registered task. `function` / `config` are callables/classes or lazy "module:attribute" strings.
-    `extra_columns`: optional (record) -> {column title: value} for derived columns of the task table, formatted
+    `extra_columns`: optional (Record) -> {column title: value} for derived columns of the task table, formatted
     with `extra_columns_fmt`.
-    `missing_reason`: optional (record, series, x) -> why a curve cell is n/a.
+    `missing_reason`: optional (Record, series, x) -> why a curve cell is n/a.
 
     `version`: the version of the task's code and protocol. It enters every cell's key and record. Bump it
     whenever a change can move a number: the task function or a metric it calls, its protocol, a default of
