@@ -103,14 +103,6 @@ def _print_rows(head: tuple, rows: list[tuple]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
-def parse_task_setting(item: str) -> tuple[str, str, object]:
-    """'TASK.FIELD=VALUE' -> (task, field, value): runner.parse_setting, the parser RunConfig.from_preset reads --set
-    items with."""
-    from .runner import parse_setting
-
-    return parse_setting(item)
-
-
 def _diffusion_overrides(items) -> dict:
     """--diffusion 'ENCODER=PATH[,stats=PATH][,kind=dit|sit|svg]' -> the generation / sampling config fields naming
     that checkpoint (diffusion, diffusion_stats, diffusion_kind, diffusion_encoder); one checkpoint per run. The

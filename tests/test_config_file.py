@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from svgbench.cli import build_parser, config_keys, load_run_config, main, parse_task_setting, resolved_run_options
+from svgbench.cli import build_parser, config_keys, load_run_config, main, resolved_run_options
+from svgbench.runner import parse_setting
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "configs").glob("*.yaml"))
 # a tiny matrix: one encoder, one task, 48 procedural images
@@ -55,7 +56,7 @@ def test_flags_and_set_override_the_file(tmp_path):
     cfg.write_text(yaml.safe_dump(CONFIG | {"convert-mode": True}))
     args = _args(["run", "--config", str(cfg), "--num-images", "16", "--set", "knn.ks=[5,7]", "--tasks", "probe"])
     assert args.num_images == 16 and args.tasks == ("probe",) and args.seed == 3 and args.convert_mode is True
-    settings = [parse_task_setting(s) for s in args.set]
+    settings = [parse_setting(s) for s in args.set]
     assert dict(((t, f), v) for t, f, v in settings)[("knn", "ks")] == (5, 7)  # the flag comes last, so it wins
     assert resolved_run_options(args)["encoders"] == ["pixels"]
     # underscores are the same keys; a plugin list is the global --plugin
@@ -106,7 +107,7 @@ def test_example_configs_load_and_validate(path):
     data |= {"name": args.data} if args.data else {}
     data |= {"split": args.split} if args.split else {}
     assert DataConfig(**data).resolution == 256
-    settings = {(t, f): v for t, f, v in map(parse_task_setting, args.set)}  # unknown task or field: SystemExit
+    settings = {(t, f): v for t, f, v in map(parse_setting, args.set)}  # unknown task or field: UserError
     if ("generation", "protocol") in settings:  # a published protocol, with the process its checkpoint declares
         from svgbench.diffusion.protocols import PROTOCOLS
 

@@ -182,12 +182,12 @@ def test_set_values_are_type_checked_before_work(tmp_path, run_cli, setting, nam
 
 
 def test_set_values_of_the_right_type_pass():
-    from svgbench.cli import parse_task_setting
+    from svgbench.runner import parse_setting
 
-    assert parse_task_setting("probe.epochs=3") == ("probe", "epochs", 3)
-    assert parse_task_setting("probe.lrs=[1,0.5]") == ("probe", "lrs", (1, 0.5))  # an integer is a number
-    assert parse_task_setting("probe.train_split=2012") == ("probe", "train_split", "2012")  # text as typed
-    assert parse_task_setting("seg.num_classes=null") == ("seg", "num_classes", None)
+    assert parse_setting("probe.epochs=3") == ("probe", "epochs", 3)
+    assert parse_setting("probe.lrs=[1,0.5]") == ("probe", "lrs", (1, 0.5))  # an integer is a number
+    assert parse_setting("probe.train_split=2012") == ("probe", "train_split", "2012")  # text as typed
+    assert parse_setting("seg.num_classes=null") == ("seg", "num_classes", None)
     assert errors(preflight(tasks=["probe"], task_settings={"probe": {"epochs": "x"}}))  # the API's check too
 
 

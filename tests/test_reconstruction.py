@@ -137,18 +137,18 @@ def test_corrupt_image_folder_names_file(tmp_path, svgbench_cli):
 
 
 def test_cli_set_overrides_a_task_field(tmp_path, svgbench_cli):
-    from svgbench.cli import parse_task_setting
     from svgbench.errors import UserError
+    from svgbench.runner import parse_setting
 
     _cli = svgbench_cli
 
-    assert parse_task_setting("sampling.steps=[1,2,4]") == ("sampling", "steps", (1, 2, 4))
-    assert parse_task_setting("sampling.heun_max_steps=50") == ("sampling", "heun_max_steps", 50)
-    assert parse_task_setting("generation.sampler=heun") == ("generation", "sampler", "heun")
+    assert parse_setting("sampling.steps=[1,2,4]") == ("sampling", "steps", (1, 2, 4))
+    assert parse_setting("sampling.heun_max_steps=50") == ("sampling", "heun_max_steps", 50)
+    assert parse_setting("generation.sampler=heun") == ("generation", "sampler", "heun")
     for bad, words in (("sampling.nope=1", "no config field 'nope'"), ("nope.steps=1", "unknown task 'nope'"),
                        ("sampling=1", "TASK.FIELD=VALUE")):
         with pytest.raises(UserError, match=words) as e:  # the CLI prints it as one line and exits 2
-            parse_task_setting(bad)
+            parse_setting(bad)
         assert e.value.input == "--set"
     out = _cli("run", "--encoders", "tiny-vae", "--tasks", "reconstruction", "--num-images", "8",
                "--set", "reconstruction.nope=3", "--results", "res", cwd=tmp_path)
