@@ -155,10 +155,11 @@ def sample_point_batches(model, stats, encoder, indices, num_classes: int, sampl
     indices = list(indices)
     c, h, w = model.in_channels, model.input_size, model.input_size
     blocks = blocks or {}
+    policy = _label_policy(samplers)
     for i in range(0, len(indices), batch_size):
         idx = indices[i:i + batch_size]
         noise = noise_for_indices(idx, (c, h, w), seed, device=device)
-        labels = sample_labels(idx, num_classes, seed, _label_policy(samplers), device)
+        labels = sample_labels(idx, num_classes, seed, policy, device)
         shared = SharedEvaluations() if len(samplers) > 1 else None
         for point, sampler in samplers.items():
             on = None if progress is None else (lambda k, point=point: progress(point, k))
@@ -169,7 +170,7 @@ def sample_point_batches(model, stats, encoder, indices, num_classes: int, sampl
                     blk = list(range(b0, b0 + span))
                     lo, hi = max(idx[0], b0) - b0, min(idx[-1] + 1, b0 + span) - b0
                     bn = noise_for_indices(blk, (c, h, w), seed, device=device)
-                    bl = sample_labels(blk, num_classes, seed, _label_policy(samplers), device)
+                    bl = sample_labels(blk, num_classes, seed, policy, device)
                     x, s1, s2 = _cached_point(model, stats, encoder, blk, bn, bl, sampler, None, seed, device,
                                               cache, on, share=(hi - lo) / span)
                     xs.append(x[lo:hi])
@@ -217,7 +218,8 @@ def _sample_point(model, stats, encoder, idx, noise, labels, sampler, shared, se
         if calls[0] * per_call <= 1 + 1e-9:  # an adaptive solver may take more evaluations than it did
             progress(b * per_call)
 
-    net = _Chunked(model, MODEL_CHUNK) if torch.device(device).type == "cpu" else model  # see MODEL_CHUNK
+    cpu = torch.device(device).type == "cpu"
+    net = _Chunked(model, MODEL_CHUNK) if cpu else model  # see MODEL_CHUNK
     net = net if progress is None else _Counted(net, on_call)
     charged = 0.0 if shared is None else shared.charged_s
     t0 = time.perf_counter()
@@ -225,7 +227,6 @@ def _sample_point(model, stats, encoder, idx, noise, labels, sampler, shared, se
     if getattr(sampler, "stochastic", False):  # DDPM: step k's noise per sample index, as the start's
         kw["step_noise"] = lambda k, idx=idx: noise_for_indices(idx, (c, h, w), index_seed(k + 1, seed),
                                                                 device=device)
-    cpu = torch.device(device).type == "cpu"
     with _unfused_attention(model) if cpu else contextlib.nullcontext():
         z = sampler(net, noise, labels, **kw)
     _sync(device)
