@@ -18,7 +18,7 @@ from typing import Iterable
 import pandas as pd
 
 from .metrics.stats import N_RESAMPLES, paired_diff_ci, paired_seg_diff_ci
-from .records import Record, Results, data_key
+from .records import Record, Results
 from .tasks.comparison import COLUMNS, FAILS, HOLDS, UNSURE, encoder_roles, finding_row, finite, paired_items
 from .tasks.registry import finding_specs
 
@@ -44,10 +44,11 @@ def findings_table(results: Results | Iterable[Record], roles: dict | None = Non
     tasks have no record on a dataset is inconclusive there, saying which."""
     results = Results.of(results)
     roles = encoder_roles(results) | (roles or {})
-    on = {(r.task, data_key(r)) for r in results}
+    on = {(task, data) for task, _, data in results.cells()}
+    specs = finding_specs()
     rows = []
     for data in results.data_keys():
-        for spec in finding_specs():
+        for spec in specs:
             if spec.requires_role and not roles.get(spec.requires_role):
                 continue
             missing = next((t for t in spec.reads if (t, data) not in on), None)
@@ -73,7 +74,7 @@ def paired_comparison(results: Results | Iterable[Record], encoder_a: str, encod
     """
     results = Results.of(results)
     rows = []
-    for task, data in sorted({(r.task, data_key(r)) for r in results if r.encoder == encoder_a}):
+    for task, data in sorted((task, data) for task, enc, data in results.cells() if enc == encoder_a):
         ra, rb = results.cell(task, encoder_a, data), results.cell(task, encoder_b, data)
         if rb is None:
             continue
@@ -156,12 +157,12 @@ def findings_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_findings(results_dir: str | Path, results: Results | Iterable[Record]) -> Path:
-    """results_dir/findings.md (+ .csv, .json) from `results`. -> the markdown path."""
+def write_findings(results_dir: str | Path, df: pd.DataFrame) -> Path:
+    """results_dir/findings.md (+ .csv, .json) from the findings table `df` (`findings_table`). -> the markdown
+    path."""
     from .checkpoints import atomic_write_bytes
 
     root = Path(results_dir)
-    df = findings_table(results)
     atomic_write_bytes(root / "findings.md", findings_markdown(df).encode())
     atomic_write_bytes(root / "findings.csv", df.to_csv(index=False).encode())
     rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
@@ -232,11 +233,12 @@ def summary_markdown(df: pd.DataFrame, score: pd.DataFrame | None = None) -> str
     return "\n".join(lines)
 
 
-def write_summary(results_dir: str | Path, results: Results | Iterable[Record], score: pd.DataFrame | None) -> Path:
-    """results_dir/summary.md from `results` and their scorecard (`report.scorecard_table`, passed in by the
-    report, which sits beside this module) (quoted by the README's `summary` block). -> its path."""
+def write_summary(results_dir: str | Path, df: pd.DataFrame, score: pd.DataFrame | None) -> Path:
+    """results_dir/summary.md from the findings table `df` (`findings_table`) and the scorecard of the same records
+    (`report.scorecard_table`, passed in by the report, which sits beside this module) (quoted by the README's
+    `summary` block). -> its path."""
     from .checkpoints import atomic_write_bytes
 
     path = Path(results_dir) / "summary.md"
-    atomic_write_bytes(path, (summary_markdown(findings_table(results), score) + "\n").encode())
+    atomic_write_bytes(path, (summary_markdown(df, score) + "\n").encode())
     return path

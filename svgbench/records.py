@@ -225,9 +225,11 @@ class Results:
             cells[(r.task, r.encoder, data_key(r))] = r
             rows.setdefault(r.task, {})[(r.encoder, data_label(r.data))] = r
         self._cells = cells
-        self._rows = {t: dict(sorted(((_row_key(k, r), _row_record(r)) for k, r in by.items()),
-                                     key=lambda kv: (kv[0][1], kv[0][0])))
-                      for t, by in rows.items()}
+        self._rows = {}
+        for t, by in rows.items():  # a stale record relabelled, its row named by the label
+            shown = sorted(((label, _row_record(r)) for (_, label), r in by.items()),
+                           key=lambda lr: (lr[0], lr[1].encoder))
+            self._rows[t] = {(r.encoder, label): r for label, r in shown}
 
     @classmethod
     def load(cls, results_dir: str | Path, versions: dict[str, int] | None = None,
@@ -264,6 +266,10 @@ class Results:
     def cell(self, task: str, encoder: str, data: str) -> Record | None:
         return self._cells.get((task, encoder, data))
 
+    def cells(self) -> Iterable[tuple[str, str, str]]:
+        """The (task, encoder, data key) of every cell with a record (`cell` gives its newest)."""
+        return self._cells.keys()
+
     def data_keys(self) -> list[str]:
         """The data keys of the records, sorted."""
         return sorted({d for (_, _, d) in self._cells})
@@ -272,10 +278,6 @@ class Results:
 def data_key(record: Record) -> str:
     """The key of the data `record` was measured on (one dataset, split, size and resolution)."""
     return str(record.data.get("key", ""))
-
-
-def _row_key(key: tuple[str, str], record: Record) -> tuple[str, str]:
-    return (key[0] + stale_label(record), key[1]) if record.stale else key
 
 
 def _row_record(record: Record) -> Record:

@@ -120,7 +120,7 @@ def test_paired_comparison_lists_shared_metrics():
 
 
 def test_write_findings(tmp_path):
-    md = write_findings(tmp_path, records()).read_text()
+    md = write_findings(tmp_path, findings_table(records())).read_text()
     assert "| F1 |" in md and "does not hold" in md
     premises, claims = md.split("## Premises")[1].split("## The paper's claims")
     assert "| F0 |" in premises and "| F0 |" not in claims and "| F1 |" in claims

@@ -90,10 +90,11 @@ def write_reports(results_dir: str | Path = "results", records: Results | Iterab
     if results:
         out["scorecard"] = write_scorecard(results_dir, results, intervals=intervals)
         if intervals:
-            from ..findings import write_findings, write_summary
+            from ..findings import findings_table, write_findings, write_summary
 
-            out["findings"] = write_findings(results_dir, results)
-            out["summary"] = write_summary(results_dir, results, scorecard_table(results))
+            table = findings_table(results)  # every finding's bootstrap, once for both files
+            out["findings"] = write_findings(results_dir, table)
+            out["summary"] = write_summary(results_dir, table, scorecard_table(results))
         if plots:
             from ..plots import write_plots
 

@@ -26,9 +26,9 @@ def task_table(records: Results | Iterable[Record], task: str, intervals: bool =
     latest = results.latest(task)
     metrics = [m for m in (spec.metrics if spec is not None else ())
                if not m.optional or any(m.key in r.metrics for r in latest.values())]
-    for r in latest.values():  # sorted by data, then encoder
+    for (_, data), r in latest.items():  # sorted by data, then encoder
         rspec = r.spec
-        row = {"encoder": r.encoder, "data": _data_label(r.data),
+        row = {"encoder": r.encoder, "data": data,
                "latent": "x".join(str(s) for s in rspec["latent_shape"]), "weights": rspec["weights"]}
         for m in metrics:
             put_metric(row, metric_title(spec, m, r), m.key, r, intervals)

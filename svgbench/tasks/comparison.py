@@ -10,14 +10,13 @@ encoder is family "svg" with its residual branch, its SSL encoder is the DINO it
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Iterable
 
 import numpy as np
 
 from ..metrics.stats import paired_diff_ci
-from ..records import Record, Results
+from ..records import Record, Results, finite_number
 from .spec import FindingSpec
 
 HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
@@ -61,7 +60,8 @@ def encoder_roles(records: Results | Iterable[Record]) -> dict[str, str | None]:
 
 
 def finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite int or float (not a bool): `records.finite_number`'s test."""
+    return finite_number(v) is not None
 
 
 def paired_items(xa, xb):

@@ -39,7 +39,7 @@ def f1(spec: FindingSpec, results: Results, data: str, roles: dict) -> dict:
 
 def f1b(spec: FindingSpec, results: Results, data: str, roles: dict) -> dict:
     """F1 on kNN retrieval: the spec's metric, or the first per-item metric the kNN records have without it."""
-    keys = sorted({k for enc in {r.encoder for r in results if r.task == "knn"}
+    keys = sorted({k for task, enc, d in results.cells() if task == "knn" and d == data
                    for k in (_metrics(results, "knn", enc, data).get("per_item") or {})})
     key = spec.metric if spec.metric in keys or not keys else keys[0]
     return diff_finding(spec, results, data, roles["svg"], roles["ssl"], within_one, "", key)
@@ -132,7 +132,7 @@ def f6(spec: FindingSpec, results: Results, data: str, roles: dict) -> dict:
     svg, vae = roles["svg"], roles[spec.vae_role]
     got = {}
     for enc in (svg, vae):
-        m = _metrics(results, "generation", enc, data) or {}
+        m = _metrics(results, "generation", enc, data)
         ci = (m.get("ci") or {}).get("class_accuracy")
         if finite(m.get("class_accuracy")) and ci and finite(ci.get("ci_low")) and finite(ci.get("ci_high")):
             got[enc] = (m["class_accuracy"], ci["ci_low"], ci["ci_high"])
