@@ -258,12 +258,6 @@ def processor_name(device: str = "cpu") -> str:
     return platform.processor() or platform.machine()
 
 
-def forward_batches(sampler) -> float:
-    """Model forwards per sampled batch, in units of one forward at the batch size: a guided evaluation runs
-    the 2B batch [cond, uncond], a zero-init step none (the sampler counts them: its guidance schedule)."""
-    return sampler.forward_batches()
-
-
 def forward_flops(model, batch: int, device: str) -> float:
     """FLOPs of one model forward per image at batch size `batch` (torch's FlopCounterMode): the same for
     every sampler of the model, so a cell counts it once."""
@@ -289,7 +283,7 @@ def sampling_efficiency(model, sampler, batch: int, sample_s_per_image: float, d
     the arithmetic used (None where the peak is unknown, e.g. on a CPU)."""
     if per_forward is None:
         per_forward = forward_flops(model, batch, device)
-    per_image = per_forward * forward_batches(sampler)
+    per_image = per_forward * sampler.forward_batches()  # a guided evaluation runs the 2B batch [cond, uncond]
     # a TaskSampler switches TF32 on only inside its calls: its own word says whether the run used it
     prec = "tf32" if getattr(sampler, "tf32", False) and sampler.autocast is None else \
         precision_of(sampler.autocast, device)

@@ -13,7 +13,6 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
 
 SHIPPED = Path(__file__).resolve().parent.parent / "weights" / "diffusion"
 
@@ -72,7 +71,7 @@ def load_shipped(encoder, data_name: str, num_classes: int, device: str, path: P
 
     from ..data import find_dataset
 
-    shipped = path or SHIPPED / f"{encoder.spec.name}.safetensors"
+    shipped = path or shipped_path(encoder)
     spec = find_dataset(data_name)
     if not shipped.exists() or spec is None or not spec.shipped_models:
         return None
@@ -98,7 +97,7 @@ def export_diffusion(model, stats, encoder, latent_shape, dcfg, curve: list[dict
     """
     from ..checkpoints import save_safetensors
 
-    dest = dest or SHIPPED / f"{encoder.spec.name}.safetensors"
+    dest = dest or shipped_path(encoder)
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     state["stats.mean"], state["stats.std"] = stats.mean, stats.std
     save_safetensors(state, dest, metadata={
@@ -108,10 +107,15 @@ def export_diffusion(model, stats, encoder, latent_shape, dcfg, curve: list[dict
     return dest
 
 
+def shipped_path(encoder) -> Path:
+    """Where svgbench ships the diffusion model of `encoder` (whether or not it exists)."""
+    return SHIPPED / f"{encoder.spec.name}.safetensors"
+
+
 def shipped_model_files(encoder) -> dict:
     """The shipped diffusion model file of `encoder` (whether or not it exists): part of a generation or
     sampling cell's key, so a retrained and re-exported model recomputes the cells that scored the old one."""
-    return {"shipped_diffusion": str(SHIPPED / f"{encoder.spec.name}.safetensors")}
+    return {"shipped_diffusion": str(shipped_path(encoder))}
 
 
 def checkpoint_model(encoder, dataset, cfg, device: str):

@@ -247,7 +247,8 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
     feats = scorer.features(fake)
     out = scorer.score(feats, seed=cfg.seed)
     bar(n)
-    _add_class_accuracy(out, scorer, feats, ncls, sample_labels(range(len(fake)), ncls, cfg.seed, cfg.labels))
+    labels = sample_labels(range(len(fake)), ncls, cfg.seed, cfg.labels)  # sample i's conditioning class
+    _add_class_accuracy(out, scorer, feats, ncls, labels)
     if len(seeds) > 1:
         fids = [out["fid_plugin"]]  # plug-in for every seed: the other seeds are scored without an interval
         for sd in seeds[1:]:
@@ -257,10 +258,9 @@ def run_generation(encoder: LatentEncoder, dataset, cfg: GenerationConfig = Gene
         from ..metrics.stats import seed_spread
 
         out["seed_spread"] = {"fid": seed_spread(fids, seeds)}
-    out["samples"] = sample_strip(fake, _class_labels(dataset, ncls),
-                                  labels=sample_labels(range(10), ncls, cfg.seed, cfg.labels))
+    out["samples"] = sample_strip(fake, _class_labels(dataset, ncls), labels=labels[:10])
     if cfg.samples_npz:
-        save_adm_npz(fake, sample_labels(range(len(fake)), ncls, cfg.seed, cfg.labels), cfg.samples_npz)
+        save_adm_npz(fake, labels, cfg.samples_npz)
     # FD-DINOv2 goes beside Inception-FID on natural images; judge data has its own network
     if cfg.fd_dinov2 and dataset.data_config.spec().feature_network == "inception":
         from ..metrics.fidelity import DINOV2_EXTRACTOR, dinov2_available, metrics_from_features, network_extractor
@@ -349,15 +349,15 @@ def _run_generation_adm(encoder, dataset, cfg, device, progress, log, on_model) 
     writer = AdmNpzWriter(cfg.samples_npz, n, res, res) if cfg.samples_npz else None
     out, first, timing = score_adm(model, stats, encoder, n, ncls, sampler, feats_fn, ref, cfg, device,
                                    writer=writer, progress=Progress(progress, len(dataset), n))
+    labels = sample_labels(range(n), ncls, cfg.seed, cfg.labels)  # sample i's conditioning class
     if writer is not None:
-        writer.close(arr_1=sample_labels(range(n), ncls, cfg.seed, cfg.labels).numpy())
+        writer.close(arr_1=labels.numpy())
     from ..metrics.fidelity import SFID_NA
 
     out |= {"kid": None, "class_accuracy": None,
             "unavailable": {"kid": "not part of the ADM evaluation protocol", "class_accuracy": NO_JUDGE}
             | ({"sfid": SFID_NA} if out.get("sfid") is None else {}),
-            "samples": sample_strip(first, _class_labels(dataset, ncls),
-                                    labels=sample_labels(range(10), ncls, cfg.seed, cfg.labels)),
+            "samples": sample_strip(first, _class_labels(dataset, ncls), labels=labels[:10]),
             "feature_network": label,
             "num_samples": n, "fid_curve": []} | adm_reference_fields(cfg.reference_npz, ref)
     return out | timing | recorded_provenance(prov) | _efficiency(model, sampler, cfg, timing, device) \

@@ -195,15 +195,14 @@ def diffusion_for(encoder, dataset, cfg, device: str, evaluate=None, log=None):
                                                                "diffusion_config": asdict(dcfg)}
 
 
-def _latents(encoder, dataset, cfg, device, progress=None):
+def _latents(encoder, dataset, cfg, device):
     """-> (ShardedStore of the training split's latents, int64 labels): streamed by the training, never loaded whole."""
     from ..cache import cached_features
     from ..data import build_dataset
 
     data = dataset.data_config  # the dataset's own training split (its spec's: "train" for the built-ins)
     train = build_dataset(data.replace(split=data.spec().train_split, size=cfg.train_size))
-    got = cached_features(encoder, train, kind="latent", batch_size=cfg.batch_size, device=device,
-                          progress=progress)
+    got = cached_features(encoder, train, kind="latent", batch_size=cfg.batch_size, device=device)
     if got.labels is None:
         raise ValueError(f"generation needs class labels in the training split of {train.data_config.key()}")
     return got.store, got.labels
