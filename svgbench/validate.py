@@ -91,9 +91,8 @@ def preflight(*, data=None, encoders: Sequence[str] = (), weights: Mapping[str, 
     if build_encoders and task_settings:
         problems += check_diffusion(task_settings, encoders, resolution)
     if data is not None:
-        built, evaluation = _build_checked(data)
-        flag = f"--data-root {data.root}" if data.root else f"--data {data.name}"
-        problems += evaluation if built is None else scan_problems(built, flag, decode_limit)
+        built, evaluation = _check_data(data, decode_limit)
+        problems += evaluation
         # the tasks' configs are built from the settings check_options checked; the training splits are read
         # when the evaluation split could be built (their bad files are listed with its own, all at once)
         if tasks and not errors(options) and built is not None:
@@ -391,16 +390,25 @@ def check_data(data, decode_limit: int = DECODE_LIMIT) -> list[Problem]:
     """The dataset of `data` (a DataConfig) can be built, and its image files read: unreadable
     files and refused modes are errors (the first few named, the rest counted); images that will be
     upscaled are a warning naming how many and the smallest."""
+    return _check_data(data, decode_limit)[1]
+
+
+def _check_data(data, decode_limit: int):
+    """(the dataset of `data`, or None when it cannot be built; the problems of building it and reading its files)."""
     ds, problems = _build_checked(data)
-    flag = f"--data-root {data.root}" if data.root else f"--data {data.name}"
-    return problems if ds is None else scan_problems(ds, flag, decode_limit)
+    return ds, problems if ds is None else scan_problems(ds, _data_flag(data), decode_limit)
+
+
+def _data_flag(data) -> str:
+    """The flag that names `data` on the command line, for problems about it."""
+    return f"--data-root {data.root}" if data.root else f"--data {data.name}"
 
 
 def _build_checked(data):
     """(the dataset of `data`, []) or (None, [the one problem that kept it from being built])."""
     from .data import DataError, build_dataset
 
-    flag = f"--data-root {data.root}" if data.root else f"--data {data.name}"
+    flag = _data_flag(data)
     try:
         return build_dataset(data), []
     except DataError as e:
@@ -468,7 +476,7 @@ def check_training_splits(data, tasks: Sequence[str], task_settings: Mapping[str
     split; its unreadable and non-RGB images as check_data reports the evaluation split's."""
     from .data import DataError, build_dataset
 
-    flag = f"--data-root {data.root}" if data.root else f"--data {data.name}"
+    flag = _data_flag(data)
     needed: dict[str, list[tuple[str, object]]] = {}  # split -> [(task, its config)]
     for t in tasks:
         got = _training_split(t, task_settings.get(t, {}), data, encoders)

@@ -37,7 +37,7 @@ class DataConfig:
     size: shapes: images generated; folders: at most this many (spread over classes).
     """
 
-    name: str = "shapes"
+    name: str = EMBEDDED_DATA
     root: str | None = None
     split: str = "val"
     resolution: int = 64

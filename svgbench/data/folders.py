@@ -218,8 +218,6 @@ def has_alpha(im: Image.Image) -> bool:
 
 
 def _as_rgb(im: Image.Image, path: str, convert_mode: bool | str) -> Image.Image:
-    if im.mode == "RGB" and "transparency" not in im.info:
-        return im
     if convert_mode in COMPOSITES and has_alpha(im):
         background = Image.new("RGBA", im.size, COMPOSITES[convert_mode] + (255,))
         return Image.alpha_composite(background, im.convert("RGBA")).convert("RGB")

@@ -114,9 +114,7 @@ class DatasetSpec:
 
     def build(self, cfg) -> Any:
         """The dataset of `cfg` (a DataConfig naming this spec)."""
-        if "factory" not in self._resolved:
-            self._resolved["factory"] = resolve(self.factory)
-        return self._resolved["factory"](cfg)
+        return self._lazy("factory")(cfg)
 
     def _lazy(self, attr: str):
         if attr not in self._resolved:

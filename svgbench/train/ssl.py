@@ -252,11 +252,10 @@ class ViewSource:
 # ---------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def probe_backbone(backbone, resolution: int, n_train: int, n_val: int, device, spec=None) -> dict:
+def probe_backbone(backbone, resolution: int, n_train: int, n_val: int, device, spec) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    spec = spec or dataset_spec(EMBEDDED_DATA)
     was_training = backbone.training
     backbone.eval()
     feats, labels = [], []
