@@ -288,13 +288,23 @@ def run_matrix(cfg: RunConfig, log=None) -> RunSummary:
 def _in_flight(state: dict) -> str | None:
     """The cell an interrupt cut short, or None: a cell whose record was written since it started is finished,
     even when the interrupt came before the runner moved on (between the write and the next cell)."""
-    path, started = state.get("path"), state.get("started", 0.0)
-    try:
-        if state["cell"] and path is not None and path.stat().st_mtime >= started:
+    path = state.get("path")
+    if state["cell"] and path is not None:
+        now = _file_mark(path)
+        if now is not None and now != state.get("before"):
             return None
-    except OSError:
-        pass
     return state["cell"]
+
+
+def _file_mark(path: Path) -> tuple[int, int] | None:
+    """(inode, mtime in ns) of the file at `path`, or None without one. A record is written by replacing the file
+    (checkpoints.atomic_write), so a write since the mark gives another; comparing marks, not a file time with
+    the wall clock, holds where the filesystem's clock runs behind time.time() by a tick."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _build_encoder(cfg: RunConfig, name: str):
@@ -409,7 +419,7 @@ def _run_cells(cfg: RunConfig, log, state: dict) -> RunSummary:
                 continue
             try:
                 try:
-                    state["cell"], state["path"], state["started"] = f"{name} / {task.name}", path, time.time()
+                    state["cell"], state["path"], state["before"] = f"{name} / {task.name}", path, _file_mark(path)
                     record = _compute(cfg, task, tcfg, encoder, dataset, device, key, kwargs, weights_hash, log)
                     record = dataclasses.replace(record, finished=time.time(), **made_by)
                 except Exception as e:
